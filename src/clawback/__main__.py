@@ -1,0 +1,3 @@
+from clawback.cli import app
+
+app()

@@ -1,0 +1,203 @@
+"""Views over Messages API requests, and the checks the real API applies to them.
+
+A request stays the client's own ``dict`` from start to finish: stages read it through ``MessagesRequest``
+and change it only where they mean to, so a field this code has never heard of (the API grows every month:
+``context_management``, ``output_config``, ``mcp_servers``, new block types) reaches the upstream exactly as
+sent. We deliberately do not round-trip bodies through pydantic models here: that costs a few hundred
+microseconds per request on the gateway's hot path and silently reorders or drops what a model did not
+declare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+
+from clawback.api.errors import InvalidRequestError
+
+__all__ = [
+    "MAX_CACHE_BREAKPOINTS",
+    "MessagesRequest",
+    "count_cache_breakpoints",
+    "iter_prompt_blocks",
+    "parse_json_body",
+    "validate_messages_request",
+]
+
+MAX_CACHE_BREAKPOINTS = 4
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """Decode a request body that must be a JSON object."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"There was an error parsing the body of your request as JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    return body
+
+
+class MessagesRequest:
+    """Typed reads over a request body; the body itself is ``.body`` and is never copied."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+
+    @property
+    def model(self) -> str:
+        return str(self.body.get("model", ""))
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream", False))
+
+    @property
+    def max_tokens(self) -> int:
+        value = self.body.get("max_tokens", 0)
+        return value if isinstance(value, int) else 0
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        value = self.body.get("messages")
+        return value if isinstance(value, list) else []
+
+    @property
+    def system_blocks(self) -> list[dict[str, Any]]:
+        """The system prompt as a list of blocks (a plain string counts as one text block)."""
+        system = self.body.get("system")
+        if isinstance(system, str):
+            return [{"type": "text", "text": system}] if system else []
+        return [b for b in system if isinstance(b, dict)] if isinstance(system, list) else []
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        value = self.body.get("tools")
+        return [t for t in value if isinstance(t, dict)] if isinstance(value, list) else []
+
+    @property
+    def inference_geo(self) -> str | None:
+        value = self.body.get("inference_geo")
+        return value if isinstance(value, str) else None
+
+    @property
+    def speed(self) -> str | None:
+        value = self.body.get("speed")
+        return value if isinstance(value, str) else None
+
+
+def content_blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A message's content as blocks (a plain string is one text block)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+
+
+def iter_prompt_blocks(body: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every block of the prompt in cache-prefix order: tools, then system, then messages.
+
+    Yields ``(section, block)`` with section ``"tools"``, ``"system"`` or ``"messages"``.
+    """
+    view = MessagesRequest(dict(body))
+    for tool in view.tools:
+        yield "tools", tool
+    for block in view.system_blocks:
+        yield "system", block
+    for message in view.messages:
+        if isinstance(message, dict):
+            for block in content_blocks(message):
+                yield "messages", block
+
+
+def count_cache_breakpoints(body: Mapping[str, Any]) -> int:
+    """Explicit ``cache_control`` markers plus the top-level automatic one (it takes a slot too)."""
+    count = sum(1 for _, block in iter_prompt_blocks(body) if block.get("cache_control"))
+    if body.get("cache_control"):
+        count += 1
+    return count
+
+
+def _type_error(field: str, expected: str) -> InvalidRequestError:
+    return InvalidRequestError(f"{field}: Input should be {expected}")
+
+
+def validate_messages_request(body: Mapping[str, Any], *, strict: bool = True) -> None:
+    """Raise ``InvalidRequestError`` for a request the real API would reject with a 400.
+
+    ``strict=False`` checks only the shape (required fields and their types): what a gateway checks
+    before forwarding. ``strict=True`` adds the API's semantic rules (tool_use/tool_result pairing, the
+    breakpoint limit), which the simulator enforces.
+    """
+    for field in ("model", "max_tokens", "messages"):
+        if field not in body:
+            raise InvalidRequestError(f"{field}: Field required")
+    if not isinstance(body["model"], str) or not body["model"]:
+        raise _type_error("model", "a valid string")
+    max_tokens = body["max_tokens"]
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
+        raise _type_error("max_tokens", "a valid integer greater than or equal to 0")
+    messages = body["messages"]
+    if not isinstance(messages, list):
+        raise _type_error("messages", "a valid list")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise _type_error("stream", "a valid boolean")
+    system = body.get("system")
+    if system is not None and not isinstance(system, str | list):
+        raise _type_error("system", "a valid string or a list of text blocks")
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise _type_error("tools", "a valid list")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _type_error(f"messages.{i}", "a valid dictionary")
+        if message.get("role") not in ("user", "assistant"):
+            raise InvalidRequestError(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+        content = message.get("content")
+        if not isinstance(content, str | list):
+            raise _type_error(f"messages.{i}.content", "a valid string or a list of content blocks")
+        if isinstance(content, list):
+            for j, block in enumerate(content):
+                if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+                    raise InvalidRequestError(f"messages.{i}.content.{j}: each block needs a string `type`")
+    if not strict:
+        return
+    if not messages:
+        raise InvalidRequestError("messages: at least one message is required")
+    _check_tool_pairing(messages)
+    breakpoints = count_cache_breakpoints(body)
+    if breakpoints > MAX_CACHE_BREAKPOINTS:
+        raise InvalidRequestError(
+            f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found {breakpoints}."
+        )
+
+
+def _check_tool_pairing(messages: list[dict[str, Any]]) -> None:
+    """Every tool_result answers a tool_use of the previous message, and every tool_use is answered."""
+    for i, message in enumerate(messages):
+        blocks = content_blocks(message)
+        results = [b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"]
+        if results:
+            previous = content_blocks(messages[i - 1]) if i > 0 else []
+            asked = {b.get("id") for b in previous if b.get("type") == "tool_use"}
+            unknown = [r for r in results if r not in asked]
+            if message.get("role") != "user" or unknown:
+                raise InvalidRequestError(
+                    f"messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks: "
+                    f"{', '.join(str(u) for u in unknown) or results[0]}. Each `tool_result` block must have a "
+                    "corresponding `tool_use` block in the previous message."
+                )
+        uses = [b.get("id") for b in blocks if b.get("type") == "tool_use"]
+        if uses and i + 1 < len(messages):
+            answered = {b.get("tool_use_id") for b in content_blocks(messages[i + 1]) if b.get("type") == "tool_result"}
+            missing = [u for u in uses if u not in answered]
+            if missing:
+                raise InvalidRequestError(
+                    f"messages.{i + 1}: `tool_use` ids were found without `tool_result` blocks immediately "
+                    f"after: {', '.join(str(m) for m in missing)}. Each `tool_use` block must have a "
+                    "corresponding `tool_result` block in the next message."
+                )

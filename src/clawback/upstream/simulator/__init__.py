@@ -1,0 +1,1 @@
+"""A faithful stand-in for the Anthropic API, for tests, the demo and benchmarks."""

@@ -1,0 +1,27 @@
+import pytest
+
+from clawback.config import ConfigError, load_settings
+
+
+def test_bad_values_name_the_setting(tmp_path):
+    path = tmp_path / "clawback.yaml"
+    path.write_text("gateway:\n  port: 70000\n  prot: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert "gateway.port" in message and "70000" in message
+    assert "gateway.prot: unknown setting" in message
+
+
+def test_environment_overrides_file(tmp_path, monkeypatch):
+    path = tmp_path / "clawback.yaml"
+    path.write_text("simulator:\n  port: 9001\n  seed: 3\n")
+    monkeypatch.setenv("CLAWBACK_SIMULATOR__PORT", "9002")
+    settings = load_settings(path)
+    assert settings.simulator.port == 9002
+    assert settings.simulator.seed == 3
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.yaml")
