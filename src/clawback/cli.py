@@ -10,8 +10,10 @@ from rich.console import Console
 
 from clawback import __version__
 from clawback.config import ConfigError, Settings, load_settings
+from clawback.pricing_cli import pricing_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Cut the Claude API bill and prove it.")
+app.add_typer(pricing_app, name="pricing")
 console = Console()
 err_console = Console(stderr=True)
 
