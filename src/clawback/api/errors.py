@@ -16,6 +16,7 @@ import orjson
 __all__ = [
     "ERROR_STATUS",
     "ApiError",
+    "ApiTimeoutError",
     "AuthenticationError",
     "BillingError",
     "ConflictError",
@@ -26,7 +27,6 @@ __all__ = [
     "RateLimitError",
     "RequestTooLargeError",
     "ServerError",
-    "TimeoutError",
     "error_body",
     "error_from_status",
 ]
@@ -116,7 +116,9 @@ class ServerError(ApiError):
     error_type = "api_error"
 
 
-class TimeoutError(ApiError):  # the API's own name for it
+class ApiTimeoutError(ApiError):
+    """A 504 ``timeout_error`` (named so that it does not shadow the built-in ``TimeoutError``)."""
+
     error_type = "timeout_error"
 
 
@@ -136,7 +138,7 @@ _BY_TYPE: dict[str, type[ApiError]] = {
         RequestTooLargeError,
         RateLimitError,
         ServerError,
-        TimeoutError,
+        ApiTimeoutError,
         OverloadedError,
     )
 }

@@ -1,0 +1,7 @@
+"""The optimization pipeline: stages around the upstream call, in the order ``build.py`` declares."""
+
+from clawback.pipeline.build import build_pipeline
+from clawback.pipeline.context import Reply, RequestContext, Savings, Tenant
+from clawback.pipeline.stage import CallNext, Pipeline, Stage
+
+__all__ = ["CallNext", "Pipeline", "Reply", "RequestContext", "Savings", "Stage", "Tenant", "build_pipeline"]

@@ -1,0 +1,72 @@
+"""Prometheus metrics for ``GET /metrics``.
+
+Each gateway app gets its own registry (tests run several apps in one process). Label sets are kept
+small (model, key id, status class) so cardinality stays bounded by the number of keys and models.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from clawback.api.usage import Usage
+
+__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "clawback_requests", "Requests handled", ["endpoint", "model", "key", "status"], registry=self.registry
+        )
+        self.errors = Counter(
+            "clawback_errors", "Requests that ended in an error", ["model", "key", "error_type"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "clawback_request_latency_seconds", "Time from request to last byte", ["endpoint", "model"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "clawback_tokens", "Tokens billed, by kind", ["model", "key", "kind"], registry=self.registry
+        )
+        self.cost = Counter("clawback_cost_usd", "Dollars billed (pricing module)", ["model", "key"],
+                            registry=self.registry)  # fmt: skip
+        self.saved = Counter("clawback_saved_usd", "Dollars saved against the counterfactual", ["model", "key"],
+                             registry=self.registry)  # fmt: skip
+
+    def observe(
+        self,
+        *,
+        endpoint: str,
+        model: str,
+        key: str,
+        status: int,
+        error_type: str | None,
+        seconds: float,
+        usage: Usage,
+        cost_micro_usd: int,
+        saved_micro_usd: int,
+    ) -> None:
+        self.requests.labels(endpoint, model, key, str(status)).inc()
+        self.latency.labels(endpoint, model).observe(seconds)
+        if error_type:
+            self.errors.labels(model, key, error_type).inc()
+        for kind, count in (
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_input_tokens),
+            ("cache_write_5m", usage.cache_write_5m_input_tokens),
+            ("cache_write_1h", usage.cache_write_1h_input_tokens),
+        ):
+            if count:
+                self.tokens.labels(model, key, kind).inc(count)
+        if cost_micro_usd:
+            self.cost.labels(model, key).inc(cost_micro_usd / 1_000_000)
+        if saved_micro_usd:
+            self.saved.labels(model, key).inc(saved_micro_usd / 1_000_000)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,125 @@
+"""What travels with a request through the pipeline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from clawback.api.usage import Usage
+
+__all__ = ["Reply", "RequestContext", "Savings", "Tenant"]
+
+
+@dataclass(slots=True)
+class Tenant:
+    """Who a request is billed to. ``key_id`` is a clawback key's id (or a hash of a passed-through key)."""
+
+    key_id: str | None = None
+    user: str | None = None
+    team: str | None = None
+    feature: str | None = None
+    session_id: str | None = None
+    agent_id: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scope(self) -> str:
+        """The partition every cache key includes: one tenant never sees another's replies."""
+        return self.key_id or "anonymous"
+
+
+@dataclass(slots=True)
+class Savings:
+    """Micro-dollars saved, by the stage that saved them."""
+
+    by_stage: dict[str, int] = field(default_factory=dict)
+
+    def add(self, stage: str, micro_usd: int) -> None:
+        self.by_stage[stage] = self.by_stage.get(stage, 0) + micro_usd
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_stage.values())
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """One request's state.
+
+    ``body`` is what will be sent; ``original_body`` what the caller sent (the counterfactual's basis).
+    While no stage has changed the body, ``raw_body`` holds the caller's exact bytes and is what goes
+    upstream, so forwarding stays byte-for-byte. A stage that changes the request calls ``replace_body``.
+    """
+
+    request_id: str
+    endpoint: str
+    body: dict[str, Any]
+    raw_body: bytes | None
+    method: str = "POST"
+    path: str = "/v1/messages"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    query: str = ""
+    tenant: Tenant = field(default_factory=Tenant)
+    flags: dict[str, bool] = field(default_factory=dict)
+    savings: Savings = field(default_factory=Savings)
+    started: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)
+    cache_status: str | None = None
+    upstream_auth: dict[str, str] = field(default_factory=dict)
+    original_body: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.original_body = self.body
+
+    @property
+    def model(self) -> str:
+        return str(self.body.get("model", ""))
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream", False))
+
+    def replace_body(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.raw_body = None
+
+    def body_bytes(self) -> bytes:
+        if self.raw_body is None:
+            self.raw_body = orjson.dumps(self.body)
+        return self.raw_body
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+@dataclass(slots=True)
+class Reply:
+    """What comes back down the pipeline.
+
+    Exactly one of ``body`` (a whole JSON response) or ``stream`` (raw SSE bytes, relayed as they arrive)
+    is set. ``usage`` is final for a JSON reply; for a stream it fills in as events pass and is final once
+    the stream ends, when ``on_close`` callbacks run (the ledger records there, also after a disconnect).
+    They are plain functions, not coroutines: they may run while the relay is being cancelled.
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes | None = None
+    stream: AsyncIterator[bytes] | None = None
+    usage: Usage = field(default_factory=Usage)
+    error_type: str | None = None
+    ttft: float | None = None
+    upstream_request_id: str | None = None
+    finished: bool = False
+    on_close: list[Callable[[Reply], None]] = field(default_factory=list)
+
+    def json(self) -> Any:
+        return orjson.loads(self.body) if self.body else None

@@ -1,0 +1,74 @@
+"""Running ASGI apps: in the foreground for ``clawback serve``/``simulate``, or on a background thread
+for the demo, the savings benchmark and the tests (a real server on a real port, not an in-memory
+transport, so that what is measured is what users get)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+__all__ = ["BackgroundServer", "free_port", "run_app"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
+    # uvloop + httptools: the fastest pure-Python-stack combination measured in benchmarks/stack/.
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level=options.pop("log_level", "warning"),
+        access_log=False,
+        lifespan=options.pop("lifespan", "on"),
+        **options,
+    )
+
+
+def run_app(app: Any, host: str, port: int, **options: Any) -> None:
+    """Serve until interrupted."""
+    uvicorn.Server(_config(app, host, port, **options)).run()
+
+
+class BackgroundServer:
+    """A uvicorn server on its own thread and event loop; a context manager."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None, **options: Any) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.server = uvicorn.Server(_config(app, self.host, self.port, **options))
+        self._thread = threading.Thread(target=self.server.run, name=f"asgi:{self.port}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"server on {self.url} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

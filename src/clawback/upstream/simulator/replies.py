@@ -1,0 +1,219 @@
+"""What the simulator answers.
+
+Replies are deterministic for a given seed and request, so a benchmark or a test that replays the same
+traffic sees the same tokens and the same bill. Three modes: ``echo`` (repeat the last user text),
+``template`` (fill ``reply_template``), ``script`` (the first ``{match: regex, reply: text}`` rule that
+matches the last user text). The reply is padded or cut to ``output_tokens`` (capped by ``max_tokens``)
+so that output size is a setting, not an accident of the prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clawback.api.messages import MessagesRequest, content_blocks
+from clawback.config import SimulatorSettings
+from clawback.tokens import estimate_block_tokens, estimate_text_tokens
+
+__all__ = ["Reply", "ReplyGenerator", "ScriptRule"]
+
+_FILLER = [
+    "the",
+    "buyer",
+    "prefers",
+    "homes",
+    "near",
+    "good",
+    "schools",
+    "with",
+    "a",
+    "garden",
+    "and",
+    "a",
+    "short",
+    "commute",
+    "pricing",
+    "reflects",
+    "recent",
+    "sales",
+    "in",
+    "the",
+    "area",
+    "and",
+    "we",
+    "can",
+    "arrange",
+    "a",
+    "viewing",
+    "this",
+    "week",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptRule:
+    pattern: re.Pattern[str]
+    reply: str
+
+
+@dataclass(slots=True)
+class Reply:
+    """The content blocks of one answer, with why it stopped and how many output tokens it is."""
+
+    content: list[dict[str, Any]]
+    stop_reason: str
+    output_tokens: int
+    text_chunks: list[list[str]] = field(default_factory=list)
+
+
+def load_script(path: str | Path) -> list[ScriptRule]:
+    rules = yaml.safe_load(Path(path).read_text()) or []
+    if not isinstance(rules, list) or not all(isinstance(r, dict) and "match" in r and "reply" in r for r in rules):
+        raise ValueError(f"{path}: expected a list of {{match: regex, reply: text}} rules")
+    return [ScriptRule(re.compile(str(r["match"]), re.IGNORECASE), str(r["reply"])) for r in rules]
+
+
+def last_user_text(request: MessagesRequest) -> str:
+    for message in reversed(request.messages):
+        if message.get("role") != "user":
+            continue
+        texts = [b.get("text", "") for b in content_blocks(message) if b.get("type") == "text"]
+        if texts:
+            return " ".join(str(t) for t in texts)
+    return ""
+
+
+def _last_turn_is_tool_result(request: MessagesRequest) -> bool:
+    if not request.messages:
+        return False
+    return any(b.get("type") == "tool_result" for b in content_blocks(request.messages[-1]))
+
+
+def _chunks(words: list[str], size: int = 3) -> list[str]:
+    """Split a reply into stream deltas of a few words each, as the API does."""
+    return [" ".join(words[i : i + size]) + (" " if i + size < len(words) else "") for i in range(0, len(words), size)]
+
+
+class ReplyGenerator:
+    def __init__(self, settings: SimulatorSettings, script: list[ScriptRule] | None = None) -> None:
+        self.settings = settings
+        self.script = (
+            script if script is not None else (load_script(settings.script_file) if settings.script_file else [])
+        )
+
+    def _text(self, request: MessagesRequest, prompt: str) -> str:
+        mode = self.settings.reply_mode
+        if mode == "echo":
+            return prompt or "(empty)"
+        if mode == "script":
+            for rule in self.script:
+                if rule.pattern.search(prompt):
+                    return rule.reply
+        try:
+            return self.settings.reply_template.format(last_user_text=prompt[:200], model=request.model)
+        except (KeyError, IndexError, ValueError):
+            return self.settings.reply_template
+
+    def _sized_words(self, text: str, target_tokens: int, seed: str) -> tuple[list[str], bool]:
+        """Words of ``text`` padded with seeded filler (or cut) to about ``target_tokens``."""
+        words = text.split()
+        digest = int(hashlib.blake2b(seed.encode(), digest_size=8).hexdigest(), 16)
+        i = 0
+        while estimate_text_tokens(" ".join(words)) < target_tokens:
+            words.append(_FILLER[(digest + i) % len(_FILLER)])
+            i += 1
+        cut = False
+        while len(words) > 1 and estimate_text_tokens(" ".join(words)) > target_tokens:
+            words.pop()
+            cut = True
+        return words, cut
+
+    def generate(self, body: Mapping[str, Any], request_index: int) -> Reply:
+        request = MessagesRequest(dict(body))
+        prompt = last_user_text(request)
+        budget = request.max_tokens
+        seed = f"{self.settings.seed}:{request_index}:{prompt[:64]}"
+        content: list[dict[str, Any]] = []
+        chunks: list[list[str]] = []
+        used = 0
+
+        thinking = body.get("thinking")
+        if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive") and budget > 1:
+            thought = f"The user asks: {prompt[:120]}. Answer from the conversation so far."
+            words, _ = self._sized_words(thought, min(32, budget // 2), seed + ":think")
+            sig = hashlib.sha256((seed + " ".join(words)).encode()).hexdigest()
+            block: dict[str, Any] = {"type": "thinking", "thinking": " ".join(words), "signature": sig}
+            content.append(block)
+            chunks.append(_chunks(words))
+            used += estimate_block_tokens(block, request.model)
+
+        tool = self._tool_to_call(request)
+        if tool is not None and budget - used > 0:
+            block = {
+                "type": "tool_use",
+                "id": "toolu_" + hashlib.sha256(f"{seed}:tool".encode()).hexdigest()[:24],
+                "name": tool["name"],
+                "input": self._tool_input(tool, prompt),
+            }
+            content.append(block)
+            chunks.append([])
+            used += estimate_block_tokens(block, request.model)
+            return Reply(content=content, stop_reason="tool_use", output_tokens=max(used, 1), text_chunks=chunks)
+
+        target = min(self.settings.output_tokens, max(budget - used, 0))
+        if target <= 0:
+            return Reply(content=content, stop_reason="max_tokens", output_tokens=used, text_chunks=chunks)
+        words, cut = self._sized_words(self._text(request, prompt), target, seed)
+        text = " ".join(words)
+        content.append({"type": "text", "text": text})
+        chunks.append(_chunks(words))
+        used += estimate_text_tokens(text, request.model)
+        stop = "max_tokens" if cut and self.settings.output_tokens > budget else "end_turn"
+        return Reply(content=content, stop_reason=stop, output_tokens=used, text_chunks=chunks)
+
+    @staticmethod
+    def _tool_to_call(request: MessagesRequest) -> dict[str, Any] | None:
+        """Call a tool when asked to, or on a fresh user turn when tools are offered (``auto``).
+
+        After a ``tool_result`` the simulator answers in text, so an agent loop ends after one round trip.
+        """
+        tools = [t for t in request.tools if isinstance(t.get("name"), str)]
+        if not tools:
+            return None
+        choice = request.body.get("tool_choice")
+        kind = choice.get("type") if isinstance(choice, dict) else "auto"
+        if kind == "none":
+            return None
+        if kind == "tool" and isinstance(choice, dict):
+            named = [t for t in tools if t["name"] == choice.get("name")]
+            return named[0] if named else tools[0]
+        if kind == "any":
+            return tools[0]
+        return None if _last_turn_is_tool_result(request) else tools[0]
+
+    @staticmethod
+    def _tool_input(tool: Mapping[str, Any], prompt: str) -> dict[str, Any]:
+        """Fill the tool's required string/number/boolean properties with plausible values."""
+        schema = tool.get("input_schema") if isinstance(tool.get("input_schema"), dict) else {}
+        props = schema.get("properties", {}) if isinstance(schema, dict) else {}
+        result: dict[str, Any] = {}
+        for name, spec in props.items() if isinstance(props, dict) else []:
+            kind = spec.get("type") if isinstance(spec, dict) else None
+            if kind in ("integer", "number"):
+                result[name] = 1
+            elif kind == "boolean":
+                result[name] = True
+            elif kind == "array":
+                result[name] = []
+            elif kind == "object":
+                result[name] = {}
+            else:
+                result[name] = prompt[:40] or name
+        return result

@@ -1,0 +1,74 @@
+"""Shared fixtures: a real simulator and a real gateway, each on its own port, over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from clawback.config import Settings, SimulatorSettings
+from clawback.serving import BackgroundServer
+from clawback.upstream.simulator.app import create_simulator_app
+
+
+@pytest.fixture
+def simulator_settings() -> SimulatorSettings:
+    return SimulatorSettings(seed=7, batch_processing_s=0.2)
+
+
+@pytest.fixture
+def simulator(simulator_settings: SimulatorSettings) -> Iterator[BackgroundServer]:
+    with BackgroundServer(create_simulator_app(simulator_settings)) as server:
+        yield server
+
+
+@pytest.fixture
+def sim_admin(simulator: BackgroundServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=simulator.url) as client:
+        yield client
+
+
+@pytest.fixture
+def gateway_settings(tmp_path: Path, simulator: BackgroundServer) -> Settings:
+    return Settings(
+        upstream={"url": simulator.url},
+        ledger={
+            "url": f"sqlite:///{tmp_path / 'ledger.db'}",
+            "journal_path": str(tmp_path / "ledger.journal"),
+            "flush_interval_s": 0.05,
+        },
+    )
+
+
+@pytest.fixture
+def gateway(gateway_settings: Settings) -> Iterator[BackgroundServer]:
+    from clawback.gateway.app import create_gateway_app
+
+    app = create_gateway_app(gateway_settings)
+    with BackgroundServer(app) as server:
+        server.app = app  # type: ignore[attr-defined]
+        yield server
+
+
+@pytest.fixture
+def gateway_key(gateway: BackgroundServer, gateway_settings: Settings) -> str:
+    from clawback.storage.keys import KeyStore
+
+    _, secret = KeyStore(gateway_settings.ledger.url).create("tests", {"team": "sales", "feature": "lead-chat"})
+    return secret
+
+
+def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
+    """Poll until ``predicate()`` is truthy; return its value or fail the test."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(interval)

@@ -1,0 +1,146 @@
+"""Bad input to the gateway: an Anthropic-shaped 4xx, never a 500, and the ledger stays correct."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from clawback.config import Settings
+from clawback.gateway.app import create_gateway_app
+from clawback.serving import BackgroundServer, free_port
+from clawback.storage.keys import KeyStore
+from clawback.storage.ledger import LedgerReader
+from tests.conftest import wait_for
+
+MODEL = "claude-sonnet-4-6"
+OK = {"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def post(gateway, key, body=None, raw=None, headers=None):
+    headers = {"content-type": "application/json", **({"x-api-key": key} if key else {}), **(headers or {})}
+    if raw is not None:
+        return httpx.post(f"{gateway.url}/v1/messages", content=raw, headers=headers, timeout=30)
+    return httpx.post(f"{gateway.url}/v1/messages", json=body, headers=headers, timeout=30)
+
+
+def envelope(response, status, error_type):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["type"] == "error" and body["error"]["type"] == error_type
+    assert body["error"]["message"]
+    return body["error"]["message"]
+
+
+def test_malformed_json(gateway, gateway_key):
+    assert "JSON" in envelope(post(gateway, gateway_key, raw=b"{not json"), 400, "invalid_request_error")
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({**OK, "max_tokens": "10"}, "max_tokens"),
+        ({**OK, "messages": "hi"}, "messages"),
+        ({**OK, "model": 5}, "model"),
+        ({k: v for k, v in OK.items() if k != "model"}, "model: Field required"),
+        ({**OK, "messages": [{"role": "robot", "content": "x"}]}, "role"),
+        ({**OK, "stream": "yes"}, "stream"),
+    ],
+)
+def test_wrong_field_types(gateway, gateway_key, body, fragment):
+    assert fragment in envelope(post(gateway, gateway_key, body), 400, "invalid_request_error")
+
+
+def test_body_over_limit(gateway_settings, simulator):
+    settings = gateway_settings.model_copy(update={"gateway": gateway_settings.gateway.model_copy(
+        update={"max_body_bytes": 4096, "require_key": False})})  # fmt: skip
+    with BackgroundServer(create_gateway_app(settings)) as gateway:
+        big = {**OK, "messages": [{"role": "user", "content": "x" * 10_000}]}
+        envelope(post(gateway, None, big), 413, "request_too_large")
+        # Without a content-length (chunked upload), the limit still holds.
+        chunks = (b'{"model":"x","pad":"' + b"y" * 1000 for _ in range(10))
+        response = httpx.post(
+            f"{gateway.url}/v1/messages", content=chunks, headers={"content-type": "application/json"}
+        )
+        envelope(response, 413, "request_too_large")
+
+
+def test_missing_unknown_and_revoked_keys(gateway, gateway_settings):
+    assert "required" in envelope(post(gateway, None, OK), 401, "authentication_error")
+    envelope(post(gateway, "cb-not-a-real-key", OK), 401, "authentication_error")
+    envelope(post(gateway, "sk-ant-somebody-elses", OK), 401, "authentication_error")
+    store = KeyStore(gateway_settings.ledger.url)
+    key, secret = store.create("soon revoked")
+    # Created by another process: seen at once, or within 0.25 s of the last miss.
+    wait_for(lambda: post(gateway, secret, OK).status_code == 200)
+    assert store.revoke(key.id)
+    # Another process revoked it: the gateway notices within its refresh interval (2 s).
+    response = wait_for(lambda: (r := post(gateway, secret, OK)).status_code == 401 and r)
+    assert "revoked" in envelope(response, 401, "authentication_error")
+    with LedgerReader(gateway_settings.ledger.url) as reader:
+        rows = wait_for(lambda: reader.rows() or None)
+        # Refused requests reach neither the upstream nor the ledger: every row is a served request of that key.
+        assert rows and all(r.status == 200 and r.key_id == key.id for r in rows)
+
+
+def test_upstream_errors_relayed_unmodified_and_recorded(gateway, gateway_key, gateway_settings):
+    response = post(gateway, gateway_key, OK, headers={"x-simulator-fault": "529"})
+    assert response.status_code == 529
+    assert response.json()["error"] == {"type": "overloaded_error", "message": "Overloaded (simulated)."}
+    limited = post(gateway, gateway_key, OK, headers={"x-simulator-fault": "429"})
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "1"
+    with LedgerReader(gateway_settings.ledger.url) as reader:
+        rows = wait_for(lambda: len(r := reader.rows()) == 2 and r)
+    assert sorted(r.error_type for r in rows) == ["overloaded_error", "rate_limit_error"]
+    assert all(r.cost_micro_usd == 0 for r in rows)
+
+
+def test_unreachable_upstream_is_a_502_envelope(tmp_path):
+    settings = Settings(
+        upstream={"url": f"http://127.0.0.1:{free_port()}", "connect_timeout_s": 2},
+        gateway={"require_key": False},
+        ledger={"url": f"sqlite:///{tmp_path / 'l.db'}", "journal_path": str(tmp_path / "j")},
+    )
+    with BackgroundServer(create_gateway_app(settings)) as gateway:
+        response = post(gateway, None, OK)
+        message = envelope(response, 502, "api_error")
+        assert "could not be reached" in message
+
+
+def test_timing_out_upstream_is_a_504_envelope(gateway_settings):
+    settings = gateway_settings.model_copy(update={
+        "upstream": gateway_settings.upstream.model_copy(update={"read_timeout_s": 0.3}),
+        "gateway": gateway_settings.gateway.model_copy(update={"require_key": False}),
+    })  # fmt: skip
+    with BackgroundServer(create_gateway_app(settings)) as gateway:
+        response = post(gateway, None, OK, headers={"x-simulator-fault": "delay:2000"})
+        assert "0.3 s" in envelope(response, 504, "timeout_error")
+
+
+def test_client_disconnect_mid_stream_is_recorded_and_cancels_upstream(
+    gateway, gateway_key, gateway_settings, simulator_settings, sim_admin
+):
+    # A slow stream: 40 ms between deltas.
+    sim_admin.app_settings = None
+    body = {**OK, "stream": True, "max_tokens": 400}
+    host, port = gateway.url.removeprefix("http://").split(":")
+    payload = httpx.Request("POST", "/", json=body).content
+    request = (
+        f"POST /v1/messages HTTP/1.1\r\nHost: {host}\r\nx-api-key: {gateway_key}\r\n"
+        f"content-type: application/json\r\nx-simulator-fault: delay:0\r\ncontent-length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(request)
+        first = sock.recv(4096)
+        assert b"200 OK" in first
+    # The ledger records the request (usage seen so far) even though the client left.
+    with LedgerReader(gateway_settings.ledger.url) as reader:
+        rows = wait_for(lambda: reader.rows() or None)
+    assert rows[0].stream and rows[0].input_tokens > 0
+    assert rows[0].error_type in ("client_disconnected", None)
+
+
+def test_no_traceback_on_unknown_route(gateway):
+    response = httpx.get(f"{gateway.url}/nowhere")
+    assert response.status_code == 404 and response.json()["error"]["type"] == "not_found_error"
