@@ -45,17 +45,14 @@ class GatewaySettings(_Section):
     passthrough_client_keys: bool = Field(
         False, description="Forward a client's own Anthropic key instead of the gateway's"
     )
-    workers: int = Field(1, ge=1, le=64)
 
 
 class UpstreamSettings(_Section):
-    url: str | None = Field(None, description="Upstream base URL; default: the simulator or the real API")
+    url: str | None = Field(None, description="Upstream base URL (the simulator, say); unset: the real API")
     api_key: SecretStr | None = None
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(600.0, gt=0)
-    max_connections: int = Field(200, ge=1)
-    max_keepalive_connections: int = Field(100, ge=1)
-    http2: bool = False
+    max_connections: int = Field(200, ge=1, description="Pooled keep-alive connections to the upstream")
 
 
 class LedgerSettings(_Section):

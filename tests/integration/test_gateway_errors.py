@@ -118,27 +118,39 @@ def test_timing_out_upstream_is_a_504_envelope(gateway_settings):
         assert "0.3 s" in envelope(response, 504, "timeout_error")
 
 
-def test_client_disconnect_mid_stream_is_recorded_and_cancels_upstream(
-    gateway, gateway_key, gateway_settings, simulator_settings, sim_admin
-):
-    # A slow stream: 40 ms between deltas.
-    sim_admin.app_settings = None
-    body = {**OK, "stream": True, "max_tokens": 400}
-    host, port = gateway.url.removeprefix("http://").split(":")
-    payload = httpx.Request("POST", "/", json=body).content
-    request = (
-        f"POST /v1/messages HTTP/1.1\r\nHost: {host}\r\nx-api-key: {gateway_key}\r\n"
-        f"content-type: application/json\r\nx-simulator-fault: delay:0\r\ncontent-length: {len(payload)}\r\n\r\n"
-    ).encode() + payload
-    with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(request)
-        first = sock.recv(4096)
-        assert b"200 OK" in first
-    # The ledger records the request (usage seen so far) even though the client left.
-    with LedgerReader(gateway_settings.ledger.url) as reader:
-        rows = wait_for(lambda: reader.rows() or None)
-    assert rows[0].stream and rows[0].input_tokens > 0
-    assert rows[0].error_type in ("client_disconnected", None)
+def test_client_disconnect_mid_stream_is_recorded_and_cancels_upstream(gateway_settings, simulator_settings):
+    from clawback.upstream.simulator.app import create_simulator_app
+
+    slow = simulator_settings.model_copy(update={"per_token_ms": 20.0, "output_tokens": 400})
+    with BackgroundServer(create_simulator_app(slow)) as upstream:
+        settings = gateway_settings.model_copy(update={
+            "upstream": gateway_settings.upstream.model_copy(update={"url": upstream.url}),
+            "gateway": gateway_settings.gateway.model_copy(update={"require_key": False}),
+        })  # fmt: skip
+        with BackgroundServer(create_gateway_app(settings)) as gateway:
+            payload = httpx.Request("POST", "/", json={**OK, "stream": True, "max_tokens": 400}).content
+            request = (
+                f"POST /v1/messages HTTP/1.1\r\nHost: {gateway.host}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(payload)}\r\n\r\n"
+            ).encode() + payload
+            with socket.create_connection((gateway.host, gateway.port)) as sock:
+                sock.sendall(request)
+                received = b""
+                while b"content_block_delta" not in received:
+                    received += sock.recv(65536)
+                assert received.startswith(b"HTTP/1.1 200")
+            # The client is gone after the first deltas of a stream that would take ~8 s.
+            with LedgerReader(settings.ledger.url) as reader:
+                rows = wait_for(lambda: reader.rows() or None)
+            row = rows[0]
+            assert row.stream and row.error_type == "client_disconnected"
+            assert row.input_tokens > 0 and 0 < row.output_tokens < 400  # the usage seen so far
+            assert row.latency_ms < 5000
+            # The upstream call was cancelled too: the simulator saw its client (the gateway) leave.
+            billed = wait_for(
+                lambda: [r for r in httpx.get(f"{upstream.url}/_simulator/requests").json() if r["status"] == 499]
+            )
+            assert len(billed) == 1 and billed[0]["usage"]["output_tokens"] < 400
 
 
 def test_no_traceback_on_unknown_route(gateway):

@@ -167,15 +167,17 @@ class ReplyGenerator:
             used += estimate_block_tokens(block, request.model)
             return Reply(content=content, stop_reason="tool_use", output_tokens=max(used, 1), text_chunks=chunks)
 
-        target = min(self.settings.output_tokens, max(budget - used, 0))
+        room = max(budget - used, 0)
+        target = min(self.settings.output_tokens, room)
         if target <= 0:
             return Reply(content=content, stop_reason="max_tokens", output_tokens=used, text_chunks=chunks)
-        words, cut = self._sized_words(self._text(request, prompt), target, seed)
+        words, _ = self._sized_words(self._text(request, prompt), target, seed)
         text = " ".join(words)
         content.append({"type": "text", "text": text})
         chunks.append(_chunks(words))
         used += estimate_text_tokens(text, request.model)
-        stop = "max_tokens" if cut and self.settings.output_tokens > budget else "end_turn"
+        # The answer "wanted" output_tokens; when max_tokens leaves less room, it was cut short.
+        stop = "max_tokens" if self.settings.output_tokens > room else "end_turn"
         return Reply(content=content, stop_reason=stop, output_tokens=used, text_chunks=chunks)
 
     @staticmethod
