@@ -81,7 +81,7 @@ def serve(
         err_console.print(f"[bold red]clawback:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
     gw = settings.gateway
-    console.print(f"clawback gateway on http://{gw.host}:{gw.port} -> {app_.state.gateway.upstream_url}")
+    console.print(f"clawback gateway on http://{gw.host}:{gw.port} -> {app_.gateway.upstream_url}")
     console.print(f"  ANTHROPIC_BASE_URL=http://{gw.host}:{gw.port}  (ledger: {settings.ledger.url})")
     run_app(app_, gw.host, gw.port)
 
