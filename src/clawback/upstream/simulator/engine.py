@@ -99,7 +99,8 @@ class SimulatedAPI:
 
     # -- ids -----------------------------------------------------------------------------------------
     def new_id(self, prefix: str) -> str:
-        return prefix + "".join(self.rng.choice(_ALPHABET) for _ in range(24))
+        """24 base62 characters, as the API's ids look; seeded, so a replay gives the same ids."""
+        return prefix + "".join([_ALPHABET[b % 62] for b in self.rng.randbytes(24)])
 
     # -- the request path ----------------------------------------------------------------------------
     def check_model(self, model: str) -> None:

@@ -11,6 +11,7 @@ Source: https://docs.anthropic.com/en/api/rate-limits
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -22,8 +23,14 @@ from clawback.config import SimulatorSettings
 __all__ = ["Bucket", "RateLimitExceeded", "RateLimiter"]
 
 
+@functools.lru_cache(maxsize=1024)
+def _rfc3339_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Whole seconds, as the API sends them; cached because every reply carries eight of these."""
+    return _rfc3339_second(math.ceil(epoch))
 
 
 @dataclass(slots=True)

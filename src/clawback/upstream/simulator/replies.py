@@ -9,6 +9,7 @@ so that output size is a setting, not an accident of the prompt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -55,6 +56,11 @@ _FILLER = [
     "this",
     "week",
 ]
+
+
+@functools.cache
+def _filler_tokens(word: str) -> int:
+    return estimate_text_tokens(word)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,25 +127,46 @@ class ReplyGenerator:
         except (KeyError, IndexError, ValueError):
             return self.settings.reply_template
 
-    def _sized_words(self, text: str, target_tokens: int, seed: str) -> tuple[list[str], bool]:
-        """Words of ``text`` padded with seeded filler (or cut) to about ``target_tokens``."""
+    @staticmethod
+    @functools.lru_cache(maxsize=4096)
+    def _sized_words(text: str, target_tokens: int, seed: str) -> tuple[list[str], bool]:
+        """Words of ``text`` padded with seeded filler (or cut) to about ``target_tokens``.
+
+        Padding adds each filler word's own count (counts of space-separated words add up); one exact count
+        at the end corrects any drift, and a cut is a binary search over prefixes, so a reply costs a few
+        token counts rather than one per word (this loop dominated the simulator's profile).
+        """
         words = text.split()
         digest = int(hashlib.blake2b(seed.encode(), digest_size=8).hexdigest(), 16)
+        count = estimate_text_tokens(" ".join(words))
         i = 0
-        while estimate_text_tokens(" ".join(words)) < target_tokens:
+        while count < target_tokens:
+            word = _FILLER[(digest + i) % len(_FILLER)]
+            words.append(word)
+            count += _filler_tokens(word)
+            i += 1
+        count = estimate_text_tokens(" ".join(words))
+        while count < target_tokens:
             words.append(_FILLER[(digest + i) % len(_FILLER)])
             i += 1
-        cut = False
-        while len(words) > 1 and estimate_text_tokens(" ".join(words)) > target_tokens:
-            words.pop()
-            cut = True
-        return words, cut
+            count = estimate_text_tokens(" ".join(words))
+        if count <= target_tokens:
+            return words, False
+        low, high = 1, len(words)  # the longest prefix within the target; at least one word
+        while low < high:
+            middle = (low + high + 1) // 2
+            if estimate_text_tokens(" ".join(words[:middle])) <= target_tokens:
+                low = middle
+            else:
+                high = middle - 1
+        return words[:low], True
 
     def generate(self, body: Mapping[str, Any], request_index: int) -> Reply:
         request = MessagesRequest(dict(body))
         prompt = last_user_text(request)
         budget = request.max_tokens
-        seed = f"{self.settings.seed}:{request_index}:{prompt[:64]}"
+        # The same prompt gets the same answer (as with temperature 0), so sizing is memoized.
+        seed = f"{self.settings.seed}:{prompt[:64]}"
         content: list[dict[str, Any]] = []
         chunks: list[list[str]] = []
         used = 0
@@ -147,7 +174,7 @@ class ReplyGenerator:
         thinking = body.get("thinking")
         if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive") and budget > 1:
             thought = f"The user asks: {prompt[:120]}. Answer from the conversation so far."
-            words, _ = self._sized_words(thought, min(32, budget // 2), seed + ":think")
+            words = list(self._sized_words(thought, min(32, budget // 2), seed + ":think")[0])
             sig = hashlib.sha256((seed + " ".join(words)).encode()).hexdigest()
             block: dict[str, Any] = {"type": "thinking", "thinking": " ".join(words), "signature": sig}
             content.append(block)
@@ -158,7 +185,7 @@ class ReplyGenerator:
         if tool is not None and budget - used > 0:
             block = {
                 "type": "tool_use",
-                "id": "toolu_" + hashlib.sha256(f"{seed}:tool".encode()).hexdigest()[:24],
+                "id": "toolu_" + hashlib.sha256(f"{seed}:{request_index}:tool".encode()).hexdigest()[:24],
                 "name": tool["name"],
                 "input": self._tool_input(tool, prompt),
             }
@@ -171,7 +198,7 @@ class ReplyGenerator:
         target = min(self.settings.output_tokens, room)
         if target <= 0:
             return Reply(content=content, stop_reason="max_tokens", output_tokens=used, text_chunks=chunks)
-        words, _ = self._sized_words(self._text(request, prompt), target, seed)
+        words = list(self._sized_words(self._text(request, prompt), target, seed)[0])
         text = " ".join(words)
         content.append({"type": "text", "text": text})
         chunks.append(_chunks(words))
