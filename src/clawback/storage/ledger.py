@@ -71,6 +71,8 @@ Endpoint = Literal["messages", "count_tokens", "batches"]
 ledger_table = cast(Table, LedgerRow.__table__)
 
 _MICRO = Decimal("0.000001")
+#: How often the writer looks for more records while it collects a batch.
+_COLLECT_POLL_S = 0.01
 
 
 def to_micro_usd(amount: Decimal | int | str) -> int:
@@ -410,16 +412,7 @@ class LedgerWriter:
                 stop = True
             if stop or flushes or len(batch) >= self._batch_size:
                 break
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
+            item = self._next_item(deadline)
         if batch:
             self._write_batch(batch)
         self._maybe_replay()
@@ -427,6 +420,21 @@ class LedgerWriter:
         for marker in flushes:
             marker.done.set()
         return stop
+
+    def _next_item(self, deadline: float) -> _QueueItem | None:
+        """The next queued item, polling until ``deadline``; None when the batching window closes empty.
+
+        It sleeps rather than waits on the queue: a waiting consumer makes every ``submit()`` notify it, and
+        that wake-up per request (a GIL hand-off between threads) was 11 % of the gateway's CPU under load.
+        """
+        while True:
+            try:
+                return self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                time.sleep(min(remaining, _COLLECT_POLL_S))
 
     def _write_batch(self, batch: list[LedgerRecord]) -> None:
         if time.monotonic() < self._down_until:
