@@ -9,6 +9,7 @@ traceback; an upstream error is relayed unmodified.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import os
 import re
@@ -18,18 +19,18 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from clawback.api.errors import ApiError, RequestTooLargeError, error_body
+from clawback.api.errors import ApiError, error_body
 from clawback.api.messages import parse_json_body, validate_messages_request
 from clawback.api.usage import Usage
+from clawback.asgi import ClientGone, RelayResponse, read_body, send_response
 from clawback.config import ANTHROPIC_API_URL, ConfigError, Settings
 from clawback.gateway.auth import Authenticator
 from clawback.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from clawback.gateway.relay import RelayResponse
 from clawback.pipeline.build import build_pipeline
 from clawback.pipeline.context import Reply, RequestContext, new_request_id
 from clawback.pipeline.stage import Pipeline
@@ -45,6 +46,8 @@ __all__ = ["Gateway", "GatewayApp", "create_gateway_app", "resolve_upstream"]
 log = logging.getLogger("clawback.gateway")
 
 SIMULATOR_KEY = "sk-clawback-simulator"
+#: The Message Batches API takes bodies up to 256 MB.
+BATCHES_BODY_LIMIT = 256 * 1024 * 1024
 
 
 def resolve_upstream(settings: Settings) -> tuple[str, str | None]:
@@ -118,8 +121,16 @@ class Gateway:
         await self.ledger.start()
 
     async def aclose(self) -> None:
+        for stage in self.pipeline.stages:
+            close = getattr(stage, "aclose", None)
+            if close is not None:
+                await close()
         await self.upstream.aclose()
         await self.ledger.aclose()
+
+    def stage(self, name: str) -> Any:
+        """The pipeline stage called ``name``, or None when it is not configured."""
+        return next((s for s in self.pipeline.stages if s.name == name), None)
 
 
 def _usage_of(record: LedgerRecord) -> Usage:
@@ -131,24 +142,6 @@ def _client_headers(request: Request) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]]
 
 
-def _too_large(limit: int) -> RequestTooLargeError:
-    return RequestTooLargeError(f"Request exceeds the maximum allowed number of bytes ({limit}).")
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _to_response(reply: Reply) -> Response | RelayResponse:
     if reply.stream is not None:
         return RelayResponse(reply.stream, reply.status, reply.headers)
@@ -156,10 +149,6 @@ def _to_response(reply: Reply) -> Response | RelayResponse:
     for key, value in reply.headers:
         response.headers.append(key, value)
     return response
-
-
-class _ClientGone(Exception):
-    """The client disconnected before its request body arrived."""
 
 
 class PipelineEndpoint:
@@ -180,7 +169,7 @@ class PipelineEndpoint:
         try:
             headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
             tenant, upstream_auth = self.gateway.auth.authenticate(headers)
-            raw = await self._read_body(headers, receive)
+            raw = await read_body(scope, receive, self.limit)
             body = parse_json_body(raw)
             if self.endpoint == "messages":
                 validate_messages_request(body, strict=False)
@@ -201,7 +190,7 @@ class PipelineEndpoint:
             response_body = exc.json_bytes(request_id)
             status = exc.status
             response_headers = [*exc.headers.items(), ("content-type", "application/json")]
-        except _ClientGone:
+        except ClientGone:
             return
         except Exception:
             log.exception("gateway failed on %s", scope["path"])
@@ -209,28 +198,7 @@ class PipelineEndpoint:
                 return
             response_body = orjson.dumps(error_body("api_error", "clawback gateway internal error", request_id))
             status, response_headers = 500, [("content-type", "application/json")]
-        raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response_headers]
-        raw_headers.append((b"content-length", str(len(response_body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": response_body})
-
-    async def _read_body(self, headers: list[tuple[str, str]], receive: Receive) -> bytes:
-        for key, value in headers:
-            if key.lower() == "content-length" and value.isdigit() and int(value) > self.limit:
-                raise _too_large(self.limit)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                raise _too_large(self.limit)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        await send_response(send, status, response_headers, response_body)
 
 
 class GatewayApp:
@@ -262,7 +230,7 @@ def create_gateway_app(settings: Settings, price_book: PriceBook | None = None) 
         try:
             headers = _client_headers(request)
             tenant, upstream_auth = gateway.auth.authenticate(headers)
-            raw = await _read_body(request, 256 * 1024 * 1024)
+            raw = await read_body(request.scope, request.receive, BATCHES_BODY_LIMIT)
             ctx = RequestContext(
                 request_id=new_request_id(), endpoint="passthrough", body={}, raw_body=raw or None,
                 method=request.method, path=request.url.path, headers=headers, query=request.url.query,
@@ -271,7 +239,7 @@ def create_gateway_app(settings: Settings, price_book: PriceBook | None = None) 
             reply = await gateway.forward(ctx)
         except ApiError as exc:
             return _error(exc)
-        except ClientDisconnect:
+        except ClientGone:
             return Response(status_code=499)
         if reply.body and request.url.path.startswith("/v1/messages/batches"):
             # A batch's results_url names the upstream; clients must fetch results through us (with
@@ -305,6 +273,46 @@ def create_gateway_app(settings: Settings, price_book: PriceBook | None = None) 
     async def metrics(request: Request) -> Response:
         return Response(gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    admin_token = settings.gateway.admin_token
+
+    def admin_denied(request: Request) -> Response | None:
+        """None when the request carries the admin token; 404 when no token is configured (admin API off)."""
+        if admin_token is None:
+            return _json(error_body("not_found_error", f"{request.url.path}: the admin API is disabled "
+                                    "(set gateway.admin_token)"), 404)  # fmt: skip
+        sent = request.headers.get("authorization", "")
+        sent = sent[7:].strip() if sent.lower().startswith("bearer ") else request.headers.get("x-admin-token", "")
+        if not hmac.compare_digest(sent.encode(), admin_token.get_secret_value().encode()):
+            return _json(error_body("authentication_error", "admin API: invalid or missing admin token"), 401)
+        return None
+
+    async def cache_invalidate(request: Request) -> Response:
+        """``POST /admin/cache/invalidate`` with one or more of ``key``, ``namespace``, ``tag``."""
+        denied = admin_denied(request)
+        if denied is not None:
+            return denied
+        try:
+            spec = orjson.loads(await request.body() or b"{}")
+        except orjson.JSONDecodeError:
+            spec = None
+        fields = {k: spec.get(k) for k in ("key", "namespace", "tag")} if isinstance(spec, dict) else {}
+        if not any(isinstance(v, str) and v for v in fields.values()):
+            return _json(error_body("invalid_request_error", "give at least one of key, namespace, tag"), 400)
+        stage = gateway.stage("exact_cache")
+        if stage is None:
+            return _json({"invalidated": 0, "enabled": False})
+        count = await stage.backend.invalidate(**{k: v for k, v in fields.items() if isinstance(v, str) and v})
+        return _json({"invalidated": count, "enabled": True})
+
+    async def cache_stats(request: Request) -> Response:
+        """``GET /admin/cache/stats``: exact-cache counters, planner payback per prefix family, recent churn."""
+        denied = admin_denied(request)
+        if denied is not None:
+            return denied
+        exact, planner = gateway.stage("exact_cache"), gateway.stage("prompt_cache")
+        return _json({"exact_cache": exact.stats() if exact else None, "prompt_cache": planner.report() if planner
+                      else None})  # fmt: skip
+
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
         message = "Not found" if status == 404 else ("Method not allowed" if status == 405 else "error")
@@ -330,6 +338,8 @@ def create_gateway_app(settings: Settings, price_book: PriceBook | None = None) 
             Route("/api/hello", hello, methods=["GET", "HEAD"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/admin/cache/invalidate", cache_invalidate, methods=["POST"]),
+            Route("/admin/cache/stats", cache_stats, methods=["GET"]),
         ],
         exception_handlers={404: not_found, 405: not_found, Exception: crashed},
         lifespan=lifespan,

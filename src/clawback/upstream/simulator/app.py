@@ -8,32 +8,34 @@ received (raw, for forwarding checks), what was billed, totals, and a reset.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from clawback.api.errors import (
     ApiError,
     AuthenticationError,
     NotFoundError,
-    RequestTooLargeError,
+    ServerError,
     error_body,
     error_from_status,
 )
 from clawback.api.messages import parse_json_body
+from clawback.asgi import ClientGone, RelayResponse, read_body, send_response
 from clawback.config import SimulatorSettings
 from clawback.pricing import PriceBook
 from clawback.upstream.simulator.batches import BatchStore
 from clawback.upstream.simulator.billing import ReceivedRequest
 from clawback.upstream.simulator.engine import FAULT_HEADER, SimulatedAPI, count_tokens
 
-__all__ = ["create_simulator_app"]
+__all__ = ["SimulatorApp", "create_simulator_app"]
 
 log = logging.getLogger("clawback.simulator")
 
@@ -53,11 +55,11 @@ def _error(exc: ApiError, request_id: str | None = None) -> Response:
     return _json(exc.body(request_id), exc.status, headers)
 
 
-def _workspace(request: Request, api: SimulatedAPI) -> str:
+def _workspace(headers: Mapping[str, str], api: SimulatedAPI) -> str:
     """The caller's key stands for its workspace: caches and rate limits are per workspace."""
-    key = request.headers.get("x-api-key")
+    key = headers.get("x-api-key")
     if not key:
-        auth = request.headers.get("authorization", "")
+        auth = headers.get("authorization", "")
         key = auth[7:] if auth.lower().startswith("bearer ") else ""
     if not key:
         raise AuthenticationError("x-api-key header is required")
@@ -67,27 +69,80 @@ def _workspace(request: Request, api: SimulatedAPI) -> str:
 
 
 async def _body(request: Request, api: SimulatedAPI, limit: int) -> dict[str, Any]:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLargeError(f"Request exceeds the maximum allowed number of bytes ({limit}).")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise RequestTooLargeError(f"Request exceeds the maximum allowed number of bytes ({limit}).")
-    request_id = request.state.request_id
-    api.log.received.append(
-        ReceivedRequest(
-            request_id,
-            request.method,
-            request.url.path,
-            request.url.query,
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]],
-            raw.decode("utf-8", "replace"),
-        )
-    )
+    raw = await read_body(request.scope, request.receive, limit)
+    _remember(api, request.state.request_id, request.scope, raw)
     return parse_json_body(raw)
 
 
-def create_simulator_app(settings: SimulatorSettings | None = None, price_book: PriceBook | None = None) -> Starlette:
+def _remember(api: SimulatedAPI, request_id: str, scope: Scope, raw: bytes) -> None:
+    """Keep the request as it arrived, for byte-for-byte forwarding checks."""
+    api.log.received.append(
+        ReceivedRequest(
+            request_id,
+            scope["method"],
+            scope["path"],
+            scope["query_string"].decode("latin-1"),
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+            raw.decode("utf-8", "replace"),
+        )
+    )
+
+
+class MessagesEndpoint:
+    """``POST /v1/messages`` as a plain ASGI app: the path every benchmark loads, so no framework on it."""
+
+    def __init__(self, api: SimulatedAPI) -> None:
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        api = self.api
+        request_id = api.new_id("req_")
+        try:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            workspace = _workspace(headers, api)
+            raw = await read_body(scope, receive, MESSAGES_BODY_LIMIT)
+            _remember(api, request_id, scope, raw)
+            body = parse_json_body(raw)
+            turn = api.prepare(body, workspace=workspace, fault=headers.get(FAULT_HEADER), request_id=request_id)
+            if body.get("stream"):
+                stream_headers = [*turn.headers.items(), ("content-type", "text/event-stream"),
+                                  ("cache-control", "no-cache")]  # fmt: skip
+                await RelayResponse(api.stream(turn), 200, stream_headers)(scope, receive, send)
+                return
+            message = await api.complete(turn)
+            json_headers = [*turn.headers.items(), ("content-type", "application/json")]
+            await send_response(send, 200, json_headers, orjson.dumps(message))
+            return
+        except ApiError as exc:
+            error: ApiError = exc
+        except ClientGone:
+            return
+        except Exception:  # never a traceback to the client
+            log.exception("simulator failed on /v1/messages")
+            error = ServerError("Internal server error")
+        error_headers = {**error.headers, "content-type": "application/json"}
+        error_headers.setdefault("request-id", request_id)
+        await send_response(send, error.status, error_headers.items(), error.json_bytes(error_headers["request-id"]))
+
+
+class SimulatorApp:
+    """The simulator's ASGI app: the messages fast path first, everything else through Starlette."""
+
+    def __init__(self, api: SimulatedAPI, router: Starlette) -> None:
+        self.api = api
+        self.router = router
+        self.messages = MessagesEndpoint(api)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/messages":
+            await self.messages(scope, receive, send)
+            return
+        await self.router(scope, receive, send)
+
+
+def create_simulator_app(
+    settings: SimulatorSettings | None = None, price_book: PriceBook | None = None
+) -> SimulatorApp:
     api = SimulatedAPI(settings or SimulatorSettings(), price_book)
     batches = BatchStore(api, clock=api.clock)
 
@@ -111,29 +166,14 @@ def create_simulator_app(settings: SimulatorSettings | None = None, price_book: 
         return wrapped
 
     @endpoint
-    async def messages(request: Request) -> Response:
-        workspace = _workspace(request, api)
-        body = await _body(request, api, MESSAGES_BODY_LIMIT)
-        turn = api.prepare(
-            body, workspace=workspace, fault=request.headers.get(FAULT_HEADER), request_id=request.state.request_id
-        )
-        if body.get("stream"):
-            return StreamingResponse(
-                api.stream(turn),
-                headers={**turn.headers, "cache-control": "no-cache"},
-                media_type="text/event-stream",
-            )
-        return _json(await api.complete(turn), headers=turn.headers)
-
-    @endpoint
     async def tokens(request: Request) -> Response:
-        _workspace(request, api)
+        _workspace(request.headers, api)
         body = await _body(request, api, MESSAGES_BODY_LIMIT)
         return _json(count_tokens(body, api), headers={"request-id": request.state.request_id})
 
     @endpoint
     async def models(request: Request) -> Response:
-        _workspace(request, api)
+        _workspace(request.headers, api)
         rows = [
             {
                 "type": "model",
@@ -162,7 +202,7 @@ def create_simulator_app(settings: SimulatorSettings | None = None, price_book: 
 
     @endpoint
     async def model(request: Request) -> Response:
-        _workspace(request, api)
+        _workspace(request.headers, api)
         model_id = request.path_params["model_id"]
         if not api.price_book.is_known(model_id):
             raise NotFoundError(f"model: {model_id}")
@@ -173,7 +213,7 @@ def create_simulator_app(settings: SimulatorSettings | None = None, price_book: 
 
     @endpoint
     async def batch_create(request: Request) -> Response:
-        workspace = _workspace(request, api)
+        workspace = _workspace(request.headers, api)
         body = await _body(request, api, BATCHES_BODY_LIMIT)
         return _json(batches.create(body, workspace))
 
@@ -182,7 +222,7 @@ def create_simulator_app(settings: SimulatorSettings | None = None, price_book: 
         q = request.query_params
         return _json(
             batches.list_batches(
-                _workspace(request, api),
+                _workspace(request.headers, api),
                 base_url(request),
                 int(q.get("limit", "20") or 20),
                 q.get("after_id"),
@@ -192,19 +232,23 @@ def create_simulator_app(settings: SimulatorSettings | None = None, price_book: 
 
     @endpoint
     async def batch_get(request: Request) -> Response:
-        return _json(batches.retrieve(request.path_params["batch_id"], _workspace(request, api), base_url(request)))
+        return _json(
+            batches.retrieve(request.path_params["batch_id"], _workspace(request.headers, api), base_url(request))
+        )
 
     @endpoint
     async def batch_cancel(request: Request) -> Response:
-        return _json(batches.cancel(request.path_params["batch_id"], _workspace(request, api), base_url(request)))
+        return _json(
+            batches.cancel(request.path_params["batch_id"], _workspace(request.headers, api), base_url(request))
+        )
 
     @endpoint
     async def batch_delete(request: Request) -> Response:
-        return _json(batches.delete(request.path_params["batch_id"], _workspace(request, api)))
+        return _json(batches.delete(request.path_params["batch_id"], _workspace(request.headers, api)))
 
     @endpoint
     async def batch_results(request: Request) -> Response:
-        rows = batches.results(request.path_params["batch_id"], _workspace(request, api))
+        rows = batches.results(request.path_params["batch_id"], _workspace(request.headers, api))
         return Response(b"".join(orjson.dumps(r) + b"\n" for r in rows), media_type="application/binary")
 
     async def billed(request: Request) -> Response:
@@ -232,7 +276,6 @@ def create_simulator_app(settings: SimulatorSettings | None = None, price_book: 
 
     app = Starlette(
         routes=[
-            Route("/v1/messages", messages, methods=["POST"]),
             Route("/v1/messages/count_tokens", tokens, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/models/{model_id}", model, methods=["GET"]),
@@ -251,7 +294,7 @@ def create_simulator_app(settings: SimulatorSettings | None = None, price_book: 
         exception_handlers={HTTPException: http_error},
     )
     app.state.api = api
-    return app
+    return SimulatorApp(api, app)
 
 
 def _received(record: ReceivedRequest) -> dict[str, Any]:
