@@ -140,3 +140,46 @@ def keys_revoke(
         err_console.print(f"[bold red]clawback:[/] no active key {key_id}")
         raise typer.Exit(1)
     console.print(f"revoked {key_id}")
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Measure what clawback saves, in dollars and quality.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("savings")
+def bench_savings(
+    workload: Annotated[str, typer.Option(help="A reference workload, or all")] = "all",
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line")] = False,
+    seed: Annotated[int, typer.Option(help="Workload seed")] = 0,
+    scale: Annotated[float, typer.Option(help="Workload size (1.0 = reference size)", min=0.01)] = 1.0,
+    config: ConfigOption = None,
+) -> None:
+    """Replay workloads through the simulator: baseline, full pipeline, each optimization alone."""
+    from clawback.bench.cli import savings_command
+
+    savings_command(settings_or_exit(config), workload, json_output=json_output, seed=seed, scale=scale)
+
+
+@app.command()
+def whatif(
+    log: Annotated[Path, typer.Argument(help="JSONL: one Messages API request per line, with a timestamp")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Estimate what clawback would have saved on your own request log, before deploying anything."""
+    from clawback.whatif import whatif_command
+
+    whatif_command(settings_or_exit(config), log, json_output=json_output)
+
+
+@app.command()
+def demo(
+    ledger: Annotated[Path, typer.Option(help="SQLite file the demo's ledger is written to")] = Path(
+        "clawback-demo.db"
+    ),
+    scale: Annotated[float, typer.Option(help="Size of the replayed traffic", min=0.01)] = 0.1,
+) -> None:
+    """Run the simulator and the gateway, replay a real-estate assistant's traffic, show the savings."""
+    from clawback.demo import run_demo
+
+    run_demo(ledger, scale=scale)

@@ -1,0 +1,186 @@
+"""``clawback bench savings``: every optimization judged in dollars and quality by one harness.
+
+For each workload: a baseline replay straight to the simulator, a replay through the gateway with every
+optimization on ("full"), then one replay per optimization with only that one on. The optimizations are
+discovered, not listed: every ``Settings`` section (or sub-section) with an ``enabled`` field is one, so a
+stage that lands with its switch shows up here without touching this file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from clawback.bench.harness import BASELINE, RunResult, replay
+from clawback.config import Settings
+from clawback.pricing import load_price_book
+from clawback.workloads import WORKLOADS, Workload, build_workload
+
+__all__ = ["FULL", "optimization_names", "run_savings", "summarize", "with_optimizations"]
+
+FULL = "full"
+
+
+def _sections(model: type[BaseModel], prefix: str = "", depth: int = 2) -> list[str]:
+    found: list[str] = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            continue
+        path = f"{prefix}{name}"
+        if "enabled" in annotation.model_fields:
+            found.append(path)
+        elif depth > 1:
+            found.extend(_sections(annotation, path + ".", depth - 1))
+    return found
+
+
+def optimization_names() -> list[str]:
+    """Dotted paths of the ``Settings`` sections that switch an optimization on and off."""
+    return _sections(Settings)
+
+
+def _set_enabled(section: BaseModel, path: list[str], value: bool) -> BaseModel:
+    if not path:
+        return section.model_copy(update={"enabled": value})
+    child = getattr(section, path[0])
+    return section.model_copy(update={path[0]: _set_enabled(child, path[1:], value)})
+
+
+def with_optimizations(settings: Settings, enabled: set[str]) -> Settings:
+    """``settings`` with exactly the optimizations in ``enabled`` switched on."""
+    for name in optimization_names():
+        settings = _set_enabled(settings, name.split("."), name in enabled)  # type: ignore[assignment]
+    return settings
+
+
+def configurations(base: Settings) -> list[tuple[str, Settings | None]]:
+    names = optimization_names()
+    configs: list[tuple[str, Settings | None]] = [(BASELINE, None), (FULL, with_optimizations(base, set(names)))]
+    configs += [(name, with_optimizations(base, {name})) for name in names]
+    return configs
+
+
+def _usd(micro: int) -> float:
+    return round(micro / 1e6, 6)
+
+
+def summarize(results: dict[str, list[RunResult]], elapsed_s: float, *, seed: int, scale: float) -> dict[str, Any]:
+    """The JSON report: per workload every configuration's figures, and the headline numbers."""
+    workloads: dict[str, Any] = {}
+    baseline_total = optimized_total = 0
+    for name, runs in results.items():
+        by_config = {run.config: run for run in runs}
+        base, full = by_config[BASELINE], by_config[FULL]
+        baseline_total += base.simulator_micro_usd
+        optimized_total += full.simulator_micro_usd
+        workloads[name] = {
+            "requests": base.requests,
+            "baseline_cost_usd": _usd(base.simulator_micro_usd),
+            "optimized_cost_usd": _usd(full.simulator_micro_usd),
+            "cost_reduction": _reduction(base.simulator_micro_usd, full.simulator_micro_usd),
+            "baseline": base.to_json(),
+            "optimized": full.to_json(),
+            "by_optimization": {
+                run.config: {
+                    **run.to_json(),
+                    "cost_reduction": _reduction(base.simulator_micro_usd, run.simulator_micro_usd),
+                }
+                for run in runs
+                if run.config not in (BASELINE, FULL)
+            },
+        }
+    return {
+        "workloads": workloads,
+        "optimizations": optimization_names(),
+        "baseline_cost_usd": _usd(baseline_total),
+        "optimized_cost_usd": _usd(optimized_total),
+        "cost_reduction": _reduction(baseline_total, optimized_total),
+        "consistent": all(run.consistent for runs in results.values() for run in runs),
+        "seed": seed,
+        "scale": scale,
+        "elapsed_s": round(elapsed_s, 1),
+    }
+
+
+def _reduction(baseline: int, optimized: int) -> float:
+    return round(1 - optimized / baseline, 4) if baseline else 0.0
+
+
+def run_savings(
+    names: Sequence[str],
+    *,
+    seed: int = 0,
+    scale: float = 1.0,
+    base: Settings | None = None,
+    console: Console | None = None,
+) -> tuple[dict[str, list[RunResult]], float]:
+    """Replay each workload under every configuration, with a progress bar on ``console``."""
+    base = base or Settings()
+    console = console or Console(stderr=True)
+    price_book = load_price_book(base.pricing)
+    workloads: list[Workload] = [build_workload(name, seed, scale) for name in names]
+    configs = configurations(base)
+    results: dict[str, list[RunResult]] = {}
+    started = time.perf_counter()
+    columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("replaying", total=sum(len(w) for w in workloads) * len(configs))
+        for workload in workloads:
+            for config, settings in configs:
+                progress.update(task, description=f"{workload.name} / {config}")
+                run = replay(
+                    workload, config=config, settings=settings, price_book=price_book,
+                    on_step=lambda _: progress.advance(task),
+                )  # fmt: skip
+                results.setdefault(workload.name, []).append(run)
+    return results, time.perf_counter() - started
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def render(results: dict[str, list[RunResult]], console: Console) -> None:
+    """One table per workload: configurations as rows, money, tokens, traffic, latency, quality."""
+    for name, runs in results.items():
+        base = runs[0].simulator_micro_usd
+        table = Table(title=f"{name}  ({runs[0].requests} requests)", title_justify="left")
+        for column in ("config", "cost $", "saved", "input", "cache write", "cache read", "output", "upstream",
+                       "p50 ms", "p99 ms", "fact retention", "cache hits", "false-hit rate"):  # fmt: skip
+            table.add_column(column, justify="left" if column == "config" else "right")
+        for run in runs:
+            figures = run.to_json()
+            table.add_row(
+                run.config + ("" if run.consistent else " [red](ledger/sim mismatch)[/]"),
+                f"{run.simulator_micro_usd / 1e6:,.4f}",
+                _pct(1 - run.simulator_micro_usd / base) if base and run.config != BASELINE else "",
+                f"{run.usage.input_tokens:,}",
+                f"{run.usage.cache_creation_input_tokens:,}",
+                f"{run.usage.cache_read_input_tokens:,}",
+                f"{run.usage.output_tokens:,}",
+                f"{run.upstream_requests:,}",
+                f"{figures['latency_p50_ms']:.1f}",
+                f"{figures['latency_p99_ms']:.1f}",
+                _pct(run.fact_retention),
+                str(run.cache_hits),
+                _pct(run.false_hit_rate),
+            )
+        console.print(table)
+        errors = [run for run in runs if run.errors]
+        for run in errors:
+            console.print(f"[red]{name}/{run.config}: {run.errors} errors; first: {run.first_error}[/]")
+
+
+def workload_names(choice: str) -> list[str]:
+    if choice == "all":
+        return list(WORKLOADS)
+    if choice not in WORKLOADS:
+        raise ValueError(f"unknown workload {choice!r}; choose from all, {', '.join(WORKLOADS)}")
+    return [choice]
