@@ -10,8 +10,8 @@ import anthropic
 import httpx
 import pytest
 
-from clawback.storage.ledger import LedgerReader
 from tests.conftest import wait_for
+from tests.e2e.ledger_checks import assert_ledger_matches_simulator, ledger_rows
 
 MODEL = "claude-sonnet-4-6"
 POLICY = " ".join(f"Agency policy clause {i}: viewings need 24 hours notice and photo ID." for i in range(200))
@@ -20,33 +20,6 @@ POLICY = " ".join(f"Agency policy clause {i}: viewings need 24 hours notice and 
 @pytest.fixture
 def client(gateway, gateway_key):
     return anthropic.Anthropic(base_url=gateway.url, api_key=gateway_key, max_retries=0)
-
-
-def ledger_rows(settings, count):
-    with LedgerReader(settings.ledger.url) as reader:
-        return wait_for(lambda: (rows := reader.rows()) and len(rows) >= count and rows)
-
-
-def simulator_billed(sim_admin):
-    return [r for r in sim_admin.get("/_simulator/requests").json() if r["endpoint"] == "messages"]
-
-
-def assert_ledger_matches_simulator(gateway_settings, sim_admin, count):
-    rows = ledger_rows(gateway_settings, count)
-    billed = simulator_billed(sim_admin)
-    assert len(rows) == len(billed) == count
-    by_upstream = {r.upstream_request_id: r for r in rows}
-    for upstream in billed:
-        row = by_upstream[upstream["request_id"]]
-        usage = upstream["usage"]
-        assert row.input_tokens == usage["input_tokens"]
-        assert row.output_tokens == usage["output_tokens"]
-        assert row.cache_read_input_tokens == usage["cache_read_input_tokens"]
-        assert row.cache_write_5m_input_tokens == usage["cache_creation"]["ephemeral_5m_input_tokens"]
-        assert row.cost_micro_usd == upstream["cost_micro_usd"] > 0
-        assert row.counterfactual_micro_usd == row.cost_micro_usd
-    assert sum(r.cost_micro_usd for r in rows) == sim_admin.get("/_simulator/totals").json()["cost_micro_usd"]
-    return rows
 
 
 def test_sync_plain_and_stream_with_caching(client, gateway_settings, sim_admin):

@@ -15,10 +15,9 @@ from anthropic.types import Message, MessageTokensCount
 from anthropic.types.messages import MessageBatch
 
 import clawback
-from clawback.config import Settings
 from clawback.serving import free_port
 from clawback.storage.ledger import LedgerReader
-from tests.conftest import wait_for
+from tests.e2e.ledger_checks import assert_ledger_matches_simulator, ledger_rows
 
 MODEL = "claude-sonnet-4-6"
 KEY = "sk-ant-wrap-test"
@@ -35,30 +34,6 @@ def client(simulator, gateway_settings):
     )
     yield wrapped
     wrapped.close()
-
-
-def ledger_rows(settings: Settings, count: int):
-    with LedgerReader(settings.ledger.url) as reader:
-        return wait_for(lambda: (rows := reader.rows()) and len(rows) >= count and rows)
-
-
-def assert_ledger_matches_simulator(settings: Settings, sim_admin, count: int):
-    """Every billed Messages call has one ledger row with the simulator's usage and cost, and no more."""
-    rows = [r for r in ledger_rows(settings, count) if r.endpoint == "messages"]
-    billed = [r for r in sim_admin.get("/_simulator/requests").json() if r["endpoint"] == "messages"]
-    assert len(rows) == len(billed) == count
-    by_upstream = {r.upstream_request_id: r for r in rows}
-    for upstream in billed:
-        row = by_upstream[upstream["request_id"]]
-        usage = upstream["usage"]
-        assert row.input_tokens == usage["input_tokens"]
-        assert row.output_tokens == usage["output_tokens"]
-        assert row.cache_read_input_tokens == usage["cache_read_input_tokens"]
-        assert row.cache_write_5m_input_tokens == usage["cache_creation"]["ephemeral_5m_input_tokens"]
-        assert row.cost_micro_usd == upstream["cost_micro_usd"] > 0
-        assert row.counterfactual_micro_usd == row.cost_micro_usd
-    assert sum(r.cost_micro_usd for r in rows) == sim_admin.get("/_simulator/totals").json()["cost_micro_usd"]
-    return sorted(rows, key=lambda r: r.started_at)
 
 
 def assert_labelled(rows) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from clawback.api.messages import MessagesRequest
 from clawback.api.usage import Usage
 
 __all__ = ["Reply", "RequestContext", "Savings", "Tenant", "new_request_id"]
@@ -89,12 +90,17 @@ class RequestContext:
         self.original_body = self.body
 
     @property
+    def request(self) -> MessagesRequest:
+        """Typed reads over the body that will be sent."""
+        return MessagesRequest(self.body)
+
+    @property
     def model(self) -> str:
-        return str(self.body.get("model", ""))
+        return self.request.model
 
     @property
     def stream(self) -> bool:
-        return bool(self.body.get("stream", False))
+        return self.request.stream
 
     def replace_body(self, body: dict[str, Any]) -> None:
         self.body = body
