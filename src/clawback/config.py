@@ -21,9 +21,13 @@ from pydantic_settings import (
 
 __all__ = [
     "ConfigError",
+    "ExactCacheSettings",
     "GatewaySettings",
     "LedgerSettings",
     "PricingSettings",
+    "PromptCacheSettings",
+    "PruningPolicy",
+    "PruningSettings",
     "Settings",
     "SimulatorSettings",
     "UpstreamSettings",
@@ -44,6 +48,9 @@ class GatewaySettings(_Section):
     require_key: bool = Field(True, description="Clients must present a clawback key")
     passthrough_client_keys: bool = Field(
         False, description="Forward a client's own Anthropic key instead of the gateway's"
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token for /admin/* (cache invalidation...); unset: the admin API is disabled"
     )
 
 
@@ -92,6 +99,78 @@ class SimulatorSettings(_Section):
     api_keys: list[str] = Field(default_factory=list, description="Accepted keys; empty accepts any key")
 
 
+class PromptCacheSettings(_Section):
+    """The prompt-cache planner (issue 7); see ``clawback.pipeline.prompt_cache``."""
+
+    enabled: bool = Field(False, description="Place cache_control breakpoints where they pay")
+    fanout: bool = Field(True, description="Hold requests sharing a new prefix until the first one's first byte")
+    fanout_max_wait_s: float = Field(10.0, ge=0, description="Longest a held request waits for its leader")
+    min_writes_before_backoff: int = Field(3, ge=1, description="Writes observed before judging payback")
+    probe_every: int = Field(10, ge=1, description="While backed off, still place one breakpoint in N requests")
+    stabilize_tools: bool = Field(False, description="Rewrite tools into a canonical order and key order")
+    max_tracked_prefixes: int = Field(100_000, ge=100)
+
+
+class ExactCacheSettings(_Section):
+    """The exact response cache (issue 7); see ``clawback.pipeline.exact_cache``."""
+
+    enabled: bool = Field(False, description="Answer identical requests from stored replies")
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field("clawback:ec:", description="Prefix of every Redis key the cache writes")
+    redis_timeout_s: float = Field(0.05, gt=0, description="Per command; Redis slower or down counts as a miss")
+    ttl_s: float = Field(3600.0, gt=0)
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="Bound on the stored replies, in bytes")
+    max_entry_bytes: int = Field(1024 * 1024, ge=256, description="Larger replies are not stored")
+    default_policy: Literal["deterministic", "all", "none"] = Field(
+        "deterministic", description="Eligibility without a header/key/feature rule (see the stage's docstring)"
+    )
+    keys: dict[str, bool] = Field(default_factory=dict, description="Eligibility per clawback key id")
+    features: dict[str, bool] = Field(default_factory=dict, description="Eligibility per feature label")
+
+
+class PruningPolicy(_Section):
+    """How the pruning stage (issue 6, ``clawback.pipeline.pruning``) treats one key / feature.
+
+    The history is compacted in chunks: the verbatim tail grows until its completed turns exceed
+    ``trigger_tokens`` (or ``trigger_turns``), then turns are folded into the compacted part until the tail is
+    back under ``target_tokens`` (keeping at least ``keep_recent_turns``). Between two compaction points the
+    pruned prefix is byte-identical, so the prompt cache keeps hitting.
+    """
+
+    enabled: bool = Field(False, description="Prune long conversation histories")
+    window: bool = Field(True, description="Drop older turns (keep system, opening turns, recent turns)")
+    relevance: bool = Field(True, description="Keep older turns that match the user's message (BM25)")
+    fact_memory: Literal["extractive", "summary", "off"] = Field(
+        "extractive", description="Distil dropped turns into a memory block; 'summary' asks a cheap model"
+    )
+    tool_elision: bool = Field(True, description="Replace large old tool_result contents with a placeholder")
+    keep_first_turns: int = Field(1, ge=0, description="Opening turns always kept verbatim")
+    keep_recent_turns: int = Field(2, ge=1, description="Completed turns always kept verbatim before the current")
+    trigger_tokens: int = Field(3000, ge=1, description="Compact when the verbatim tail exceeds this")
+    trigger_turns: int | None = Field(None, ge=1, description="...or holds more completed turns than this")
+    target_tokens: int = Field(800, ge=0, description="Verbatim tail size right after a compaction")
+    relevance_max_turns: int = Field(2, ge=0, description="Older turns kept for relevance, at most")
+    relevance_min_score: float = Field(2.0, ge=0, description="BM25 score an older turn needs to be kept")
+    tool_elision_min_tokens: int = Field(200, ge=1, description="Only tool results at least this large")
+    expected_turns: int = Field(8, ge=1, description="Turns expected after a compaction (cache payback)")
+    assume_prompt_cache: bool | None = Field(
+        None, description="Price decisions as cached; unset: when the request has cache_control or the planner is on"
+    )
+    respect_context_management: bool = Field(
+        True, description="Leave requests that ask for Anthropic's context_management to the API"
+    )
+    summary_model: str = Field("claude-haiku-4-5", description="The cheap model of fact_memory='summary'")
+    summary_max_tokens: int = Field(512, ge=16)
+
+
+class PruningSettings(PruningPolicy):
+    """The default policy plus overrides per ``key:<id>``, ``team:<name>`` or ``feature:<name>`` (only the
+    fields an override sets replace the defaults; key beats feature beats team)."""
+
+    overrides: dict[str, PruningPolicy] = Field(default_factory=dict)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLAWBACK_",
@@ -105,6 +184,9 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     pricing: PricingSettings = PricingSettings()
     simulator: SimulatorSettings = SimulatorSettings()
+    pruning: PruningSettings = PruningSettings()
+    prompt_cache: PromptCacheSettings = PromptCacheSettings()
+    exact_cache: ExactCacheSettings = ExactCacheSettings()
 
     @classmethod
     def settings_customise_sources(

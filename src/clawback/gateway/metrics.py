@@ -36,6 +36,10 @@ class GatewayMetrics:
                             registry=self.registry)  # fmt: skip
         self.saved = Counter("clawback_saved_usd", "Dollars saved against the counterfactual", ["model", "key"],
                              registry=self.registry)  # fmt: skip
+        # A request's net saving can be negative (a prompt-cache write that never paid back); counters only grow,
+        # so the loss has its own counter: net saving = saved - lost.
+        self.lost = Counter("clawback_lost_usd", "Dollars an optimization cost above the counterfactual",
+                            ["model", "key"], registry=self.registry)  # fmt: skip
 
     def observe(
         self,
@@ -65,8 +69,10 @@ class GatewayMetrics:
                 self.tokens.labels(model, key, kind).inc(count)
         if cost_micro_usd:
             self.cost.labels(model, key).inc(cost_micro_usd / 1_000_000)
-        if saved_micro_usd:
+        if saved_micro_usd > 0:
             self.saved.labels(model, key).inc(saved_micro_usd / 1_000_000)
+        elif saved_micro_usd < 0:
+            self.lost.labels(model, key).inc(-saved_micro_usd / 1_000_000)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

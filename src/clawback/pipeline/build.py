@@ -8,7 +8,9 @@ Stages are added here as they are built; today the pipeline is the ledger around
 from __future__ import annotations
 
 from clawback.config import Settings
+from clawback.pipeline.exact_cache import ExactCacheStage
 from clawback.pipeline.ledger import LedgerStage, RecordSink
+from clawback.pipeline.prompt_cache import PromptCachePlanner
 from clawback.pipeline.stage import CallNext, Pipeline, Stage
 from clawback.pricing import PriceBook
 
@@ -19,4 +21,8 @@ def build_pipeline(
     settings: Settings, *, price_book: PriceBook, sinks: list[RecordSink], terminal: CallNext
 ) -> Pipeline:
     stages: list[Stage] = [LedgerStage(price_book, sinks)]
+    if settings.exact_cache.enabled:  # after flags and budget, before semantic cache and pruning
+        stages.append(ExactCacheStage(settings.exact_cache, price_book))
+    if settings.prompt_cache.enabled:  # after pruning (it plans the pruned body), before coalesce
+        stages.append(PromptCachePlanner(settings.prompt_cache, price_book))
     return Pipeline(stages, terminal)

@@ -1,0 +1,398 @@
+"""The exact response cache stage: an identical request, within one tenant, never reaches the API twice.
+
+Key. The hash of the *normalized* request inside the tenant's scope (``Tenant.scope`` is always hashed in, so
+one tenant never sees another's reply) and a namespace: ``model``, ``system``, ``tools``, ``messages`` and every
+other body field, because any field we do not know may change the output (the API grows every month). Left
+out are what cannot change the output: ``metadata``, ``stream`` (a JSON reply can answer a streamed request and
+the other way round) and ``cache_control`` markers (top level and per block: prompt caching changes the bill,
+never the answer). Normalized means: keys sorted, a string ``system`` or ``content`` equal to its one text
+block. The ``anthropic-beta`` header is part of the key (betas change behaviour).
+
+Eligibility (first rule that speaks wins):
+1. request header ``x-clawback-cache: on | off`` (``refresh``: skip the lookup, store the new reply);
+2. ``exact_cache.keys[<key id>]``; 3. ``exact_cache.features[<feature label>]``;
+4. ``exact_cache.default_policy``, ``"deterministic"`` unless configured: only requests that pin sampling
+   (``temperature: 0`` or ``top_k: 1``) are answered from the cache.
+
+Why that default: Claude's replies are *sampled*; a caller who sends the same request again may well want a
+different answer ("regenerate", retries after a bad answer, evaluation runs). A wrong hit is a silent
+correctness bug the caller cannot see, a miss only costs what the request would have cost anyway. So the
+cache answers on its own only where the caller said it wants determinism, and everything else is opt-in
+per key, per feature or per request. ``default_policy: all`` suits FAQ-like traffic. Never stored: errors,
+replies that did not finish (``refusal``, ``pause_turn``, a broken stream), ``max_tokens: 0`` pre-warms,
+replies with block types we cannot replay faithfully as SSE, and replies above ``max_entry_bytes``.
+
+Replay. A hit is answered as JSON or, for ``stream: true``, as the documented SSE sequence
+(``message_start`` → per block ``content_block_start`` / ``content_block_delta`` / ``content_block_stop`` →
+``message_delta`` → ``message_stop``, https://docs.anthropic.com/en/api/messages-streaming) that the official
+SDKs' stream parsers accept. The ledger records a hit at cost 0 with ``cache_status="hit"`` and
+``savings["exact_cache"]`` = what the stored call cost (its usage priced by the pricing module for this
+model). Responses carry ``x-clawback-cache: hit | miss | bypass`` and, when keyed, ``x-clawback-cache-key``
+(what ``POST /admin/cache/invalidate {"key": …}`` takes). Namespace: ``x-clawback-cache-namespace`` (default:
+the tenant's scope); tags: ``x-clawback-cache-tags: a,b``; per-request TTL: ``x-clawback-cache-ttl`` seconds.
+
+Filling from a stream tees the SSE bytes as they pass (the relay itself is never held back) and stores only
+after ``message_stop`` arrived with no error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import orjson
+
+from clawback.api.sse import SSEParser, encode_event
+from clawback.api.usage import Usage
+from clawback.config import ExactCacheSettings
+from clawback.pipeline.context import Reply, RequestContext
+from clawback.pipeline.stage import CallNext
+from clawback.pricing import PriceBook
+from clawback.storage.response_cache import CachedReply, MemoryResponseCache, RedisResponseCache, ResponseCache
+
+__all__ = ["ExactCacheStage", "assemble_message", "cache_key", "make_response_cache", "replay_sse"]
+
+log = logging.getLogger("clawback.exact_cache")
+
+CACHE_HEADER = "x-clawback-cache"
+NAMESPACE_HEADER = "x-clawback-cache-namespace"
+TAGS_HEADER = "x-clawback-cache-tags"
+TTL_HEADER = "x-clawback-cache-ttl"
+
+_NOT_KEYED = frozenset({"metadata", "stream", "cache_control"})
+_REPLAYABLE_BLOCKS = frozenset({"text", "tool_use", "thinking", "redacted_thinking"})
+_STORED_STOPS = frozenset({"end_turn", "max_tokens", "stop_sequence", "tool_use"})
+_ON = frozenset({"on", "true", "1", "yes"})
+_OFF = frozenset({"off", "false", "0", "no", "bypass", "no-store"})
+
+
+def make_response_cache(settings: ExactCacheSettings) -> ResponseCache:
+    if settings.backend == "redis":
+        return RedisResponseCache(settings.redis_url, max_bytes=settings.max_bytes, prefix=settings.redis_prefix,
+                                  timeout_s=settings.redis_timeout_s)  # fmt: skip
+    return MemoryResponseCache(max_bytes=settings.max_bytes)
+
+
+# ------------------------------------------------------------------------------------------------ the key
+
+
+def _strip_block(block: Any) -> Any:
+    if not isinstance(block, dict):
+        return block
+    if "cache_control" in block:
+        block = {k: v for k, v in block.items() if k != "cache_control"}
+    content = block.get("content")
+    if isinstance(content, list) and any(isinstance(c, dict) and "cache_control" in c for c in content):
+        block = {**block, "content": [_strip_block(c) for c in content]}
+    return block
+
+
+def _blocks(value: Any) -> Any:
+    if isinstance(value, str):
+        return [{"type": "text", "text": value}]
+    if isinstance(value, list):
+        return [_strip_block(b) for b in value]
+    return value
+
+
+def normalized_request(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The request as it matters to the answer (see the module docstring)."""
+    out = {k: v for k, v in body.items() if k not in _NOT_KEYED}
+    if "system" in out:
+        out["system"] = _blocks(out["system"])
+    if isinstance(out.get("tools"), list):
+        out["tools"] = [_strip_block(t) for t in out["tools"]]
+    messages = out.get("messages")
+    if isinstance(messages, list):
+        out["messages"] = [{**m, "content": _blocks(m.get("content"))} if isinstance(m, dict) else m for m in messages]
+    return out
+
+
+def cache_key(scope: str, namespace: str, body: Mapping[str, Any], beta: str | None = None) -> str:
+    """32 hex characters naming one normalized request within ``scope`` and ``namespace``."""
+    hasher = hashlib.blake2b(digest_size=16)
+    hasher.update(f"{scope}\x00{namespace}\x00{beta or ''}\x00".encode())
+    hasher.update(orjson.dumps(normalized_request(body), option=orjson.OPT_SORT_KEYS))
+    return hasher.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ SSE
+
+
+def replay_sse(message: Mapping[str, Any]) -> bytes:
+    """The SSE event sequence the API would have streamed for ``message`` (one text delta per block)."""
+    usage = message.get("usage") or {}
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}
+    frames = [encode_event("message_start", {"type": "message_start", "message": start})]
+    for index, block in enumerate(message.get("content") or []):
+        kind = block.get("type")
+        deltas: list[dict[str, Any]] = []
+        if kind == "text":
+            opening: dict[str, Any] = {"type": "text", "text": ""}
+            deltas.append({"type": "text_delta", "text": block.get("text", "")})
+        elif kind == "tool_use":
+            opening = {"type": "tool_use", "id": block.get("id"), "name": block.get("name"), "input": {}}
+            deltas.append({"type": "input_json_delta", "partial_json": orjson.dumps(block.get("input", {})).decode()})
+        elif kind == "thinking":
+            opening = {"type": "thinking", "thinking": "", "signature": ""}
+            deltas.append({"type": "thinking_delta", "thinking": block.get("thinking", "")})
+            deltas.append({"type": "signature_delta", "signature": block.get("signature", "")})
+        else:
+            opening = dict(block)
+        start_event = {"type": "content_block_start", "index": index, "content_block": opening}
+        frames.append(encode_event("content_block_start", start_event))
+        for delta in deltas:
+            frames.append(
+                encode_event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            )
+        frames.append(encode_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+    delta = {"stop_reason": message.get("stop_reason"), "stop_sequence": message.get("stop_sequence")}
+    frames.append(encode_event("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}))
+    frames.append(encode_event("message_stop", {"type": "message_stop"}))
+    return b"".join(frames)
+
+
+def assemble_message(raw: bytes) -> dict[str, Any] | None:
+    """The Message a complete SSE stream describes, or None if it did not finish or holds what we cannot replay."""
+    parser = SSEParser()
+    events = parser.feed(raw) + parser.flush()
+    message: dict[str, Any] | None = None
+    blocks: dict[int, dict[str, Any]] = {}
+    partial: dict[int, str] = {}
+    usage: dict[str, Any] = {}
+    done = False
+    for event in events:
+        name = event.event
+        if name == "ping":
+            continue
+        data = event.json()
+        if name == "message_start":
+            message = dict(data["message"])
+            usage = dict(message.get("usage") or {})
+        elif name == "content_block_start":
+            blocks[int(data["index"])] = dict(data["content_block"])
+        elif name == "content_block_delta":
+            index, delta = int(data["index"]), data["delta"]
+            block = blocks.get(index)
+            kind = delta.get("type")
+            if block is None:
+                return None
+            if kind == "text_delta":
+                block["text"] = block.get("text", "") + delta.get("text", "")
+            elif kind == "input_json_delta":
+                partial[index] = partial.get(index, "") + delta.get("partial_json", "")
+            elif kind == "thinking_delta":
+                block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
+            elif kind == "signature_delta":
+                block["signature"] = delta.get("signature", "")
+            else:
+                return None  # citations and whatever comes next: not replayed, not stored
+        elif name == "content_block_stop":
+            index = int(data["index"])
+            if index in partial:
+                blocks[index]["input"] = orjson.loads(partial.pop(index) or "{}")
+        elif name == "message_delta":
+            if message is None:
+                return None
+            message.update(data.get("delta") or {})
+            usage.update(data.get("usage") or {})
+        elif name == "message_stop":
+            done = True
+        else:
+            return None  # an error, or an event type we do not know
+    if message is None or not done:
+        return None
+    message["content"] = [blocks[i] for i in sorted(blocks)]
+    message["usage"] = usage
+    return message
+
+
+# ------------------------------------------------------------------------------------------------ the stage
+
+
+class ExactCacheStage:
+    name = "exact_cache"
+
+    def __init__(self, settings: ExactCacheSettings, price_book: PriceBook, backend: ResponseCache | None = None):
+        self.settings = settings
+        self.price_book = price_book
+        self.backend = backend or make_response_cache(settings)
+        self.hits = 0
+        self.misses = 0
+        self.bypasses = 0
+        self.stored = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- policy
+    def eligible(self, ctx: RequestContext) -> str:
+        """``"on"``, ``"refresh"`` (store, do not look up) or ``"off"``: see the module docstring."""
+        body = ctx.body
+        if body.get("max_tokens") == 0:
+            return "off"
+        header = (ctx.header(CACHE_HEADER) or "").strip().lower()
+        if header in _ON:
+            return "on"
+        if header == "refresh":
+            return "refresh"
+        if header in _OFF:
+            return "off"
+        tenant = ctx.tenant
+        if tenant.key_id is not None and tenant.key_id in self.settings.keys:
+            return "on" if self.settings.keys[tenant.key_id] else "off"
+        if tenant.feature is not None and tenant.feature in self.settings.features:
+            return "on" if self.settings.features[tenant.feature] else "off"
+        policy = self.settings.default_policy
+        if policy == "all":
+            return "on"
+        if policy == "deterministic":
+            temperature, top_k = body.get("temperature"), body.get("top_k")
+            pinned = (isinstance(temperature, int | float) and temperature == 0) or top_k == 1
+            return "on" if pinned else "off"
+        return "off"
+
+    async def handle(self, ctx: RequestContext, call_next: CallNext) -> Reply:
+        if ctx.endpoint != "messages":
+            return await call_next(ctx)
+        mode = self.eligible(ctx)
+        if mode == "off":
+            self.bypasses += 1
+            ctx.cache_status = "bypass"
+            reply = await call_next(ctx)
+            reply.headers.append((CACHE_HEADER, "bypass"))
+            return reply
+        namespace = ctx.header(NAMESPACE_HEADER) or ctx.tenant.scope
+        key = cache_key(ctx.tenant.scope, namespace, ctx.body, ctx.header("anthropic-beta"))
+        if mode == "on":
+            entry = await self.backend.get(key)
+            if entry is not None:
+                return self._hit(ctx, entry)
+        self.misses += 1
+        ctx.cache_status = "miss"
+        reply = await call_next(ctx)
+        reply.headers.append((CACHE_HEADER, "miss"))
+        reply.headers.append(("x-clawback-cache-key", key))
+        if reply.status == 200:
+            tags = tuple(t.strip() for t in (ctx.header(TAGS_HEADER) or "").split(",") if t.strip())
+            ttl = self._ttl(ctx)
+            if reply.stream is None:
+                if reply.body:
+                    self._store(key, ctx.model, namespace, tags, ttl, reply.body, None)
+            else:
+                reply.stream = self._tee(reply, reply.stream, key, ctx.model, namespace, tags, ttl)
+        return reply
+
+    def _ttl(self, ctx: RequestContext) -> float:
+        value = ctx.header(TTL_HEADER)
+        try:
+            ttl = float(value) if value else self.settings.ttl_s
+        except ValueError:
+            ttl = self.settings.ttl_s
+        return ttl if ttl > 0 else self.settings.ttl_s
+
+    def _hit(self, ctx: RequestContext, entry: CachedReply) -> Reply:
+        self.hits += 1
+        ctx.cache_status = "hit"
+        body = ctx.body
+        ctx.savings.add(
+            self.name,
+            self.price_book.cost(
+                ctx.model, entry.usage, inference_geo=_str(body.get("inference_geo")), speed=_str(body.get("speed"))
+            ).micro_usd,
+        )
+        age = str(max(0, int(time.time() - entry.created_at)))
+        headers = [(CACHE_HEADER, "hit"), ("x-clawback-cache-key", entry.key), ("age", age)]
+        if not ctx.stream:
+            reply = Reply(status=200, headers=[("content-type", "application/json"), *headers], body=entry.body)
+            reply.finished = True
+            reply.ttft = time.monotonic() - ctx.started
+            return reply
+        reply = Reply(status=200, headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache"),
+                                           *headers])  # fmt: skip
+        reply.stream = self._replay(reply, entry.body, ctx.started)
+        return reply
+
+    @staticmethod
+    async def _replay(reply: Reply, body: bytes, started: float) -> AsyncIterator[bytes]:
+        try:
+            frames = replay_sse(orjson.loads(body))
+            reply.ttft = time.monotonic() - started
+            yield frames
+            reply.finished = True
+        finally:
+            if not reply.finished:
+                reply.error_type = "client_disconnected"
+            for callback in reply.on_close:
+                callback(reply)
+
+    async def _tee(
+        self, reply: Reply, inner: AsyncIterator[bytes], key: str, model: str, namespace: str,
+        tags: tuple[str, ...], ttl: float,
+    ) -> AsyncIterator[bytes]:  # fmt: skip
+        """Relay ``inner`` unchanged, keeping a copy (up to ``max_entry_bytes``) to store after ``message_stop``."""
+        chunks: list[bytes] | None = []
+        size = 0
+        limit = self.settings.max_entry_bytes * 2  # SSE framing roughly doubles a message
+        try:
+            async for chunk in inner:
+                if chunks is not None:
+                    size += len(chunk)
+                    if size > limit:
+                        chunks = None
+                    else:
+                        chunks.append(chunk)
+                yield chunk
+        finally:
+            aclose = getattr(inner, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if chunks is not None and reply.finished and reply.error_type is None:
+            message = assemble_message(b"".join(chunks))
+            if message is not None:
+                self._store(key, model, namespace, tags, ttl, orjson.dumps(message), message)
+
+    def _store(self, key: str, model: str, namespace: str, tags: tuple[str, ...], ttl: float, body: bytes,
+               message: dict[str, Any] | None) -> None:  # fmt: skip
+        if len(body) > self.settings.max_entry_bytes:
+            return
+        if message is None:
+            try:
+                message = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return
+        if not isinstance(message, dict) or message.get("type") != "message":
+            return
+        if message.get("stop_reason") not in _STORED_STOPS:
+            return
+        if any(not isinstance(b, dict) or b.get("type") not in _REPLAYABLE_BLOCKS or b.get("citations")
+               for b in message.get("content") or []):  # fmt: skip
+            return
+        entry = CachedReply(key=key, body=body, model=model, usage=Usage.from_api(message.get("usage")),
+                            namespace=namespace, tags=tags)  # fmt: skip
+        task = asyncio.get_running_loop().create_task(self._put(entry, ttl))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _put(self, entry: CachedReply, ttl: float) -> None:
+        if await self.backend.put(entry, ttl):
+            self.stored += 1
+
+    async def flush(self) -> None:
+        """Wait for pending stores (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def stats(self) -> dict[str, Any]:
+        return {"hits": self.hits, "misses": self.misses, "bypasses": self.bypasses, "stored": self.stored,
+                **self.backend.stats()}  # fmt: skip
+
+    async def aclose(self) -> None:
+        await self.flush()
+        await self.backend.aclose()
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,711 @@
+"""The prompt-cache planner stage: ``cache_control`` breakpoints where they pay, and cache-aware fan-out.
+
+The rules it plans by (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching, summarized in
+``/work/shared/ANTHROPIC_FACTS.md``; the simulator bills them, ``clawback.upstream.simulator.prompt_cache``):
+
+* At most 4 breakpoints per request, the top-level automatic ``cache_control`` included. The prefix order is
+  ``tools`` → ``system`` → ``messages``; an entry is written only at a breakpoint; a read looks back at most 20
+  block positions from a breakpoint (a run of consecutive ``tool_use`` or ``tool_result`` blocks is one).
+* A prefix below the model's minimum cacheable length is neither written nor read (``min_cacheable_tokens``
+  per model in the price table): a breakpoint there is a wasted slot, so none is placed.
+* TTL ``5m`` (default) or ``1h``; a write costs 1.25x (5m) or 2x (1h) of the input price, a read 0.1x (0.05x,
+  0.025x on some models: always the model's own row). With mixed TTLs, 1-hour entries must precede 5-minute
+  ones (else a 400).
+* An entry becomes readable only once the response that writes it has begun.
+
+What it does to a request, only ever *adding* ``{"type": "ephemeral"[, "ttl": "1h"]}`` markers (a client's own
+breakpoints, TTLs and ``scope`` stay exactly as sent; nothing else in the body changes unless
+``prompt_cache.stabilize_tools`` is configured):
+
+1. Candidates, best first: the conversation's tail (the last cacheable block: the next turn reads it), a
+   *bridge* (a block whose prefix we know is cached but that sits beyond the tail's 20-position lookback, as
+   in long agent loops), the end of the system prompt, the end of the tools. A candidate is dropped when its
+   prefix is below the model's minimum, when the client already has a breakpoint there, when its kind has
+   stopped paying back (below) or when the four slots are used.
+2. TTL per candidate from the reuse intervals observed for that prefix family: each interval is a read if it
+   is shorter than the TTL, else a rewrite; 1h wins when ``w1h + Σ(read | w1h)`` is below ``w5m + Σ(read | w5m)``
+   with the model's own write and read prices. Then the ordering rule is enforced against the client's TTLs.
+3. Payback per (prefix family, kind): write premiums paid (tokens x (write - input)) against read savings
+   (tokens x (input - read)). After ``min_writes_before_backoff`` writes that have not paid back, the kind is
+   backed off: it is placed on one request in ``probe_every`` only, until the reads catch up.
+4. Churn: the tools and system of a family (same tool names, same system text once digits and ids are
+   masked) should be byte-identical from one request to the next. When they are not, a ``ChurnReport`` names
+   the request and what changed (volatile content such as timestamps or request ids, tools reordered, JSON
+   keys reordered). The content is never rewritten to fix it (except ``stabilize_tools`` for tool order).
+
+Fan-out: N concurrent requests with the same new static prefix (tools + system) would all pay the write. The
+first goes ahead; the others wait until its first byte arrives (then the entry is readable), at most
+``fanout_max_wait_s``.
+
+Savings: ``cost(no caching) - cost(actual)`` with the pricing module, i.e. cache-read tokens x (input - read)
+minus write tokens x (write - input): negative when a write never paid back. When the client had breakpoints
+of its own, only the tokens beyond the client's last breakpoint are credited (an approximation: the client's
+own caching is not ours to claim).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from clawback.api.messages import MAX_CACHE_BREAKPOINTS, count_cache_breakpoints
+from clawback.api.usage import Usage
+from clawback.config import PromptCacheSettings
+from clawback.pipeline.context import Reply, RequestContext
+from clawback.pipeline.stage import CallNext
+from clawback.pricing import ModelPrice, PriceBook
+from clawback.tokens import PromptBlock, prompt_blocks
+
+__all__ = ["ChurnReport", "Plan", "PromptCachePlanner", "choose_ttl", "plan_request"]
+
+log = logging.getLogger("clawback.prompt_cache")
+
+LOOKBACK_POSITIONS = 20
+TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
+_RUN_TYPES = frozenset({"tool_use", "tool_result"})
+_NOT_CACHEABLE = frozenset({"thinking", "redacted_thinking"})
+_VOLATILE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # uuid
+    r"|\b(?:req|msg|run|trace|span|id)_[A-Za-z0-9]+"  # prefixed ids
+    r"|\b[0-9a-f]{16,}\b"  # hex ids
+    r"|\d+"  # numbers, dates, times
+)
+_KINDS = ("tail", "bridge", "system", "tools")
+PromptKey = tuple[str, str, bytes]  # scope, model, prefix digest
+
+
+# ------------------------------------------------------------------------------------------------ planning
+
+
+@dataclass(frozen=True, slots=True)
+class Breakpoint:
+    index: int  # block index in prompt order
+    ttl: str
+    kind: str  # "client" or one of _KINDS
+
+
+@dataclass(slots=True)
+class Plan:
+    """What the planner decided for one request, and what it needs to judge the reply."""
+
+    body: dict[str, Any]
+    blocks: list[PromptBlock]
+    cumulative: list[int]
+    digests: list[bytes]
+    breakpoints: list[Breakpoint]  # client's and ours, in prompt order
+    added: list[Breakpoint]
+    static_index: int | None  # last block of tools + system
+    client_coverage: int  # tokens up to the client's last breakpoint (0: none)
+    skipped: dict[str, str] = field(default_factory=dict)  # kind -> why not placed
+
+
+def _ttl_of(control: Any) -> str:
+    ttl = control.get("ttl", "5m") if isinstance(control, Mapping) else "5m"
+    return "1h" if ttl == "1h" else "5m"
+
+
+def _eligible(block: Mapping[str, Any]) -> bool:
+    kind = block.get("type")
+    if kind in _NOT_CACHEABLE:
+        return False
+    return not (kind == "text" and not block.get("text"))
+
+
+def _strip(block: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in block.items() if k != "cache_control"}
+    content = out.get("content")
+    if isinstance(content, list) and any(isinstance(c, Mapping) and "cache_control" in c for c in content):
+        out["content"] = [_strip(c) if isinstance(c, Mapping) else c for c in content]
+    return out
+
+
+def _salts(body: Mapping[str, Any], blocks: Sequence[PromptBlock]) -> dict[str, bytes]:
+    """What invalidates the system / messages levels without changing their blocks (the docs' table)."""
+    output_config = body.get("output_config")
+    effort = output_config.get("effort") if isinstance(output_config, Mapping) else None
+    has_image = any(pb.block.get("type") == "image" for pb in blocks)
+    system = [body.get("speed")]
+    messages = [*system, body.get("tool_choice"), body.get("thinking"), effort, has_image]
+    return {"tools": b"", "system": orjson.dumps(system, default=str), "messages": orjson.dumps(messages, default=str)}
+
+
+def prefix_digests(body: Mapping[str, Any], blocks: Sequence[PromptBlock]) -> list[bytes]:
+    """``digests[i]`` names the prefix of blocks ``0..i`` as the cache sees it (markers excluded)."""
+    salts = _salts(body, blocks)
+    hasher = hashlib.blake2b(digest_size=16)
+    out: list[bytes] = []
+    for pb in blocks:
+        hasher.update(salts[pb.section])
+        hasher.update(orjson.dumps([pb.section, pb.role, pb.first_in_message, _strip(pb.block)], default=str))
+        hasher.update(b"\x00")
+        out.append(hasher.copy().digest())
+    return out
+
+
+def lookback_positions(blocks: Sequence[PromptBlock], earlier: int, start: int) -> int:
+    """Positions the lookback from ``start`` walks to reach ``earlier`` (``start`` itself is position 1)."""
+    positions = 1
+    for i in range(start - 1, earlier - 1, -1):
+        kind = blocks[i].block.get("type")
+        if not (kind in _RUN_TYPES and blocks[i + 1].block.get("type") == kind):
+            positions += 1
+    return positions
+
+
+def choose_ttl(intervals: Sequence[float], price: ModelPrice) -> str:
+    """5m or 1h for a prefix reused after ``intervals`` seconds, by the model's own write and read prices.
+
+    Per token: with a 5m TTL every interval over 5 minutes is a rewrite at the 5m write price, the rest reads;
+    with 1h the same at one hour and the 1h price. Plus the first write at each TTL's price.
+    """
+    if not intervals:
+        return "5m"
+    read, w5, w1h = price.cache_read, price.cache_write_5m, price.cache_write_1h
+    cost_5m = w5 + sum((read if g <= TTL_SECONDS["5m"] else w5) for g in intervals)
+    cost_1h = w1h + sum((read if g <= TTL_SECONDS["1h"] else w1h) for g in intervals)
+    return "1h" if cost_1h < cost_5m else "5m"
+
+
+def _with_marker(block: Mapping[str, Any], ttl: str) -> dict[str, Any]:
+    control: dict[str, Any] = {"type": "ephemeral"}
+    if ttl == "1h":
+        control["ttl"] = "1h"
+    return {**block, "cache_control": control}
+
+
+def _apply(body: dict[str, Any], blocks: Sequence[PromptBlock], added: Sequence[Breakpoint]) -> dict[str, Any]:
+    """A copy of ``body`` with markers on ``added`` blocks; everything not on the way to them is shared."""
+    out = dict(body)
+    for point in added:
+        path = blocks[point.index].path.split(".")
+        section = path[0]
+        if section == "tools":
+            tools = out["tools"] = list(out["tools"])
+            i = int(path[1])
+            tools[i] = _with_marker(tools[i], point.ttl)
+        elif section == "system":
+            system = out["system"]
+            if isinstance(system, str):
+                out["system"] = [_with_marker({"type": "text", "text": system}, point.ttl)]
+            else:
+                system = out["system"] = list(system)
+                i = int(path[1])
+                system[i] = _with_marker(system[i], point.ttl)
+        else:
+            messages = out["messages"] = list(out["messages"])
+            m = int(path[1])
+            message = messages[m] = dict(messages[m])
+            content = message["content"]
+            if isinstance(content, str):
+                message["content"] = [_with_marker({"type": "text", "text": content}, point.ttl)]
+            else:
+                content = message["content"] = list(content)
+                j = int(path[3])
+                content[j] = _with_marker(content[j], point.ttl)
+    return out
+
+
+def stabilize_tools(body: dict[str, Any]) -> dict[str, Any]:
+    """Tools sorted by name with their JSON keys sorted (opt-in: it rewrites the client's request)."""
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools:
+        return body
+    canonical = [orjson.loads(orjson.dumps(t, option=orjson.OPT_SORT_KEYS)) for t in tools]
+    canonical.sort(key=lambda t: str(t.get("name", "")) if isinstance(t, dict) else "")
+    if canonical == tools and orjson.dumps(canonical) == orjson.dumps(tools):
+        return body
+    return {**body, "tools": canonical}
+
+
+def plan_request(
+    body: dict[str, Any],
+    price: ModelPrice,
+    *,
+    allowed: Callable[[str], bool] = lambda kind: True,
+    ttl_for: Callable[[str], str] = lambda kind: "5m",
+    known: Callable[[int, bytes], bool] = lambda index, digest: False,
+) -> Plan:
+    """Decide the breakpoints for ``body`` (pure: the planner's state comes in through the callables).
+
+    ``allowed(kind)``: payback allows this kind; ``ttl_for(kind)``: the TTL its reuse intervals favour;
+    ``known(index, digest)``: we believe the prefix ending at block ``index`` is cached now.
+    """
+    blocks, _ = prompt_blocks(body)
+    cumulative: list[int] = []
+    running = 0
+    for pb in blocks:
+        running += pb.tokens
+        cumulative.append(running)
+    digests = prefix_digests(body, blocks)
+    client: list[Breakpoint] = [
+        Breakpoint(i, _ttl_of(pb.block["cache_control"]), "client") for i, pb in enumerate(blocks)
+        if pb.block.get("cache_control") and _eligible(pb.block)
+    ]  # fmt: skip
+    top = body.get("cache_control")
+    if top:
+        target = next((i for i in range(len(blocks) - 1, -1, -1) if _eligible(blocks[i].block)), None)
+        if target is not None and all(p.index != target for p in client):
+            client.append(Breakpoint(target, _ttl_of(top), "client"))
+    client.sort(key=lambda p: p.index)
+    static = [i for i, pb in enumerate(blocks) if pb.section != "messages"]
+    static_index = static[-1] if static else None
+    plan = Plan(body, blocks, cumulative, digests, list(client), [], static_index,
+                cumulative[client[-1].index] if client else 0)  # fmt: skip
+    slots = MAX_CACHE_BREAKPOINTS - count_cache_breakpoints(body)
+    if slots <= 0 or not blocks:
+        plan.skipped["all"] = "no free breakpoint slot"
+        return plan
+    taken = {p.index for p in client}
+    candidates: list[tuple[str, int]] = []
+    tail = next((i for i in range(len(blocks) - 1, -1, -1)
+                 if blocks[i].section == "messages" and _eligible(blocks[i].block)), None)  # fmt: skip
+    if tail is not None:
+        candidates.append(("tail", tail))
+        first_message = static_index + 1 if static_index is not None else 0
+        bridge = next((i for i in range(tail - 1, first_message - 1, -1) if known(i, digests[i])), None)
+        if bridge is not None and lookback_positions(blocks, bridge, tail) > LOOKBACK_POSITIONS:
+            candidates.append(("bridge", bridge))
+    systems = [i for i, pb in enumerate(blocks) if pb.section == "system"]
+    if systems:
+        candidates.append(("system", systems[-1]))
+    tools = [i for i, pb in enumerate(blocks) if pb.section == "tools"]
+    if tools:
+        candidates.append(("tools", tools[-1]))
+    chosen: list[tuple[str, int]] = []
+    for kind, index in candidates:
+        if len(chosen) >= slots:
+            plan.skipped[kind] = "no free breakpoint slot"
+        elif index in taken:
+            plan.skipped[kind] = "the client has a breakpoint there"
+        elif cumulative[index] < price.min_cacheable_tokens:
+            plan.skipped[kind] = f"prefix below the model's minimum ({price.min_cacheable_tokens} tokens)"
+        elif kind != "bridge" and not allowed(kind):
+            plan.skipped[kind] = "backed off: writes have not paid back"
+        else:
+            chosen.append((kind, index))
+            taken.add(index)
+    if not chosen:
+        return plan
+    # TTLs: favoured per kind, then the API's rule (1h entries before 5m ones) against the client's markers.
+    ours = sorted(chosen, key=lambda c: c[1])
+    added: list[Breakpoint] = []
+    for kind, index in ours:
+        ttl = ttl_for(kind)
+        if any(p.ttl == "1h" and p.index > index for p in client):
+            ttl = "1h"
+        elif any(p.ttl == "5m" and p.index < index for p in client) or any(a.ttl == "5m" for a in added):
+            ttl = "5m"
+        added.append(Breakpoint(index, ttl, kind))
+    # A 1h of ours after a 5m of ours is impossible by construction; re-check the whole order once.
+    merged = sorted([*client, *added], key=lambda p: p.index)
+    seen_5m = False
+    for point in merged:
+        if point.ttl == "5m":
+            seen_5m = True
+        elif seen_5m and point.kind != "client":
+            added = [Breakpoint(a.index, "5m", a.kind) if a.index == point.index else a for a in added]
+    plan.added = added
+    plan.breakpoints = sorted([*client, *added], key=lambda p: p.index)
+    plan.body = _apply(body, blocks, added)
+    return plan
+
+
+# ------------------------------------------------------------------------------------------------ state
+
+
+@dataclass(slots=True)
+class PaybackStats:
+    """Per (family, kind): what writes cost over input, what reads saved under input (micro-USD)."""
+
+    writes: int = 0
+    reads: int = 0
+    write_premium: float = 0.0
+    read_savings: float = 0.0
+    skipped: int = 0
+    intervals: deque[float] = field(default_factory=lambda: deque(maxlen=32))
+    last_used: float | None = None
+
+    @property
+    def paid_back(self) -> bool:
+        return self.read_savings >= self.write_premium
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"writes": self.writes, "reads": self.reads, "write_premium_micro_usd": round(self.write_premium),
+                "read_savings_micro_usd": round(self.read_savings), "paid_back": self.paid_back}  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Entry:
+    family: str
+    kind: str
+    ttl: str
+    last_used: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnReport:
+    """A request whose cacheable prefix changed against the previous request of the same family."""
+
+    request_id: str
+    at: float
+    scope: str
+    model: str
+    family: str
+    changes: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "at": self.at, "scope": self.scope, "model": self.model,
+                "family": self.family, "changes": list(self.changes)}  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    static_digest: bytes | None
+    tools: list[bytes]
+    tool_names: list[str]
+    system: list[str]
+
+
+def _mask(text: str) -> str:
+    return _VOLATILE.sub("#", text)
+
+
+def _describe_volatile(before: str, after: str) -> str:
+    """The first differing stretch, a few characters either side."""
+    i = 0
+    while i < min(len(before), len(after)) and before[i] == after[i]:
+        i += 1
+    j = 0
+    while j < min(len(before), len(after)) - i and before[-1 - j] == after[-1 - j]:
+        j += 1
+    start = max(0, i - 12)
+    return f"{before[start : len(before) - j][:60]!r} -> {after[start : len(after) - j][:60]!r}"
+
+
+def _snapshot(blocks: Sequence[PromptBlock], static_digest: bytes | None) -> _Snapshot:
+    tools = [pb.block for pb in blocks if pb.section == "tools"]
+    system = [pb.block for pb in blocks if pb.section == "system"]
+    return _Snapshot(
+        static_digest,
+        [orjson.dumps(_strip(t)) for t in tools],
+        [str(t.get("name", "")) for t in tools],
+        [str(b.get("text", "")) if b.get("type") == "text" else orjson.dumps(_strip(b)).decode() for b in system],
+    )
+
+
+def _family_of(scope: str, model: str, snap: _Snapshot) -> str:
+    """Same tools by name (any order) and same system once volatile tokens are masked: one family."""
+    hasher = hashlib.blake2b(digest_size=8)
+    hasher.update(f"{scope}\x00{model}\x00".encode())
+    hasher.update(orjson.dumps(sorted(snap.tool_names)))
+    for text in snap.system:
+        hasher.update(_mask(text).encode())
+        hasher.update(b"\x00")
+    return hasher.hexdigest()
+
+
+def diff_prefix(before: _Snapshot, after: _Snapshot) -> list[str]:
+    """What changed in tools and system between two requests of one family, most specific cause first."""
+    changes: list[str] = []
+    if before.tools != after.tools:
+        if before.tool_names != after.tool_names and sorted(before.tool_names) == sorted(after.tool_names):
+            changes.append(f"tools reordered: {before.tool_names} -> {after.tool_names}")
+        else:
+            old = dict(zip(before.tool_names, before.tools, strict=False))
+            for i, (name, raw) in enumerate(zip(after.tool_names, after.tools, strict=False)):
+                prior = old.get(name)
+                if prior is None or prior == raw:
+                    continue
+                same = orjson.dumps(orjson.loads(prior), option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+                    orjson.loads(raw), option=orjson.OPT_SORT_KEYS
+                )
+                if same:
+                    changes.append(f"tools.{i} ({name}): JSON key order changed")
+                elif _mask(prior.decode()) == _mask(raw.decode()):
+                    changes.append(
+                        f"tools.{i} ({name}): volatile content {_describe_volatile(prior.decode(), raw.decode())}"
+                    )
+                else:
+                    changes.append(f"tools.{i} ({name}): definition changed")
+    for i, (old_text, new_text) in enumerate(zip(before.system, after.system, strict=False)):
+        if old_text != new_text:
+            what = "volatile content (timestamp, id, counter)" if _mask(old_text) == _mask(new_text) else "changed"
+            changes.append(f"system.{i}: {what} {_describe_volatile(old_text, new_text)}")
+    if len(before.system) != len(after.system):
+        changes.append(f"system: {len(before.system)} -> {len(after.system)} blocks")
+    return changes
+
+
+# ------------------------------------------------------------------------------------------------ the stage
+
+
+class PromptCachePlanner:
+    name = "prompt_cache"
+
+    def __init__(self, settings: PromptCacheSettings, price_book: PriceBook, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.price_book = price_book
+        self.clock = clock
+        self._entries: OrderedDict[PromptKey, _Entry] = OrderedDict()
+        self._stats: dict[tuple[str, str], PaybackStats] = {}
+        self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
+        self._pending: dict[PromptKey, asyncio.Event] = {}
+        self.churn: deque[ChurnReport] = deque(maxlen=500)
+        self.churn_by_family: dict[str, int] = {}
+        self.fanout_held = 0
+        self.fanout_timeouts = 0
+        self.planned = 0
+        self.breakpoints_added = 0
+
+    # -- state lookups
+    def stats_for(self, family: str, kind: str) -> PaybackStats:
+        key = (family, "tail" if kind == "bridge" else kind)
+        stats = self._stats.get(key)
+        if stats is None:
+            stats = self._stats[key] = PaybackStats()
+            if len(self._stats) > self.settings.max_tracked_prefixes:
+                self._stats.pop(next(iter(self._stats)))
+        return stats
+
+    def _allowed(self, family: str, kind: str) -> bool:
+        stats = self.stats_for(family, kind)
+        if stats.writes < self.settings.min_writes_before_backoff or stats.paid_back:
+            return True
+        stats.skipped += 1
+        return stats.skipped % self.settings.probe_every == 0
+
+    def _live(self, key: PromptKey, now: float) -> bool:
+        entry = self._entries.get(key)
+        return entry is not None and entry.expires_at > now
+
+    def _remember(self, key: PromptKey, entry: _Entry) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.settings.max_tracked_prefixes:
+            self._entries.popitem(last=False)
+
+    # -- the stage
+    async def handle(self, ctx: RequestContext, call_next: CallNext) -> Reply:
+        if ctx.endpoint != "messages" or not ctx.model:
+            return await call_next(ctx)
+        price = self.price_book.get(ctx.model)
+        scope, model, now = ctx.tenant.scope, ctx.model, self.clock()
+        body = ctx.body
+        if self.settings.stabilize_tools:
+            body = stabilize_tools(body)
+        blocks, _ = prompt_blocks(body)
+        static_blocks = [i for i, pb in enumerate(blocks) if pb.section != "messages"]
+        snap_digest = prefix_digests(body, blocks[: static_blocks[-1] + 1])[-1] if static_blocks else None
+        snap = _snapshot(blocks, snap_digest)
+        family = _family_of(scope, model, snap)
+        self._check_churn(ctx, family, snap)
+
+        plan = plan_request(
+            body,
+            price,
+            allowed=lambda kind: self._allowed(family, kind),
+            ttl_for=lambda kind: choose_ttl(self.stats_for(family, kind).intervals, price),
+            known=lambda index, digest: self._live((scope, model, digest), now),
+        )
+        self.planned += 1
+        if plan.added or plan.body is not ctx.body:
+            self.breakpoints_added += len(plan.added)
+            ctx.replace_body(plan.body)
+
+        release: asyncio.Event | None = None
+        static_key: PromptKey | None = None
+        if self.settings.fanout and plan.static_index is not None:
+            static_key = self._fanout_key(plan, scope, model, price)
+        if static_key is not None and not self._live(static_key, now):
+            pending = self._pending.get(static_key)
+            if pending is not None:
+                self.fanout_held += 1
+                try:
+                    await asyncio.wait_for(pending.wait(), self.settings.fanout_max_wait_s)
+                except TimeoutError:
+                    self.fanout_timeouts += 1
+            else:
+                release = self._pending[static_key] = asyncio.Event()
+
+        def first_byte() -> None:
+            if release is not None and static_key is not None:
+                if self._pending.get(static_key) is release:
+                    del self._pending[static_key]
+                release.set()
+
+        try:
+            reply = await call_next(ctx)
+        except BaseException:
+            first_byte()
+            raise
+        if reply.stream is None:
+            if reply.status == 200 and static_key is not None and release is not None:
+                self._provisional(static_key, family, plan)
+            first_byte()
+            self._judge(ctx, plan, family, price, reply.usage, reply.status)
+        else:
+            reply.stream = self._watch(reply, reply.stream, first_byte, static_key, family, plan, release is not None)
+            reply.on_close.insert(0, lambda done: self._judge(ctx, plan, family, price, done.usage, done.status))
+        return reply
+
+    def _fanout_key(self, plan: Plan, scope: str, model: str, price: ModelPrice) -> PromptKey | None:
+        """The static prefix (tools + system) when a breakpoint writes it and it is long enough to cache."""
+        index = plan.static_index
+        if index is None or plan.cumulative[index] < price.min_cacheable_tokens:
+            return None
+        if not any(p.index == index for p in plan.breakpoints):
+            return None
+        return (scope, model, plan.digests[index])
+
+    def _provisional(self, key: PromptKey, family: str, plan: Plan) -> None:
+        ttl = next((p.ttl for p in plan.breakpoints if p.index == plan.static_index), "5m")
+        now = self.clock()
+        if not self._live(key, now):
+            self._remember(key, _Entry(family, "system", ttl, now, now + TTL_SECONDS[ttl]))
+
+    async def _watch(
+        self,
+        reply: Reply,
+        inner: AsyncIterator[bytes],
+        first_byte: Callable[[], None],
+        static_key: PromptKey | None,
+        family: str,
+        plan: Plan,
+        leader: bool,
+    ) -> AsyncIterator[bytes]:
+        """Relay unchanged; on the first chunk (the response has begun) release the held followers."""
+        released = False
+        try:
+            async for chunk in inner:
+                if not released:
+                    released = True
+                    if leader and static_key is not None:
+                        self._provisional(static_key, family, plan)
+                    first_byte()
+                yield chunk
+        finally:
+            if not released:
+                first_byte()
+            aclose = getattr(inner, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    # -- churn
+    def _check_churn(self, ctx: RequestContext, family: str, snap: _Snapshot) -> None:
+        before = self._snapshots.get(family)
+        self._snapshots[family] = snap
+        self._snapshots.move_to_end(family)
+        if len(self._snapshots) > 10_000:
+            self._snapshots.popitem(last=False)
+        if before is None or before.static_digest == snap.static_digest:
+            return
+        changes = diff_prefix(before, snap)
+        if not changes:
+            return
+        report = ChurnReport(ctx.request_id, self.clock(), ctx.tenant.scope, ctx.model, family, tuple(changes))
+        self.churn.append(report)
+        count = self.churn_by_family[family] = self.churn_by_family.get(family, 0) + 1
+        if count in (1, 10, 100) or count % 1000 == 0:
+            log.warning("prompt cache: request %s changed its cached prefix (%d times in this family): %s",
+                        ctx.request_id, count, "; ".join(changes))  # fmt: skip
+
+    # -- judging a reply
+    def _judge(
+        self, ctx: RequestContext, plan: Plan, family: str, price: ModelPrice, usage: Usage, status: int
+    ) -> None:
+        """Credit reads and charge writes to their prefix families; record the request's saving."""
+        if status != 200:
+            return
+        now = self.clock()
+        scope, model = ctx.tenant.scope, ctx.model
+        read = usage.cache_read_input_tokens
+        written = usage.cache_creation_input_tokens
+        input_price = price.input
+        if read:
+            hit = max((i for i, c in enumerate(plan.cumulative) if c <= read), default=None)
+            if hit is not None:
+                key = (scope, model, plan.digests[hit])
+                entry = self._entries.get(key)
+                kind = entry.kind if entry is not None else self._kind_at(plan, hit)
+                stats = self.stats_for(entry.family if entry is not None else family, kind)
+                stats.reads += 1
+                stats.read_savings += read * float(input_price - price.cache_read)
+                if entry is not None:
+                    stats.intervals.append(now - entry.last_used)
+                    entry.last_used = now
+                    entry.expires_at = now + TTL_SECONDS[entry.ttl]
+                else:
+                    self._remember(key, _Entry(family, kind, "5m", now, now + TTL_SECONDS["5m"]))
+        if written:
+            floor = read
+            for point in plan.breakpoints:
+                tokens = plan.cumulative[point.index]
+                if tokens <= floor or tokens < price.min_cacheable_tokens:
+                    continue
+                kind = point.kind if point.kind != "client" else self._kind_at(plan, point.index)
+                stats = self.stats_for(family, kind)
+                write_price = price.cache_write_1h if point.ttl == "1h" else price.cache_write_5m
+                stats.writes += 1
+                stats.write_premium += (tokens - floor) * float(write_price - input_price)
+                key = (scope, model, plan.digests[point.index])
+                previous = self._entries.get(key)
+                if previous is not None and previous.expires_at <= now:
+                    stats.intervals.append(now - previous.last_used)  # reused, but too late for its TTL
+                self._remember(key, _Entry(family, kind, point.ttl, now, now + TTL_SECONDS[point.ttl]))
+                floor = tokens
+        if plan.added:
+            ctx.savings.add(self.name, self._saving(ctx, plan, usage))
+
+    @staticmethod
+    def _kind_at(plan: Plan, index: int) -> str:
+        section = plan.blocks[index].section
+        return "tail" if section == "messages" else section
+
+    def _saving(self, ctx: RequestContext, plan: Plan, usage: Usage) -> int:
+        """cost(without the cache we added) - cost(actual), by the pricing module; negative when writes did not pay."""
+        floor = plan.client_coverage
+        read = max(0, usage.cache_read_input_tokens - floor)
+        start = max(usage.cache_read_input_tokens, floor)
+        end = usage.cache_read_input_tokens + usage.cache_creation_input_tokens
+        written = max(0, end - start)
+        total_written = usage.cache_creation_input_tokens
+        share_1h = usage.cache_write_1h_input_tokens / total_written if total_written else 0.0
+        w1h = min(usage.cache_write_1h_input_tokens, round(written * share_1h))
+        w5 = min(usage.cache_write_5m_input_tokens, written - w1h)
+        without = Usage(
+            input_tokens=usage.input_tokens + read + w5 + w1h,
+            output_tokens=usage.output_tokens,
+            cache_read_input_tokens=usage.cache_read_input_tokens - read,
+            cache_write_5m_input_tokens=usage.cache_write_5m_input_tokens - w5,
+            cache_write_1h_input_tokens=usage.cache_write_1h_input_tokens - w1h,
+        )
+        geo, speed = ctx.body.get("inference_geo"), ctx.body.get("speed")
+        kwargs: dict[str, Any] = {"inference_geo": geo if isinstance(geo, str) else None,
+                                  "speed": speed if isinstance(speed, str) else None}  # fmt: skip
+        actual = self.price_book.cost(ctx.model, usage, **kwargs).micro_usd
+        uncached = self.price_book.cost(ctx.model, without, **kwargs)
+        return uncached.micro_usd - actual
+
+    # -- reporting
+    def report(self) -> dict[str, Any]:
+        families: dict[str, dict[str, Any]] = {}
+        for (family, kind), stats in self._stats.items():
+            families.setdefault(family, {})[kind] = stats.as_dict()
+        return {
+            "planned": self.planned,
+            "breakpoints_added": self.breakpoints_added,
+            "fanout_held": self.fanout_held,
+            "fanout_timeouts": self.fanout_timeouts,
+            "families": families,
+            "churn": [r.as_dict() for r in list(self.churn)[-50:]],
+        }
