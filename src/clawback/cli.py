@@ -164,12 +164,13 @@ def bench_savings(
 def whatif(
     log: Annotated[Path, typer.Argument(help="JSONL: one Messages API request per line, with a timestamp")],
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line")] = False,
+    output_tokens: Annotated[int, typer.Option(help="Answer length assumed when a line has no usage", min=1)] = 256,
     config: ConfigOption = None,
 ) -> None:
     """Estimate what clawback would have saved on your own request log, before deploying anything."""
     from clawback.whatif import whatif_command
 
-    whatif_command(settings_or_exit(config), log, json_output=json_output)
+    whatif_command(settings_or_exit(config), log, json_output=json_output, output_tokens=output_tokens)
 
 
 @app.command()
@@ -177,7 +178,7 @@ def demo(
     ledger: Annotated[Path, typer.Option(help="SQLite file the demo's ledger is written to")] = Path(
         "clawback-demo.db"
     ),
-    scale: Annotated[float, typer.Option(help="Size of the replayed traffic", min=0.01)] = 0.1,
+    scale: Annotated[float, typer.Option(help="Size of the replayed traffic", min=0.01)] = 0.25,
 ) -> None:
     """Run the simulator and the gateway, replay a real-estate assistant's traffic, show the savings."""
     from clawback.demo import run_demo

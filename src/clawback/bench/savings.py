@@ -22,7 +22,7 @@ from clawback.config import Settings
 from clawback.pricing import load_price_book
 from clawback.workloads import WORKLOADS, Workload, build_workload
 
-__all__ = ["FULL", "optimization_names", "run_savings", "summarize", "with_optimizations"]
+__all__ = ["FULL", "optimization_names", "run_configurations", "run_savings", "summarize", "with_optimizations"]
 
 FULL = "full"
 
@@ -121,11 +121,17 @@ def run_savings(
     base: Settings | None = None,
     console: Console | None = None,
 ) -> tuple[dict[str, list[RunResult]], float]:
-    """Replay each workload under every configuration, with a progress bar on ``console``."""
+    """Replay each named reference workload under every configuration, with a progress bar."""
+    return run_configurations([build_workload(name, seed, scale) for name in names], base=base, console=console)
+
+
+def run_configurations(
+    workloads: Sequence[Workload], *, base: Settings | None = None, console: Console | None = None
+) -> tuple[dict[str, list[RunResult]], float]:
+    """Replay each workload as the baseline, with the full pipeline, and with each optimization alone."""
     base = base or Settings()
     console = console or Console(stderr=True)
     price_book = load_price_book(base.pricing)
-    workloads: list[Workload] = [build_workload(name, seed, scale) for name in names]
     configs = configurations(base)
     results: dict[str, list[RunResult]] = {}
     started = time.perf_counter()
