@@ -11,6 +11,7 @@ from clawback.config import Settings
 from clawback.pipeline.exact_cache import ExactCacheStage
 from clawback.pipeline.ledger import LedgerStage, RecordSink
 from clawback.pipeline.prompt_cache import PromptCachePlanner
+from clawback.pipeline.pruning import PruningStage
 from clawback.pipeline.stage import CallNext, Pipeline, Stage
 from clawback.pricing import PriceBook
 
@@ -23,6 +24,11 @@ def build_pipeline(
     stages: list[Stage] = [LedgerStage(price_book, sinks)]
     if settings.exact_cache.enabled:  # after flags and budget, before semantic cache and pruning
         stages.append(ExactCacheStage(settings.exact_cache, price_book))
+    pruning = PruningStage(settings.pruning, price_book, planner_enabled=settings.prompt_cache.enabled)
+    if settings.pruning.enabled or settings.pruning.overrides:  # after the caches, before the planner
+        stages.append(pruning)
     if settings.prompt_cache.enabled:  # after pruning (it plans the pruned body), before coalesce
         stages.append(PromptCachePlanner(settings.prompt_cache, price_book))
-    return Pipeline(stages, terminal)
+    pipeline = Pipeline(stages, terminal)
+    pruning.attach(pipeline)  # its optional summarizer's requests go through the whole pipeline
+    return pipeline

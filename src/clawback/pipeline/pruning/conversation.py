@@ -1,0 +1,126 @@
+"""Turns: the units pruning keeps or drops whole, and a fast token estimate to schedule by.
+
+Why whole turns: a turn starts at a user message that carries no ``tool_result`` (a new human turn) and runs
+until the next one, so every ``tool_use`` / ``tool_result`` pair, every thinking block and every unknown block
+lives inside exactly one turn. Keeping or dropping turns whole keeps the conversation valid by construction:
+no orphaned tool result, no tool use without its answer, role order as the client sent it.
+
+Why a separate token estimate: ``clawback.tokens`` is accurate but costs ~0.1 us per character; pruning a
+100-turn history must take a few milliseconds, and its decisions only need to be deterministic and roughly
+proportional to the billed tokens. The estimate here is characters / 4 (scaled by the model's tokenizer
+factor) for text, and ``clawback.tokens`` for images and documents (header-parsed, cheap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from clawback.tokens import MESSAGE_OVERHEAD, estimate_block_tokens
+
+__all__ = ["Turn", "block_text", "fast_block_tokens", "is_turn_start", "message_text", "split_turns"]
+
+_THINKING = frozenset({"thinking", "redacted_thinking"})
+_MEDIA = frozenset({"image", "document"})
+
+
+def is_turn_start(message: Mapping[str, Any]) -> bool:
+    """A user message without ``tool_result`` blocks opens a new turn (one with results answers the last)."""
+    if message.get("role") != "user":
+        return False
+    content = message.get("content")
+    if isinstance(content, list):
+        return not any(isinstance(b, Mapping) and b.get("type") == "tool_result" for b in content)
+    return True
+
+
+def _chars_tokens(chars: int, factor: float) -> int:
+    return int(chars * factor / 4) + 1
+
+
+def fast_block_tokens(block: Mapping[str, Any], factor: float = 1.0) -> int:
+    """A quick, deterministic token estimate of one content block (thinking blocks count 0: the API ignores
+    the thinking of previous turns, and pruning never decides on the turn in progress)."""
+    kind = block.get("type")
+    if kind == "text":
+        text = block.get("text")
+        return _chars_tokens(len(text), factor) if isinstance(text, str) else 1
+    if kind in _THINKING:
+        return 0
+    if kind == "tool_result":
+        content = block.get("content")
+        if isinstance(content, str):
+            return 3 + _chars_tokens(len(content), factor)
+        if isinstance(content, list):
+            return 3 + sum(fast_block_tokens(b, factor) for b in content if isinstance(b, Mapping))
+        return 3
+    if kind in _MEDIA:
+        return estimate_block_tokens(block)
+    return 3 + _chars_tokens(len(orjson.dumps(block, default=str)), factor)
+
+
+def block_text(block: Mapping[str, Any]) -> str:
+    """The readable text of a block (text, tool result text); empty for anything else."""
+    kind = block.get("type")
+    if kind == "text":
+        text = block.get("text")
+        return text if isinstance(text, str) else ""
+    if kind == "tool_result":
+        content = block.get("content")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            return "\n".join(block_text(b) for b in content if isinstance(b, Mapping))
+    return ""
+
+
+def message_text(message: Mapping[str, Any], *, include_tool_results: bool = False) -> str:
+    """The text blocks of a message joined by newlines (tool results only when asked)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    parts: list[str] = []
+    for block in content:
+        if not isinstance(block, Mapping):
+            continue
+        if block.get("type") == "text" or (include_tool_results and block.get("type") == "tool_result"):
+            parts.append(block_text(block))
+    return "\n".join(p for p in parts if p)
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """Messages ``[start, end)`` of the request: one human turn and everything that answers it."""
+
+    index: int
+    start: int
+    end: int
+    tokens: int
+    opener: bool = False  # turn 0 when the conversation does not begin with a human turn
+
+
+def split_turns(messages: Sequence[Any], factor: float = 1.0) -> list[Turn]:
+    """The request's turns in order. Messages before the first human turn (an assistant opener) form turn 0."""
+    starts = [i for i, m in enumerate(messages) if i == 0 or (isinstance(m, Mapping) and is_turn_start(m))]
+    turns: list[Turn] = []
+    for k, start in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else len(messages)
+        tokens = 0
+        for message in messages[start:end]:
+            tokens += MESSAGE_OVERHEAD
+            if not isinstance(message, Mapping):
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                tokens += _chars_tokens(len(content), factor)
+            elif isinstance(content, list):
+                tokens += sum(fast_block_tokens(b, factor) for b in content if isinstance(b, Mapping))
+        first = messages[start]
+        opener = k == 0 and not (isinstance(first, Mapping) and is_turn_start(first))
+        turns.append(Turn(k, start, end, tokens, opener))
+    return turns

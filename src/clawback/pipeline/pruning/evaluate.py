@@ -1,0 +1,191 @@
+"""``clawback eval pruning``: what each pruning strategy does to the reference workloads.
+
+For every strategy the labelled conversations (``clawback.workloads``) are replayed in time order, request by
+request, in four set-ups priced by the simulator's prompt-cache model and the pricing module:
+
+* ``baseline``: the requests as the client sent them (its own breakpoints only);
+* ``cache``: prompt caching on (the client's breakpoints plus automatic caching of the whole prefix, a
+  top-level ``cache_control``), the bar pruning has to beat;
+* ``pruned``: the pruned requests with the client's own breakpoints;
+* ``pruned+cache``: the pruned requests with caching on (the pruner then prices its compactions as cached).
+
+Reported per strategy: input tokens (whole request, and the conversation history alone: what pruning can
+act on), input + output cost of each set-up, and fact retention: the share of the facts a turn needs (the
+workload's labels, read here and only here, never by the pruner) whose exact string is still in the request
+that reaches the upstream. Figures are given for all requests and for requests whose conversation has reached
+``long_turns`` turns (20 by default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from clawback.api.usage import Usage
+from clawback.config import PruningPolicy, PruningSettings
+from clawback.pipeline.pruning.conversation import is_turn_start
+from clawback.pipeline.pruning.stage import PruningStage
+from clawback.pricing import PriceBook
+from clawback.tokens import count_request_tokens
+from clawback.upstream.simulator.prompt_cache import PromptCache
+
+__all__ = ["STRATEGIES", "StrategyReport", "evaluate", "strategy_policies"]
+
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "window": {"relevance": False, "fact_memory": "off", "tool_elision": False},
+    "window+relevance": {"relevance": True, "fact_memory": "off", "tool_elision": False},
+    "window+facts": {"relevance": False, "fact_memory": "extractive", "tool_elision": False},
+    "tool_elision": {"window": False, "relevance": False, "fact_memory": "off", "tool_elision": True},
+    "all": {},
+}
+
+SETUPS = ("baseline", "cache", "pruned", "pruned+cache")
+
+
+def strategy_policies(base: PruningPolicy | None = None) -> dict[str, PruningSettings]:
+    """Each strategy as a full policy: the defaults (or ``base``) with only that strategy's switches."""
+    defaults = (base or PruningSettings()).model_dump(exclude={"overrides"})
+    return {
+        name: PruningSettings(**{**defaults, "enabled": True, "assume_prompt_cache": None, **switches})
+        for name, switches in STRATEGIES.items()
+    }
+
+
+@dataclass(slots=True)
+class _Tally:
+    requests: int = 0
+    input_tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("original", "pruned"), 0))
+    history_tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("original", "pruned"), 0))
+    cost: dict[str, Decimal] = field(default_factory=lambda: dict.fromkeys(SETUPS, Decimal(0)))
+    facts_needed: int = 0
+    facts_kept: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        def cut(pair: dict[str, int]) -> float:
+            return round(1 - pair["pruned"] / pair["original"], 4) if pair["original"] else 0.0
+
+        costs = {k: round(float(v), 6) for k, v in self.cost.items()}
+        return {
+            "requests": self.requests,
+            "input_tokens": dict(self.input_tokens),
+            "input_token_reduction": cut(self.input_tokens),
+            "history_tokens": dict(self.history_tokens),
+            "history_token_reduction": cut(self.history_tokens),
+            "cost_usd": costs,
+            "cost_reduction_vs_cache": round(1 - costs["pruned+cache"] / costs["cache"], 4) if costs["cache"] else 0.0,
+            "cost_reduction_vs_baseline": (
+                round(1 - costs["pruned+cache"] / costs["baseline"], 4) if costs["baseline"] else 0.0
+            ),
+            "facts_needed": self.facts_needed,
+            "fact_retention": round(self.facts_kept / self.facts_needed, 4) if self.facts_needed else 1.0,
+        }
+
+
+@dataclass(slots=True)
+class StrategyReport:
+    strategy: str
+    all: dict[str, Any]
+    long: dict[str, Any]
+
+
+def _turns(body: dict[str, Any]) -> int:
+    messages = body.get("messages")
+    return sum(1 for m in messages if isinstance(m, dict) and is_turn_start(m)) if isinstance(messages, list) else 0
+
+
+def _history_tokens(body: dict[str, Any]) -> int:
+    return count_request_tokens(body) - count_request_tokens({**body, "messages": []})
+
+
+def _cached(body: dict[str, Any]) -> dict[str, Any]:
+    return body if body.get("cache_control") else {**body, "cache_control": {"type": "ephemeral"}}
+
+
+def _fact_hits(body: dict[str, Any], facts: dict[str, str]) -> int:
+    text = orjson.dumps(body).decode()
+    return sum(1 for value in facts.values() if orjson.dumps(value).decode()[1:-1] in text)
+
+
+def evaluate(
+    workloads: Sequence[str] = ("lead_chat", "agentic"),
+    *,
+    seed: int = 0,
+    scale: float = 1.0,
+    long_turns: int = 20,
+    base: PruningPolicy | None = None,
+    price_book: PriceBook | None = None,
+) -> list[StrategyReport]:
+    """Replay ``workloads`` under every strategy; one report per strategy."""
+    from clawback.workloads import build_workload
+
+    book = price_book or PriceBook.bundled()
+    steps: list[Any] = []
+    output_tokens: dict[str, int] = {}
+    for name in workloads:
+        workload = build_workload(name, seed=seed, scale=scale)
+        output_tokens[name] = workload.output_tokens
+        steps.extend((name, step) for step in workload)
+    steps.sort(key=lambda item: (item[1].at_s, item[1].ref))
+    longest: dict[str, int] = {}
+    for _, step in steps:
+        longest[step.labels.session] = max(longest.get(step.labels.session, 0), _turns(step.request))
+    reports: list[StrategyReport] = []
+    for strategy, policy in strategy_policies(base).items():
+        reports.append(_replay(strategy, policy, steps, output_tokens, longest, long_turns, book))
+    return reports
+
+
+def _replay(
+    strategy: str,
+    policy: PruningSettings,
+    steps: Iterable[tuple[str, Any]],
+    output_tokens: dict[str, int],
+    longest: dict[str, int],
+    long_turns: int,
+    book: PriceBook,
+) -> StrategyReport:
+    plain = PruningStage(policy, book)
+    planned = PruningStage(policy, book, planner_enabled=True)
+    caches = {setup: PromptCache(clock=lambda: 0.0) for setup in SETUPS}
+    tally_all, tally_long = _Tally(), _Tally()
+    for workload, step in steps:
+        original: dict[str, Any] = step.request
+        model = str(original["model"])
+        pruned = plain.prune_body(original, policy).body
+        pruned_cached = _cached(planned.prune_body(original, policy).body)
+        bodies = {"baseline": original, "cache": _cached(original), "pruned": pruned, "pruned+cache": pruned_cached}
+        price = book.get(model)
+        cost: dict[str, Decimal] = {}
+        for setup, body in bodies.items():
+            account = caches[setup].account(
+                "eval", body, min_cacheable_tokens=price.min_cacheable_tokens, now=step.at_s
+            )
+            caches[setup].activate(account, at=step.at_s + 0.5)
+            usage = account.usage
+            usage = Usage(
+                usage.input_tokens, output_tokens[workload], usage.cache_read_input_tokens,
+                usage.cache_write_5m_input_tokens, usage.cache_write_1h_input_tokens,
+            )  # fmt: skip
+            cost[setup] = book.cost(model, usage).total
+        tallies = [tally_all]
+        if longest.get(step.labels.session, 0) >= long_turns and _turns(original) >= long_turns:
+            tallies.append(tally_long)
+        needed = step.labels.needed_facts
+        kept = _fact_hits(pruned, needed) if needed else 0
+        tokens = (count_request_tokens(original), count_request_tokens(pruned))
+        history = (_history_tokens(original), _history_tokens(pruned))
+        for tally in tallies:
+            tally.requests += 1
+            tally.input_tokens["original"] += tokens[0]
+            tally.input_tokens["pruned"] += tokens[1]
+            tally.history_tokens["original"] += history[0]
+            tally.history_tokens["pruned"] += history[1]
+            for setup, value in cost.items():
+                tally.cost[setup] += value
+            tally.facts_needed += len(needed)
+            tally.facts_kept += kept
+    return StrategyReport(strategy, tally_all.as_dict(), tally_long.as_dict())

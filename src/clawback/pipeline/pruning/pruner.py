@@ -1,0 +1,350 @@
+"""The pruner: a pure, deterministic function from a request's history to a shorter, valid history.
+
+Shape of a pruned conversation (turns are kept or dropped whole, see ``conversation``)::
+
+    system (untouched) | opening turns | memory + turns kept for relevance | verbatim tail (incl. current turn)
+
+Cache stability. The gateway sees the whole history again on every turn, so the compaction point must be a
+function of the history alone. ``schedule`` replays the conversation's growth turn by turn: the verbatim tail
+grows until its *completed* turns exceed the trigger, then the boundary jumps forward until the tail is back
+under the target. Each decision at step ``s`` looks only at turns ``0..s-1`` (the completed turns and the
+first message of the turn then in progress), so turn N+1 replays exactly turn N's decisions and adds one: the
+compacted part, and hence the prompt prefix, is byte-identical from one compaction point to the next. The turn
+in progress (a tool loop, say) may grow without moving anything.
+
+Does a compaction pay? With prompt caching the long prefix costs only cache reads (0.1x of input on most
+models, 0.05x or 0.025x on some) while a compaction makes everything after it a new cache write (1.25x). At a
+candidate point the replay compares, over ``expected_turns`` turns, reading the current prefix against writing
+the shorter one once and reading it afterwards, with the model's own rates from the pricing module; if it does
+not pay yet, it waits (the tail keeps growing and the comparison is made again on the next turn).
+
+Validity. Whole turns keep every tool_use / tool_result pair and thinking block together; the turn in progress
+is never touched (thinking blocks the API requires there stay); tool-result elision rewrites only the
+``content`` of ``tool_result`` blocks in kept older turns; the memory is one text block prepended to a user
+message that opens a turn; no ``cache_control`` is ever added; unknown blocks pass through untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from clawback.config import PruningPolicy
+from clawback.pipeline.pruning.conversation import Turn, block_text, fast_block_tokens, message_text, split_turns
+from clawback.pipeline.pruning.facts import extract_facts, render_memory
+from clawback.pipeline.pruning.relevance import Bm25Scorer, Scorer, select_relevant
+from clawback.tokens import tokenizer_factor
+
+__all__ = ["CacheRates", "Plan", "extractive_memory", "plan_pruning", "region_digest", "render"]
+
+_MEMORY_HEADER_TOKENS = 40
+_PREVIEW_CHARS = 120
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRates:
+    """USD per million tokens of the model the request goes to: what a compaction trades."""
+
+    input: float
+    write: float
+    read: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to keep. Turns ``[0, opening)`` are the opening, ``[opening, boundary)`` the compacted region
+    (``kept`` survive for relevance, ``dropped`` go into the memory), ``[boundary, n)`` the verbatim tail."""
+
+    turns: tuple[Turn, ...]
+    opening: int
+    boundary: int
+    kept: tuple[int, ...]
+    dropped: tuple[int, ...]
+    query_turn: int
+    new_compaction: bool
+    compactions: int
+    elide: bool
+    elide_min_tokens: int
+    factor: float
+
+    @property
+    def tokens_before(self) -> int:
+        return sum(t.tokens for t in self.turns)
+
+
+def _turn_messages(messages: Sequence[Any], turn: Turn) -> list[Mapping[str, Any]]:
+    return [m for m in messages[turn.start : turn.end] if isinstance(m, Mapping)]
+
+
+class _Estimates:
+    """Per-turn figures the schedule needs, computed at most once per call."""
+
+    def __init__(self, messages: Sequence[Any], turns: Sequence[Turn], policy: PruningPolicy, factor: float) -> None:
+        self.messages = messages
+        self.turns = turns
+        self.policy = policy
+        self.factor = factor
+        self._compacted: dict[int, int] = {}
+        self._cum: list[int] = [0]
+
+    def compacted(self, index: int) -> int:
+        """Tokens turn ``index`` still costs once compacted (its facts, or its elided self)."""
+        cached = self._compacted.get(index)
+        if cached is not None:
+            return cached
+        turn = self.turns[index]
+        if not self.policy.window:
+            value = sum(
+                _elided_tokens(m, self.policy.tool_elision_min_tokens, self.factor) if self.policy.tool_elision
+                else turn.tokens // max(1, turn.end - turn.start)
+                for m in _turn_messages(self.messages, turn)
+            )  # fmt: skip
+        elif self.policy.fact_memory == "off":
+            value = 0
+        else:
+            facts = extract_facts(_turn_messages(self.messages, turn))
+            value = sum(int(len(text) * self.factor / 4) + 6 for _, text in facts)
+        self._compacted[index] = value
+        return value
+
+    def region(self, start: int, end: int) -> int:
+        """Tokens of turns ``[start, end)`` once compacted (prefix sums: the replay asks for growing spans)."""
+        if end <= start:
+            return 0
+        while len(self._cum) <= end:
+            self._cum.append(self._cum[-1] + self.compacted(len(self._cum) - 1))
+        return self._cum[end] - self._cum[start] + _MEMORY_HEADER_TOKENS
+
+
+def _elided_tokens(message: Mapping[str, Any], min_tokens: int, factor: float) -> int:
+    content = message.get("content")
+    if not isinstance(content, list):
+        return int(len(str(content)) * factor / 4) + 1
+    total = 0
+    for block in content:
+        if not isinstance(block, Mapping):
+            continue
+        tokens = fast_block_tokens(block, factor)
+        total += 40 if block.get("type") == "tool_result" and tokens >= min_tokens else tokens
+    return total
+
+
+def _pays(policy: PruningPolicy, rates: CacheRates, long_tokens: int, short_tokens: int, tail_tokens: int) -> bool:
+    """Over ``expected_turns``: read the long prefix each turn, or write the short one once and read it after."""
+    turns = policy.expected_turns
+    keep = turns * (long_tokens + tail_tokens) * rates.read
+    compact = (short_tokens + tail_tokens) * (rates.write + (turns - 1) * rates.read)
+    return compact < keep
+
+
+@dataclass(frozen=True, slots=True)
+class _Point:
+    boundary: int
+    query_turn: int
+    step: int
+    count: int
+
+
+def _opening(turns: Sequence[Turn], policy: PruningPolicy) -> int:
+    """The opening turns; at least one when the conversation does not begin with a human turn (an assistant
+    opener has no user message to carry the memory)."""
+    return min(max(policy.keep_first_turns, 1 if turns and turns[0].opener else 0), len(turns))
+
+
+def schedule(
+    turns: Sequence[Turn], policy: PruningPolicy, estimates: _Estimates, rates: CacheRates | None
+) -> _Point | None:
+    """Replay the conversation's growth and return the compaction point in force at its last turn.
+
+    ``rates`` set: decisions are priced as cached (compaction must pay back its cache write); ``None``: every
+    compaction that removes tokens pays.
+    """
+    n = len(turns)
+    opening = _opening(turns, policy)
+    cum = [0]
+    for turn in turns:
+        cum.append(cum[-1] + turn.tokens)
+    boundary = opening
+    point: _Point | None = None
+    for step in range(opening + 1, n + 1):
+        completed = step - 1  # turns 0..step-2 are complete; turn step-1 is in progress
+        tail_turns = completed - boundary
+        if tail_turns <= policy.keep_recent_turns:
+            continue
+        tail = cum[completed] - cum[boundary]
+        over = tail > policy.trigger_tokens or (policy.trigger_turns is not None and tail_turns > policy.trigger_turns)
+        if not over:
+            continue
+        limit = completed - policy.keep_recent_turns
+        candidate = boundary
+        while candidate < limit and cum[completed] - cum[candidate] > policy.target_tokens:
+            candidate += 1
+        if candidate == boundary:
+            continue
+        if rates is not None:
+            long_tokens = estimates.region(opening, boundary) + cum[candidate] - cum[boundary]
+            short_tokens = estimates.region(opening, candidate)
+            if not _pays(policy, rates, long_tokens, short_tokens, cum[completed] - cum[candidate]):
+                continue
+        boundary = candidate
+        point = _Point(boundary, completed, step, (point.count if point else 0) + 1)
+    return point
+
+
+def plan_pruning(
+    body: Mapping[str, Any],
+    policy: PruningPolicy,
+    *,
+    rates: CacheRates | None,
+    scorer: Scorer | None = None,
+) -> Plan | None:
+    """The plan for ``body``, or ``None`` when nothing is compacted yet (the request goes out unchanged)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or len(messages) < 3:
+        return None
+    if not (policy.window or policy.tool_elision):
+        return None
+    model = body.get("model")
+    factor = tokenizer_factor(model if isinstance(model, str) else None)
+    turns = split_turns(messages, factor)
+    estimates = _Estimates(messages, turns, policy, factor)
+    point = schedule(turns, policy, estimates, rates)
+    if point is None:
+        return None
+    opening = _opening(turns, policy)
+    region = list(range(opening, point.boundary))
+    if policy.window:
+        kept: list[int] = []
+        if policy.relevance and policy.relevance_max_turns > 0 and region:
+            query = "\n".join(
+                message_text(messages[turns[i].start]) for i in range(point.boundary, point.query_turn + 1)
+            )
+            documents = ["\n".join(message_text(m) for m in _turn_messages(messages, turns[i])) for i in region]
+            chosen = select_relevant(
+                scorer or Bm25Scorer(), query, documents,
+                max_items=policy.relevance_max_turns, min_score=policy.relevance_min_score,
+            )  # fmt: skip
+            kept = sorted(region[i] for i in chosen)
+        dropped = [i for i in region if i not in set(kept)]
+    else:
+        kept, dropped = region, []
+    return Plan(
+        turns=tuple(turns),
+        opening=opening,
+        boundary=point.boundary,
+        kept=tuple(kept),
+        dropped=tuple(dropped),
+        query_turn=point.query_turn,
+        new_compaction=point.step == len(turns),
+        compactions=point.count,
+        elide=policy.tool_elision,
+        elide_min_tokens=policy.tool_elision_min_tokens,
+        factor=factor,
+    )
+
+
+def region_digest(body: Mapping[str, Any], plan: Plan) -> str:
+    """A hash of the history a memory replaces (the dropped turns, the model and the system prompt): the key
+    a summary is stored under, so that it is computed once per compaction point."""
+    messages = body["messages"]
+    hasher = hashlib.sha256()
+    hasher.update(orjson.dumps([body.get("model"), body.get("system")], default=str))
+    for index in plan.dropped:
+        turn = plan.turns[index]
+        hasher.update(orjson.dumps(messages[turn.start : turn.end], default=str))
+    return hasher.hexdigest()
+
+
+def dropped_messages(body: Mapping[str, Any], plan: Plan) -> list[tuple[int, Mapping[str, Any]]]:
+    """``(turn, message)`` of every message the plan drops, in order."""
+    messages = body["messages"]
+    return [(i, m) for i in plan.dropped for m in _turn_messages(messages, plan.turns[i])]
+
+
+def extractive_memory(body: Mapping[str, Any], plan: Plan, summary: str | None = None) -> str | None:
+    """The memory block text for the dropped turns (``None`` when nothing is dropped)."""
+    if not plan.dropped:
+        return None
+    messages = body["messages"]
+    facts: list[tuple[int, str, str]] = []
+    if summary is None:
+        for index in plan.dropped:
+            facts.extend(
+                (index, role, text) for role, text in extract_facts(_turn_messages(messages, plan.turns[index]))
+            )
+    return render_memory(plan.dropped[0], plan.dropped[-1], len(plan.dropped), facts, summary)
+
+
+def _elide_block(block: Mapping[str, Any], min_tokens: int, factor: float) -> Mapping[str, Any]:
+    if block.get("type") != "tool_result":
+        return block
+    tokens = fast_block_tokens(block, factor)
+    if tokens < min_tokens:
+        return block
+    preview = " ".join(block_text(block).split())[:_PREVIEW_CHARS]
+    placeholder = f"[clawback: earlier tool output elided, about {tokens} tokens"
+    placeholder += f'; it began: "{preview}"]' if preview else "]"
+    out = dict(block)
+    out["content"] = placeholder
+    return out
+
+
+def _elide_message(message: Any, min_tokens: int, factor: float) -> Any:
+    if not isinstance(message, Mapping):
+        return message
+    content = message.get("content")
+    if not isinstance(content, list):
+        return message
+    blocks = [_elide_block(b, min_tokens, factor) if isinstance(b, Mapping) else b for b in content]
+    if all(a is b for a, b in zip(blocks, content, strict=True)):
+        return message
+    out = dict(message)
+    out["content"] = blocks
+    return out
+
+
+def _with_memory(message: Mapping[str, Any], memory: str) -> dict[str, Any]:
+    content = message.get("content")
+    blocks: list[Any] = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+    out = dict(message)
+    out["content"] = [{"type": "text", "text": memory}, *blocks]
+    return out
+
+
+def render(body: Mapping[str, Any], plan: Plan, memory: str | None) -> tuple[dict[str, Any], int]:
+    """The pruned request (a new top-level dict; unchanged messages are the caller's own objects), and the
+    change in tokens that elision made to the kept turns (zero or negative).
+
+    The memory goes first in the first turn after the opening (a kept older turn, or the verbatim tail), which
+    always begins with a user message that opens a turn.
+    """
+    messages: list[Any] = body["messages"]
+    out: list[Any] = []
+    delta = 0
+    for index in (*range(plan.opening), *plan.kept):
+        turn = plan.turns[index]
+        for message in messages[turn.start : turn.end]:
+            if plan.elide:
+                elided = _elide_message(message, plan.elide_min_tokens, plan.factor)
+                if elided is not message:
+                    delta += _message_tokens(elided, plan.factor) - _message_tokens(message, plan.factor)
+                message = elided
+            out.append(message)
+    out.extend(messages[plan.turns[plan.boundary].start :])
+    if memory is not None:
+        position = plan.turns[plan.opening].start  # the opening's messages come first, one for one
+        out[position] = _with_memory(out[position], memory)
+    result = dict(body)
+    result["messages"] = out
+    return result, delta
+
+
+def _message_tokens(message: Mapping[str, Any], factor: float) -> int:
+    content = message.get("content")
+    if not isinstance(content, list):
+        return 0
+    return sum(fast_block_tokens(b, factor) for b in content if isinstance(b, Mapping))

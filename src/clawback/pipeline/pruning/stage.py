@@ -1,0 +1,226 @@
+"""The pruning stage: shrink long histories before the prompt-cache planner sees them.
+
+It sits after the caches (a cache hit needs no pruning) and before the prompt-cache planner (which places
+breakpoints on the pruned prefix). Only ``messages`` requests are pruned; ``count_tokens`` and everything else
+pass through. A request that asks for Anthropic's own ``context_management`` is left to the API (unless the
+policy says ``respect_context_management: false``): two pruners fighting over one history would each
+invalidate the other's cache.
+
+Money, honestly. The saving booked for a request is the price of the tokens it no longer sends, at the rate
+they would have been billed in the caller's original request: cache reads when the request is cached (client
+markers, or the planner is on), plain input otherwise. The request that reaches a new compaction point also
+pays to write everything after the point into the cache again; that premium is subtracted, so such a request
+may book a negative saving. Token figures are the pruner's fast estimates; the ledger's cost comes from the
+upstream's usage as always. The decision is recorded in the ledger row's labels: ``pruning`` (``compacted``,
+``compacted-new``, or why not), ``pruning_tokens_before`` / ``_after``, ``pruning_boundary_turn``,
+``pruning_dropped_turns``.
+
+Safety net: a request that is valid goes out pruned only if the pruned form passes the same strict checks
+the simulator applies; otherwise the original is sent and the bug is logged (a pruned request the API would
+reject is a bug, never the caller's problem). A request that is already invalid is forwarded untouched, so
+the caller gets the API's own error.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import Any
+
+from clawback.api.errors import InvalidRequestError
+from clawback.api.messages import count_cache_breakpoints, validate_messages_request
+from clawback.config import PruningPolicy, PruningSettings
+from clawback.pipeline.context import Reply, RequestContext, Tenant
+from clawback.pipeline.pruning.pruner import (
+    CacheRates,
+    Plan,
+    dropped_messages,
+    extractive_memory,
+    plan_pruning,
+    region_digest,
+    render,
+)
+from clawback.pipeline.pruning.relevance import Scorer
+from clawback.pipeline.pruning.summary import Summarizer, SummaryStore, transcript
+from clawback.pipeline.stage import CallNext, Pipeline
+from clawback.pricing import ModelPrice, PriceBook
+
+__all__ = ["PruneOutcome", "PruningStage", "policy_for"]
+
+log = logging.getLogger("clawback.pruning")
+
+_OVERRIDE_ORDER = ("team", "feature", "key")
+
+
+def policy_for(settings: PruningSettings, tenant: Tenant) -> PruningPolicy:
+    """The default policy with the overrides that match ``tenant`` applied (team, then feature, then key)."""
+    values = {"team": tenant.team, "feature": tenant.feature, "key": tenant.key_id}
+    policy: PruningPolicy = settings
+    for kind in _OVERRIDE_ORDER:
+        value = values[kind]
+        override = settings.overrides.get(f"{kind}:{value}") if value else None
+        if override is not None:
+            policy = policy.model_copy(update=override.model_dump(exclude_unset=True))
+    return policy
+
+
+class PruneOutcome:
+    """What pruning did to one request."""
+
+    __slots__ = ("body", "decision", "plan", "saved_micro_usd", "tokens_after", "tokens_before")
+
+    def __init__(
+        self,
+        body: dict[str, Any],
+        decision: str,
+        plan: Plan | None = None,
+        tokens_before: int = 0,
+        tokens_after: int = 0,
+        saved_micro_usd: int = 0,
+    ) -> None:
+        self.body = body
+        self.decision = decision
+        self.plan = plan
+        self.tokens_before = tokens_before
+        self.tokens_after = tokens_after
+        self.saved_micro_usd = saved_micro_usd
+
+
+class PruningStage:
+    name = "pruning"
+
+    def __init__(
+        self,
+        settings: PruningSettings,
+        price_book: PriceBook,
+        *,
+        planner_enabled: bool = False,
+        scorer: Scorer | None = None,
+        store: SummaryStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.price_book = price_book
+        self.planner_enabled = planner_enabled
+        self.scorer = scorer
+        self.store = store or SummaryStore()
+        self.summarizer = Summarizer()
+        self._policies: dict[tuple[str | None, str | None, str | None], PruningPolicy] = {}
+
+    def attach(self, pipeline: Pipeline) -> None:
+        """Give the summarizer the pipeline its requests go through (so the ledger books them)."""
+        self.summarizer.pipeline = pipeline.__call__
+
+    def policy(self, tenant: Tenant) -> PruningPolicy:
+        key = (tenant.team, tenant.feature, tenant.key_id)
+        found = self._policies.get(key)
+        if found is None:
+            if len(self._policies) > 10_000:
+                self._policies.clear()
+            found = self._policies[key] = policy_for(self.settings, tenant)
+        return found
+
+    async def handle(self, ctx: RequestContext, call_next: CallNext) -> Reply:
+        if ctx.endpoint != "messages" or not ctx.flags.get("pruning", True):
+            return await call_next(ctx)
+        policy = self.policy(ctx.tenant)
+        if not policy.enabled:
+            return await call_next(ctx)
+        outcome = await self.prune(ctx, policy)
+        labels = ctx.tenant.labels
+        labels["pruning"] = outcome.decision
+        if outcome.plan is not None:
+            labels["pruning_tokens_before"] = str(outcome.tokens_before)
+            labels["pruning_tokens_after"] = str(outcome.tokens_after)
+            labels["pruning_boundary_turn"] = str(outcome.plan.boundary)
+            labels["pruning_dropped_turns"] = str(len(outcome.plan.dropped))
+        if outcome.body is not ctx.body:
+            ctx.savings.add(self.name, outcome.saved_micro_usd)
+            ctx.replace_body(outcome.body)
+        return await call_next(ctx)
+
+    async def prune(self, ctx: RequestContext, policy: PruningPolicy) -> PruneOutcome:
+        """Prune ``ctx.body`` under ``policy`` (the summary, when asked for, goes through the pipeline)."""
+        if policy.fact_memory != "summary":
+            return self.prune_body(ctx.body, policy)
+        memory: dict[str, str | None] = {}
+        outcome = self.prune_body(ctx.body, policy, memory=memory)
+        if outcome.plan is None or not outcome.plan.dropped:
+            return outcome
+        text = await self._summary(ctx, ctx.body, outcome.plan, policy)
+        return self.prune_body(ctx.body, policy, memory={"text": text})
+
+    def prune_body(
+        self, body: dict[str, Any], policy: PruningPolicy, *, memory: dict[str, str | None] | None = None
+    ) -> PruneOutcome:
+        """The synchronous pruning of one request body (``memory``: a summary to use instead of facts)."""
+        if policy.respect_context_management and body.get("context_management"):
+            return PruneOutcome(body, "skipped:context_management")
+        price = self.price_book.get(str(body.get("model", "")))
+        cached = self.is_cached(body, policy)
+        rates = CacheRates(float(price.input), float(price.cache_write_5m), float(price.cache_read))
+        plan = plan_pruning(body, policy, rates=rates if cached else None, scorer=self.scorer)
+        if plan is None:
+            return PruneOutcome(body, "none")
+        if memory is not None and "text" in memory:
+            text = memory["text"]
+        elif policy.fact_memory == "off" or memory is not None:
+            text = None
+        else:
+            text = extractive_memory(body, plan)
+        pruned, elided = render(body, plan, text)
+        try:
+            validate_messages_request(pruned, strict=True)
+        except InvalidRequestError as exc:
+            try:
+                validate_messages_request(body, strict=True)
+            except InvalidRequestError:
+                return PruneOutcome(body, "skipped:invalid_request")  # the caller gets the API's own answer
+            log.error("pruning produced an invalid request (%s); sending the original", exc)
+            return PruneOutcome(body, "skipped:pruning_bug")
+        memory_tokens = int(len(text) * plan.factor / 4) + 1 if text else 0
+        return self._account(pruned, plan, price, cached, memory_tokens + elided)
+
+    def is_cached(self, body: dict[str, Any], policy: PruningPolicy) -> bool:
+        """Whether the history is (going to be) cached: a breakpoint in the messages or a top-level one, or the
+        planner downstream. A breakpoint on the system prompt alone leaves the history uncached."""
+        if policy.assume_prompt_cache is not None:
+            return policy.assume_prompt_cache
+        if self.planner_enabled or body.get("cache_control"):
+            return True
+        messages = body.get("messages")
+        return isinstance(messages, list) and count_cache_breakpoints({"messages": messages}) > 0
+
+    def _account(self, pruned: dict[str, Any], plan: Plan, price: ModelPrice, cached: bool, added: int) -> PruneOutcome:
+        """Tokens before / after and the net saving (see the module docstring for the cache arithmetic).
+
+        ``added`` is what the pruned form costs beyond the turns it keeps (the memory block, minus what
+        tool-result elision took out of the kept turns).
+        """
+        before = plan.tokens_before
+        after = max(0, before - sum(plan.turns[i].tokens for i in plan.dropped) + added)
+        removed = max(0, before - after)
+        if cached:
+            saved = Decimal(removed) * price.cache_read
+            if plan.new_compaction:
+                opening = sum(t.tokens for t in plan.turns[: plan.opening])
+                current = plan.turns[-1].tokens
+                rewritten = max(0, after - opening - current)
+                saved -= Decimal(rewritten) * (price.cache_write_5m - price.cache_read)
+        else:
+            saved = Decimal(removed) * price.input
+        decision = "compacted-new" if plan.new_compaction else "compacted"
+        return PruneOutcome(pruned, decision, plan, before, after, int(saved))
+
+    async def _summary(
+        self, ctx: RequestContext, body: dict[str, Any], plan: Plan, policy: PruningPolicy
+    ) -> str | None:
+        key = f"{policy.summary_model}:{region_digest(body, plan)}"
+        stored = self.store.get(key)
+        if stored is None:  # once per compaction point: later turns find it here
+            text = await self.summarizer.summarize(
+                ctx, policy.summary_model, policy.summary_max_tokens, transcript(dropped_messages(body, plan))
+            )
+            stored = extractive_memory(body, plan, summary=text) if text else extractive_memory(body, plan)
+            if stored is not None:
+                self.store.put(key, stored)
+        return stored
