@@ -9,11 +9,13 @@ import typer
 from rich.console import Console
 
 from clawback import __version__
+from clawback.cache_cli import cache_app
 from clawback.config import ConfigError, Settings, load_settings
 from clawback.pricing_cli import pricing_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Cut the Claude API bill and prove it.")
 app.add_typer(pricing_app, name="pricing")
+app.add_typer(cache_app, name="cache")
 console = Console()
 err_console = Console(stderr=True)
 

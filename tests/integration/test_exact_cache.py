@@ -212,3 +212,16 @@ def test_key_ignores_metadata_stream_and_markers_but_not_parameters():
     assert cache_key("t", "n", base) != cache_key("t", "n", {**base, "max_tokens": 11})
     assert cache_key("t", "n", base) != cache_key("other", "n", base)
     assert cache_key("t", "n", base) != cache_key("t", "n", base, beta="some-beta")
+
+
+def test_cli_invalidates_through_the_admin_api(http, gateway, backend):
+    from typer.testing import CliRunner
+
+    from clawback.cli import app
+
+    http.post("/v1/messages", json=ASK, headers={"x-clawback-cache-tags": "cli"})
+    flush(gateway)
+    args = ["cache", "invalidate", "--tag", "cli", "--gateway", gateway.url, "--admin-token", ADMIN]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "invalidated 1" in result.output
+    assert CliRunner().invoke(app, [*args[:-1], "wrong"]).exit_code == 1
