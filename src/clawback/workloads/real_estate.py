@@ -14,6 +14,9 @@ Four workloads, each seeded and reproducible, built from ``data/real_estate.yaml
 - ``faq``: website FAQ traffic: a few questions dominate, asked in the same words (exact repeats) or in
   other words (paraphrases, labelled as the same class), plus a long tail of one-off questions. No client
   caching.
+
+Scoring, matching and FAQ requests pin ``temperature: 0``, as applications that want the same answer to
+the same input do; conversations use the default sampling.
 """
 
 from __future__ import annotations
@@ -252,6 +255,7 @@ def lead_scoring(seed: int = 0, scale: float = 1.0) -> Workload:
         request = {
             "model": SCORING_MODEL,
             "max_tokens": 300,
+            "temperature": 0,
             "system": prefix,
             "messages": [_user(_lead_form(rng, data))],
         }
@@ -288,7 +292,9 @@ def property_match(seed: int = 0, scale: float = 1.0) -> Workload:
             template = rng.choice(matching["feature_templates"])
             text = template.format(area=area, feature=feature)
             same_as = f"feature:{area if '{area}' in template else '*'}:{feature}"
-        request = {"model": CHAT_MODEL, "max_tokens": 512, "system": system, "messages": [_user(text)]}
+        request = {
+            "model": CHAT_MODEL, "max_tokens": 512, "temperature": 0, "system": system, "messages": [_user(text)],
+        }  # fmt: skip
         ref = f"property_match/{i:04d}"
         steps.append(
             Step(ref=ref, at_s=at, request=request, labels=StepLabels(session=f"visitor-{i}", same_as=same_as))
@@ -336,7 +342,9 @@ def faq(seed: int = 0, scale: float = 1.0) -> Workload:
             elif any(p in seen for p in phrasings):
                 paraphrases += 1
         seen.add(text)
-        request = {"model": FAQ_MODEL, "max_tokens": 300, "system": system, "messages": [_user(text)]}
+        request = {
+            "model": FAQ_MODEL, "max_tokens": 300, "temperature": 0, "system": system, "messages": [_user(text)],
+        }  # fmt: skip
         ref = f"faq/{i:04d}"
         steps.append(
             Step(ref=ref, at_s=at, request=request, labels=StepLabels(session=f"visitor-{i}", same_as=same_as))
