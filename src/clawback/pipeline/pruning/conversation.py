@@ -59,7 +59,11 @@ def fast_block_tokens(block: Mapping[str, Any], factor: float = 1.0) -> int:
         return 3
     if kind in _MEDIA:
         return estimate_block_tokens(block)
-    return 3 + _chars_tokens(len(orjson.dumps(block, default=str)), factor)
+    try:
+        size = len(orjson.dumps(block, default=str))
+    except TypeError:  # e.g. an integer beyond 64 bits in a block built in Python (the SDK wrapper)
+        size = len(str(block))
+    return 3 + _chars_tokens(size, factor)
 
 
 def block_text(block: Mapping[str, Any]) -> str:

@@ -252,11 +252,18 @@ def region_digest(body: Mapping[str, Any], plan: Plan) -> str:
     a summary is stored under, so that it is computed once per compaction point."""
     messages = body["messages"]
     hasher = hashlib.sha256()
-    hasher.update(orjson.dumps([body.get("model"), body.get("system")], default=str))
+    hasher.update(_canonical([body.get("model"), body.get("system")]))
     for index in plan.dropped:
         turn = plan.turns[index]
-        hasher.update(orjson.dumps(messages[turn.start : turn.end], default=str))
+        hasher.update(_canonical(messages[turn.start : turn.end]))
     return hasher.hexdigest()
+
+
+def _canonical(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, default=str)
+    except TypeError:  # integers beyond 64 bits: still deterministic
+        return repr(value).encode()
 
 
 def dropped_messages(body: Mapping[str, Any], plan: Plan) -> list[tuple[int, Mapping[str, Any]]]:

@@ -167,14 +167,14 @@ class PruningStage:
             text = None
         else:
             text = extractive_memory(body, plan)
+        try:
+            validate_messages_request(body, strict=True)
+        except InvalidRequestError:
+            return PruneOutcome(body, "skipped:invalid_request")  # the caller gets the API's own answer
         pruned, elided = render(body, plan, text)
         try:
             validate_messages_request(pruned, strict=True)
         except InvalidRequestError as exc:
-            try:
-                validate_messages_request(body, strict=True)
-            except InvalidRequestError:
-                return PruneOutcome(body, "skipped:invalid_request")  # the caller gets the API's own answer
             log.error("pruning produced an invalid request (%s); sending the original", exc)
             return PruneOutcome(body, "skipped:pruning_bug")
         memory_tokens = int(len(text) * plan.factor / 4) + 1 if text else 0

@@ -1,0 +1,224 @@
+"""The pruning stage: what it prunes, what it leaves alone, what it books, and the cache-stable schedule."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from clawback.api.messages import validate_messages_request
+from clawback.config import PruningPolicy, PruningSettings
+from clawback.pipeline import Pipeline, Reply, RequestContext
+from clawback.pipeline.context import Tenant
+from clawback.pipeline.pruning import PruningStage, policy_for
+from clawback.pipeline.pruning.facts import extract_facts
+from clawback.pipeline.pruning.relevance import Bm25Scorer, select_relevant
+from clawback.pricing import PriceBook
+
+BOOK = PriceBook.bundled()
+MODEL = "claude-sonnet-4-6"
+FACTS = {
+    2: "Our budget tops out at $437,500.",
+    4: "We're pre-approved with Lakeview Trust.",
+    6: "Pets: two indoor cats.",
+    8: "We only want Eastfield or Riverside.",
+}
+FILLER = (
+    "That is a great question. Our agents walk every buyer through inspections, appraisals and closing, and "
+    "we will send a checklist of documents before the first viewing so that nothing slows the offer down. "
+)
+
+
+def conversation(turns: int, *, current: str = "Which homes fit everything I told you?") -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    for turn in range(turns - 1):
+        messages.append({"role": "user", "content": FACTS.get(turn, f"Tell me about step {turn} of buying.")})
+        messages.append({"role": "assistant", "content": FILLER * 2})
+    messages.append({"role": "user", "content": current})
+    return messages
+
+
+def body(turns: int, **extra: Any) -> dict[str, Any]:
+    return {"model": MODEL, "max_tokens": 100, "system": "You are Maya.", "messages": conversation(turns), **extra}
+
+
+def run(stage: PruningStage, request: dict[str, Any], endpoint: str = "messages", **kw: Any) -> RequestContext:
+    seen: list[RequestContext] = []
+
+    async def terminal(ctx: RequestContext) -> Reply:
+        seen.append(ctx)
+        return Reply(status=200, headers=[], body=b"{}")
+
+    ctx = RequestContext(request_id="r", endpoint=endpoint, body=request, raw_body=orjson.dumps(request), **kw)
+    asyncio.run(Pipeline([stage], terminal)(ctx))
+    return seen[0]
+
+
+def policy(**kw: Any) -> PruningSettings:
+    return PruningSettings(enabled=True, **kw)
+
+
+def test_a_long_conversation_is_compacted_with_its_facts_kept_and_the_saving_booked() -> None:
+    stage = PruningStage(policy(), BOOK)
+    ctx = run(stage, body(30))
+    pruned = ctx.body
+    validate_messages_request(pruned, strict=True)
+    assert len(pruned["messages"]) < 59
+    text = orjson.dumps(pruned).decode()
+    for fact in FACTS.values():
+        assert fact in text
+    assert ctx.tenant.labels["pruning"].startswith("compacted")
+    before, after = int(ctx.tenant.labels["pruning_tokens_before"]), int(ctx.tenant.labels["pruning_tokens_after"])
+    assert after < before / 2
+    # no caching on this request: the removed tokens are priced as plain input ($3 / MTok on Sonnet 4.6)
+    assert ctx.savings.by_stage["pruning"] == (before - after) * 3
+    assert pruned["messages"][-1] == {"role": "user", "content": "Which homes fit everything I told you?"}
+    assert pruned["system"] == "You are Maya."
+
+
+def test_short_conversations_and_count_tokens_pass_through_byte_for_byte() -> None:
+    stage = PruningStage(policy(), BOOK)
+    short = body(3)
+    assert run(stage, short).raw_body == orjson.dumps(short)
+    long = body(40)
+    ctx = run(stage, long, endpoint="count_tokens")
+    assert ctx.raw_body == orjson.dumps(long) and ctx.body is long
+    assert "pruning" not in ctx.tenant.labels
+
+
+def test_disabled_policy_and_holdout_flag_leave_the_request_alone() -> None:
+    long = body(40)
+    assert run(PruningStage(PruningSettings(), BOOK), long).body is long
+    assert run(PruningStage(policy(), BOOK), long, flags={"pruning": False}).body is long
+
+
+def test_context_management_requests_are_left_to_the_api_unless_configured() -> None:
+    request = body(40, context_management={"edits": [{"type": "clear_tool_uses_20250919"}]})
+    ctx = run(PruningStage(policy(), BOOK), request)
+    assert ctx.body is request and ctx.tenant.labels["pruning"] == "skipped:context_management"
+    ctx = run(PruningStage(policy(respect_context_management=False), BOOK), request)
+    assert ctx.body is not request and ctx.body["context_management"] == request["context_management"]
+
+
+def test_overrides_apply_per_team_feature_and_key() -> None:
+    settings = PruningSettings(
+        enabled=False,
+        overrides={
+            "team:sales": PruningPolicy(enabled=True, trigger_tokens=500),
+            "feature:lead-chat": PruningPolicy(relevance=False),
+            "key:key_1": PruningPolicy(trigger_tokens=700),
+        },
+    )
+    merged = policy_for(settings, Tenant(key_id="key_1", team="sales", feature="lead-chat"))
+    assert merged.enabled and not merged.relevance and merged.trigger_tokens == 700
+    assert not policy_for(settings, Tenant(team="support")).enabled
+    assert policy_for(settings, Tenant(team="sales")).trigger_tokens == 500
+
+
+def test_the_same_history_gives_the_same_bytes_and_the_prefix_holds_between_compaction_points() -> None:
+    stage = PruningStage(policy(), BOOK)
+    outputs = []
+    decisions = []
+    for turns in range(10, 60):
+        first = stage.prune_body(body(turns), stage.settings)
+        again = PruningStage(policy(), BOOK).prune_body(body(turns), stage.settings)
+        assert orjson.dumps(first.body) == orjson.dumps(again.body)
+        outputs.append(first.body["messages"])
+        decisions.append(first.decision)
+    points = decisions.count("compacted-new")
+    assert 2 <= points <= 15, decisions  # compaction happens in chunks, not on every turn
+    for previous, current, decision in zip(outputs, outputs[1:], decisions[1:], strict=False):
+        if decision != "compacted-new":
+            assert orjson.dumps(current[: len(previous) - 1]) == orjson.dumps(previous[:-1])
+
+
+def test_with_caching_a_compaction_waits_until_it_pays() -> None:
+    request = body(24, cache_control={"type": "ephemeral"})
+    # over a single following turn, a cache write of the short prefix never beats reading the long one
+    assert PruningStage(policy(expected_turns=1), BOOK).prune_body(request, policy(expected_turns=1)).plan is None
+    outcome = PruningStage(policy(), BOOK).prune_body(request, policy())
+    assert outcome.plan is not None
+    uncached = PruningStage(policy(), BOOK).prune_body(body(24), policy())
+    # cached: removed tokens are worth cache reads, and a new compaction pays a write premium
+    assert outcome.saved_micro_usd < uncached.saved_micro_usd
+
+
+def test_tool_elision_keeps_pairs_and_shortens_old_outputs() -> None:
+    messages: list[dict[str, Any]] = []
+    for turn in range(12):
+        messages.append({"role": "user", "content": f"Look up listing {turn}."})
+        messages.append({"role": "assistant", "content": [
+            {"type": "text", "text": "Checking."},
+            {"type": "tool_use", "id": f"toolu_{turn}", "name": "listing", "input": {"n": turn}},
+        ]})  # fmt: skip
+        messages.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": f"toolu_{turn}", "content": "row " * 400},
+        ]})  # fmt: skip
+        messages.append({"role": "assistant", "content": "Here it is."})
+    messages.append({"role": "user", "content": "Compare them."})
+    request = {"model": MODEL, "max_tokens": 10, "messages": messages}
+    only_elision = policy(window=False, relevance=False, fact_memory="off")
+    outcome = PruningStage(only_elision, BOOK).prune_body(request, only_elision)
+    pruned = outcome.body
+    validate_messages_request(pruned, strict=True)
+    assert len(pruned["messages"]) == len(messages)  # nothing dropped: the outputs are elided
+    results = [b for m in pruned["messages"] if isinstance(m["content"], list) for b in m["content"]
+               if b["type"] == "tool_result"]  # fmt: skip
+    assert any(str(r["content"]).startswith("[clawback: earlier tool output elided") for r in results)
+    assert results[-1]["content"] == "row " * 400  # the recent ones are kept
+
+
+def test_invalid_requests_are_forwarded_untouched() -> None:
+    request = body(40)
+    request["messages"][10] = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "nope"}]}
+    outcome = PruningStage(policy(), BOOK).prune_body(request, policy())
+    assert outcome.body is request
+
+
+def test_facts_are_found_the_way_real_traffic_states_them() -> None:
+    messages = [
+        {"role": "user", "content": "Thanks! Our ceiling is $601,500. Pets: no pets at all. What do you think?"},
+        {"role": "user", "content": "We can't do stairs because of my knee. Sounds good."},
+        {"role": "assistant", "content": "I've booked a viewing for Tuesday at 3 pm. Great area, lots of parks."},
+    ]
+    facts = [text for _, text in extract_facts(messages)]
+    assert facts == [
+        "Our ceiling is $601,500.",
+        "Pets: no pets at all.",
+        "We can't do stairs because of my knee.",
+        "I've booked a viewing for Tuesday at 3 pm.",
+    ]
+
+
+def test_bm25_prefers_the_turn_that_shares_rare_terms() -> None:
+    documents = ["We love the garden in Eastfield.", "Parking needs two spaces.", "Closing takes 30 days."]
+    assert select_relevant(Bm25Scorer(), "How many parking spaces?", documents, max_items=1, min_score=0.1) == [1]
+
+
+def test_the_summary_is_asked_once_per_compaction_point_through_the_pipeline() -> None:
+    calls: list[RequestContext] = []
+
+    async def terminal(ctx: RequestContext) -> Reply:
+        if ctx.tenant.labels.get("pruning") == "summary":
+            calls.append(ctx)
+            answer = {"content": [{"type": "text", "text": "- budget $437,500\n- two indoor cats"}]}
+            return Reply(status=200, headers=[], body=orjson.dumps(answer))
+        return Reply(status=200, headers=[], body=b"{}")
+
+    settings = policy(fact_memory="summary")
+    stage = PruningStage(settings, BOOK)
+    pipeline = Pipeline([stage], terminal)
+    stage.attach(pipeline)
+    sent = []
+    for turns in range(20, 27):
+        request = body(turns)
+        ctx = RequestContext(request_id="r", endpoint="messages", body=request, raw_body=None)
+        asyncio.run(pipeline(ctx))
+        sent.append((ctx.tenant.labels.get("pruning_boundary_turn"), ctx.body))
+    points = {boundary for boundary, _ in sent if boundary is not None}
+    assert len(points) >= 2 and len(calls) == len(points)  # once per compaction point, never per turn
+    assert calls[0].body["model"] == "claude-haiku-4-5" and calls[0].flags["pruning"] is False
+    last = orjson.dumps(sent[-1][1]).decode()
+    assert "budget $437,500" in last and "conversation-memory" in last
+    validate_messages_request(sent[-1][1], strict=True)
