@@ -35,3 +35,18 @@ def test_sse_parser_reassembles_events_split_anywhere():
         events = parser.feed(stream[:cut]) + parser.feed(stream[cut:]) + parser.flush()
         assert [e.event for e in events] == ["message_start", "ping", "message_stop"]
         assert events[1].json() == {"type": "ping"}
+
+
+def test_sse_parser_can_skip_unwanted_events_without_losing_frames():
+    frames = [
+        encode_event("message_start", {"type": "message_start", "n": 1}),
+        encode_event("content_block_delta", {"type": "content_block_delta", "text": "x" * 50}),
+        encode_event("message_delta", {"type": "message_delta", "usage": {"output_tokens": 9}}),
+        encode_event("message_stop", {"type": "message_stop"}),
+    ]
+    stream = b"".join(frames)
+    for cut in range(1, len(stream)):
+        parser = SSEParser(only=frozenset({"message_start", "message_delta"}))
+        events = parser.feed(stream[:cut]) + parser.feed(stream[cut:])
+        assert [e.event for e in events] == ["message_start", "message_delta"]
+        assert events[1].json()["usage"] == {"output_tokens": 9}

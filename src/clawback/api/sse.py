@@ -33,24 +33,35 @@ class ServerSentEvent:
 
 
 class SSEParser:
-    """Feed bytes, get complete events. Handles ``\\n``, ``\\r\\n`` and ``\\r`` line endings."""
+    """Feed bytes, get complete events. Handles ``\\n``, ``\\r\\n`` and ``\\r`` line endings.
 
-    def __init__(self) -> None:
+    ``only`` names the events the caller wants: others are skipped without being decoded. The gateway's
+    relay reads usage from ``message_start``/``message_delta``/``error`` and nothing else, and decoding every
+    ``content_block_delta`` was a tenth of its CPU on streams.
+    """
+
+    def __init__(self, only: frozenset[str] | None = None) -> None:
         self._buffer = b""
+        self._only = tuple(b"event: " + name.encode() + b"\n" for name in only) if only is not None else None
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        self._buffer += chunk
-        if b"\r" in self._buffer:
-            self._buffer = self._buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         events: list[ServerSentEvent] = []
+        start = 0
+        only = self._only
         while True:
-            end = self._buffer.find(b"\n\n")
+            end = buffer.find(b"\n\n", start)
             if end < 0:
                 break
-            frame, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
-            event = self._parse_frame(frame)
-            if event is not None:
-                events.append(event)
+            # A frame in another shape than the API's ``event: <name>`` first is always parsed.
+            if only is None or not buffer.startswith(b"event: ", start) or buffer.startswith(only, start):
+                event = self._parse_frame(buffer[start:end])
+                if event is not None:
+                    events.append(event)
+            start = end + 2
+        self._buffer = buffer[start:]
         return events
 
     def flush(self) -> list[ServerSentEvent]:

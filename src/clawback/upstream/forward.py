@@ -24,6 +24,9 @@ from clawback.upstream.headers import request_headers_for_upstream, response_hea
 
 __all__ = ["Forwarder"]
 
+#: The only events the relay needs to read; the rest pass through without being decoded.
+_USAGE_EVENTS = frozenset({"message_start", "message_delta", "error"})
+
 
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:
     for key, value in headers:
@@ -57,7 +60,7 @@ class Forwarder:
 
     @staticmethod
     async def _relay(response: UpstreamResponse, reply: Reply, started: float) -> AsyncIterator[bytes]:
-        parser = SSEParser()
+        parser = SSEParser(only=_USAGE_EVENTS)
         try:
             async for chunk in response.iter_chunks():
                 if reply.ttft is None:

@@ -107,7 +107,7 @@ class MessagesEndpoint:
             if body.get("stream"):
                 stream_headers = [*turn.headers.items(), ("content-type", "text/event-stream"),
                                   ("cache-control", "no-cache")]  # fmt: skip
-                await RelayResponse(api.stream(turn), 200, stream_headers)(scope, receive, send)
+                await RelayResponse(api.stream_chunks(turn), 200, stream_headers)(scope, receive, send)
                 return
             message = await api.complete(turn)
             json_headers = [*turn.headers.items(), ("content-type", "application/json")]
