@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -261,7 +261,7 @@ class SimulatedAPI:
         finally:
             await events.aclose()
 
-    async def stream(self, turn: Turn) -> AsyncIterator[bytes]:
+    async def stream(self, turn: Turn) -> AsyncGenerator[bytes, None]:
         """The documented event sequence, one frame at a time; the usage in ``message_delta`` is cumulative.
 
         If the client goes away, the generator is closed: the output sent so far is billed.
