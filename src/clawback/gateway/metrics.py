@@ -6,6 +6,8 @@ small (model, key id, status class) so cardinality stays bounded by the number o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -16,8 +18,21 @@ __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
+_TOKEN_KINDS = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
+
+
+@dataclass(slots=True)
+class _Children:
+    requests: Counter
+    latency: Histogram
+    tokens: tuple[Counter, ...]
+    cost: Counter
+    saved: Counter
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[str, str, str, int], _Children] = {}
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "clawback_requests", "Requests handled", ["endpoint", "model", "key", "status"], registry=self.registry
@@ -54,25 +69,36 @@ class GatewayMetrics:
         cost_micro_usd: int,
         saved_micro_usd: int,
     ) -> None:
-        self.requests.labels(endpoint, model, key, str(status)).inc()
-        self.latency.labels(endpoint, model).observe(seconds)
+        labels = (endpoint, model, key, status)
+        children = self._children.get(labels)
+        if children is None:
+            # labels() takes a lock and builds a key on every call; resolve each child once per label set.
+            children = _Children(
+                requests=self.requests.labels(endpoint, model, key, str(status)),
+                latency=self.latency.labels(endpoint, model),
+                tokens=tuple(self.tokens.labels(model, key, kind) for kind in _TOKEN_KINDS),
+                cost=self.cost.labels(model, key),
+                saved=self.saved.labels(model, key),
+            )
+            self._children[labels] = children
+        children.requests.inc()
+        children.latency.observe(seconds)
         if error_type:
             self.errors.labels(model, key, error_type).inc()
-        for kind, count in (
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-            ("cache_read", usage.cache_read_input_tokens),
-            ("cache_write_5m", usage.cache_write_5m_input_tokens),
-            ("cache_write_1h", usage.cache_write_1h_input_tokens),
-        ):
+        counts = (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_input_tokens,
+            usage.cache_write_5m_input_tokens,
+            usage.cache_write_1h_input_tokens,
+        )
+        for child, count in zip(children.tokens, counts, strict=True):
             if count:
-                self.tokens.labels(model, key, kind).inc(count)
+                child.inc(count)
         if cost_micro_usd:
-            self.cost.labels(model, key).inc(cost_micro_usd / 1_000_000)
-        if saved_micro_usd > 0:
-            self.saved.labels(model, key).inc(saved_micro_usd / 1_000_000)
-        elif saved_micro_usd < 0:
-            self.lost.labels(model, key).inc(-saved_micro_usd / 1_000_000)
+            children.cost.inc(cost_micro_usd / 1_000_000)
+        if saved_micro_usd:
+            children.saved.inc(saved_micro_usd / 1_000_000)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
