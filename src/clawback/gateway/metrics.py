@@ -28,6 +28,7 @@ class _Children:
     tokens: tuple[Counter, ...]
     cost: Counter
     saved: Counter
+    lost: Counter
 
 
 class GatewayMetrics:
@@ -79,6 +80,7 @@ class GatewayMetrics:
                 tokens=tuple(self.tokens.labels(model, key, kind) for kind in _TOKEN_KINDS),
                 cost=self.cost.labels(model, key),
                 saved=self.saved.labels(model, key),
+                lost=self.lost.labels(model, key),
             )
             self._children[labels] = children
         children.requests.inc()
@@ -97,8 +99,10 @@ class GatewayMetrics:
                 child.inc(count)
         if cost_micro_usd:
             children.cost.inc(cost_micro_usd / 1_000_000)
-        if saved_micro_usd:
+        if saved_micro_usd > 0:
             children.saved.inc(saved_micro_usd / 1_000_000)
+        elif saved_micro_usd < 0:
+            children.lost.inc(-saved_micro_usd / 1_000_000)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
