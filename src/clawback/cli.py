@@ -186,3 +186,22 @@ def demo(
     from clawback.demo import run_demo
 
     run_demo(ledger, scale=scale)
+
+
+eval_app = typer.Typer(no_args_is_help=True, help="Score optimizations against the labelled reference workloads.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("pruning")
+def eval_pruning(
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables")] = False,
+    workload: Annotated[list[str] | None, typer.Option(help="Workloads (default: lead_chat, agentic)")] = None,
+    seed: Annotated[int, typer.Option(help="Workload seed")] = 0,
+    scale: Annotated[float, typer.Option(help="Workload size", min=0.01)] = 1.0,
+    config: ConfigOption = None,
+) -> None:
+    """Per pruning strategy: input-token and cost reduction (prompt caching on), and fact retention."""
+    from clawback.pipeline.pruning.evaluate import eval_command
+
+    eval_command(settings_or_exit(config), workload or ["lead_chat", "agentic"], json_output=json_output, seed=seed,
+                 scale=scale)  # fmt: skip

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from clawback.api.usage import Usage
-from clawback.config import PruningPolicy, PruningSettings
+from clawback.config import PruningPolicy, PruningSettings, Settings
 from clawback.pipeline.pruning.conversation import is_turn_start
 from clawback.pipeline.pruning.stage import PruningStage
 from clawback.pricing import PriceBook
@@ -189,3 +189,35 @@ def _replay(
             tally.facts_needed += len(needed)
             tally.facts_kept += kept
     return StrategyReport(strategy, tally_all.as_dict(), tally_long.as_dict())
+
+
+def eval_command(settings: Settings, workloads: Sequence[str], *, json_output: bool, seed: int, scale: float) -> None:
+    """``clawback eval pruning``: tables per strategy, or one JSON object with ``--json``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    reports = evaluate(workloads, seed=seed, scale=scale, base=settings.pruning)
+    result = {
+        "workloads": list(workloads),
+        "seed": seed,
+        "scale": scale,
+        "strategies": {r.strategy: {"all_requests": r.all, "long_conversations": r.long} for r in reports},
+    }
+    console = Console()
+    if json_output:
+        console.print_json(orjson.dumps(result).decode())
+        return
+    for label, key in (("all requests", "all"), ("conversations at 20+ turns", "long")):
+        table = Table(title=f"pruning on {', '.join(workloads)}: {label}")
+        for column in ("strategy", "reqs", "input -%", "history -%", "$ cache", "$ pruned+cache", "vs cache",
+                       "facts kept"):  # fmt: skip
+            table.add_column(column, justify="left" if column == "strategy" else "right", no_wrap=True)
+        for report in reports:
+            row = getattr(report, key)
+            table.add_row(
+                report.strategy, str(row["requests"]), f"{row['input_token_reduction']:.1%}",
+                f"{row['history_token_reduction']:.1%}", f"{row['cost_usd']['cache']:.4f}",
+                f"{row['cost_usd']['pruned+cache']:.4f}", f"{-row['cost_reduction_vs_cache']:+.1%}",
+                f"{row['fact_retention']:.1%}/{row['facts_needed']}",
+            )  # fmt: skip
+        console.print(table)
