@@ -33,7 +33,7 @@ def is_turn_start(message: Mapping[str, Any]) -> bool:
         return False
     content = message.get("content")
     if isinstance(content, list):
-        return not any(isinstance(b, Mapping) and b.get("type") == "tool_result" for b in content)
+        return not any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
     return True
 
 
@@ -55,7 +55,7 @@ def fast_block_tokens(block: Mapping[str, Any], factor: float = 1.0) -> int:
         if isinstance(content, str):
             return 3 + _chars_tokens(len(content), factor)
         if isinstance(content, list):
-            return 3 + sum(fast_block_tokens(b, factor) for b in content if isinstance(b, Mapping))
+            return 3 + sum(fast_block_tokens(b, factor) for b in content if isinstance(b, dict))
         return 3
     if kind in _MEDIA:
         return estimate_block_tokens(block)
@@ -77,7 +77,7 @@ def block_text(block: Mapping[str, Any]) -> str:
         if isinstance(content, str):
             return content
         if isinstance(content, list):
-            return "\n".join(block_text(b) for b in content if isinstance(b, Mapping))
+            return "\n".join(block_text(b) for b in content if isinstance(b, dict))
     return ""
 
 
@@ -90,7 +90,7 @@ def message_text(message: Mapping[str, Any], *, include_tool_results: bool = Fal
         return ""
     parts: list[str] = []
     for block in content:
-        if not isinstance(block, Mapping):
+        if not isinstance(block, dict):
             continue
         if block.get("type") == "text" or (include_tool_results and block.get("type") == "tool_result"):
             parts.append(block_text(block))
@@ -110,21 +110,21 @@ class Turn:
 
 def split_turns(messages: Sequence[Any], factor: float = 1.0) -> list[Turn]:
     """The request's turns in order. Messages before the first human turn (an assistant opener) form turn 0."""
-    starts = [i for i, m in enumerate(messages) if i == 0 or (isinstance(m, Mapping) and is_turn_start(m))]
+    starts = [i for i, m in enumerate(messages) if i == 0 or (isinstance(m, dict) and is_turn_start(m))]
     turns: list[Turn] = []
     for k, start in enumerate(starts):
         end = starts[k + 1] if k + 1 < len(starts) else len(messages)
         tokens = 0
         for message in messages[start:end]:
             tokens += MESSAGE_OVERHEAD
-            if not isinstance(message, Mapping):
+            if not isinstance(message, dict):
                 continue
             content = message.get("content")
             if isinstance(content, str):
                 tokens += _chars_tokens(len(content), factor)
             elif isinstance(content, list):
-                tokens += sum(fast_block_tokens(b, factor) for b in content if isinstance(b, Mapping))
+                tokens += sum(fast_block_tokens(b, factor) for b in content if isinstance(b, dict))
         first = messages[start]
-        opener = k == 0 and not (isinstance(first, Mapping) and is_turn_start(first))
+        opener = k == 0 and not (isinstance(first, dict) and is_turn_start(first))
         turns.append(Turn(k, start, end, tokens, opener))
     return turns

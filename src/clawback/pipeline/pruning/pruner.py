@@ -77,7 +77,7 @@ class Plan:
 
 
 def _turn_messages(messages: Sequence[Any], turn: Turn) -> list[Mapping[str, Any]]:
-    return [m for m in messages[turn.start : turn.end] if isinstance(m, Mapping)]
+    return [m for m in messages[turn.start : turn.end] if isinstance(m, dict)]
 
 
 class _Estimates:
@@ -126,7 +126,7 @@ def _elided_tokens(message: Mapping[str, Any], min_tokens: int, factor: float) -
         return int(len(str(content)) * factor / 4) + 1
     total = 0
     for block in content:
-        if not isinstance(block, Mapping):
+        if not isinstance(block, dict):
             continue
         tokens = fast_block_tokens(block, factor)
         total += 40 if block.get("type") == "tool_result" and tokens >= min_tokens else tokens
@@ -301,12 +301,12 @@ def _elide_block(block: Mapping[str, Any], min_tokens: int, factor: float) -> Ma
 
 
 def _elide_message(message: Any, min_tokens: int, factor: float) -> Any:
-    if not isinstance(message, Mapping):
+    if not isinstance(message, dict):
         return message
     content = message.get("content")
     if not isinstance(content, list):
         return message
-    blocks = [_elide_block(b, min_tokens, factor) if isinstance(b, Mapping) else b for b in content]
+    blocks = [_elide_block(b, min_tokens, factor) if isinstance(b, dict) else b for b in content]
     if all(a is b for a, b in zip(blocks, content, strict=True)):
         return message
     out = dict(message)
@@ -354,4 +354,4 @@ def _message_tokens(message: Mapping[str, Any], factor: float) -> int:
     content = message.get("content")
     if not isinstance(content, list):
         return 0
-    return sum(fast_block_tokens(b, factor) for b in content if isinstance(b, Mapping))
+    return sum(fast_block_tokens(b, factor) for b in content if isinstance(b, dict))
