@@ -47,7 +47,8 @@ def tool_chat_100() -> dict[str, Any]:
         call = {"type": "tool_use", "id": f"toolu_{i:05d}", "name": "search_listings", "input": {"q": i}}
         messages.append({"role": "assistant", "content": [{"type": "text", "text": "Checking."}, call]})
         output = f"BW-{i} 3 bed, 2 bath, Riverside, $512,000, garage, near school. " * 25
-        messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": output}]})
+        result = {"type": "tool_result", "tool_use_id": call["id"], "content": output}
+        messages.append({"role": "user", "content": [result]})
         messages.append(message)
     return {**base, "messages": [*messages, base["messages"][-1]]}
 
@@ -88,8 +89,10 @@ def main() -> None:
     for name, body in (("lead chat, 100 turns", lead_chat_100()), ("tool-using chat, 100 turns", tool_chat_100())):
         for regime in ("warm", "cold"):
             r = measure(body, args.runs, cold=regime == "cold")
-            print(f"{name:28s} {regime}: p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
-                  f"(CPU p50 {r['cpu_p50_ms']:.2f} ms, p99 {r['cpu_p99_ms']:.2f} ms)  [{len(body['messages'])} messages]")  # fmt: skip
+            print(
+                f"{name:28s} {regime}: p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+                f"(CPU p50 {r['cpu_p50_ms']:.2f} ms, p99 {r['cpu_p99_ms']:.2f} ms)  [{len(body['messages'])} messages]"
+            )
 
 
 if __name__ == "__main__":
