@@ -177,9 +177,9 @@ def whatif(
 
 @app.command()
 def demo(
-    ledger: Annotated[Path, typer.Option(help="SQLite file the demo's ledger is written to")] = Path(
-        "clawback-demo.db"
-    ),
+    ledger: Annotated[
+        Path, typer.Option(help="SQLite file the demo's ledger is written to (replaced on each run)")
+    ] = Path("clawback-demo.db"),
     scale: Annotated[float, typer.Option(help="Size of the replayed traffic", min=0.01)] = 0.25,
 ) -> None:
     """Run the simulator and the gateway, replay a real-estate assistant's traffic, show the savings."""
