@@ -4,7 +4,9 @@ transport, so that what is measured is what users get)."""
 
 from __future__ import annotations
 
+import gc
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -36,8 +38,21 @@ def _config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
     )
 
 
+#: How long a thread may hold the GIL before Python hands it over (the default is 5 ms).
+SWITCH_INTERVAL_S = 0.0005
+
+
 def run_app(app: Any, host: str, port: int, **options: Any) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted, with the process tuned for latency.
+
+    The gateway writes its ledger from a background thread; with Python's default 5 ms switch interval that
+    thread could keep the event loop waiting for the GIL for milliseconds, which was most of the exact-cache
+    hit p99 (6.0 ms -> 2.4 ms with 0.5 ms, ``benchmarks/exact_cache_bench.py``). ``gc.freeze()`` moves
+    everything built at start-up (price table, app, models) out of the collector's way, so full collections
+    scan only request garbage.
+    """
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    gc.freeze()
     uvicorn.Server(_config(app, host, port, **options)).run()
 
 
