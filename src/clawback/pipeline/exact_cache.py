@@ -305,28 +305,18 @@ class ExactCacheStage:
         )
         age = str(max(0, int(time.time() - entry.created_at)))
         headers = [(CACHE_HEADER, "hit"), ("x-clawback-cache-key", entry.key), ("age", age)]
-        if not ctx.stream:
-            reply = Reply(status=200, headers=[("content-type", "application/json"), *headers], body=entry.body)
-            reply.finished = True
-            reply.ttft = time.monotonic() - ctx.started
-            return reply
-        reply = Reply(status=200, headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache"),
-                                           *headers])  # fmt: skip
-        reply.stream = self._replay(reply, entry.body, ctx.started)
+        if ctx.stream:
+            # The whole event sequence is at hand: send it as one body (no relay tasks for a stream whose
+            # every byte is already known), framed exactly as the API frames it.
+            headers = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *headers]
+            body_bytes = replay_sse(orjson.loads(entry.body))
+        else:
+            headers = [("content-type", "application/json"), *headers]
+            body_bytes = entry.body
+        reply = Reply(status=200, headers=headers, body=body_bytes)
+        reply.finished = True
+        reply.ttft = time.monotonic() - ctx.started
         return reply
-
-    @staticmethod
-    async def _replay(reply: Reply, body: bytes, started: float) -> AsyncIterator[bytes]:
-        try:
-            frames = replay_sse(orjson.loads(body))
-            reply.ttft = time.monotonic() - started
-            yield frames
-            reply.finished = True
-        finally:
-            if not reply.finished:
-                reply.error_type = "client_disconnected"
-            for callback in reply.on_close:
-                callback(reply)
 
     async def _tee(
         self, reply: Reply, inner: AsyncIterator[bytes], key: str, model: str, namespace: str,
