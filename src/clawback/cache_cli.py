@@ -45,9 +45,7 @@ def _admin(settings: Settings, gateway: str | None, token: str | None) -> tuple[
 @cache_app.command("invalidate")
 def invalidate(
     key: Annotated[str | None, typer.Option(help="A cache key (the x-clawback-cache-key response header)")] = None,
-    namespace: Annotated[
-        str | None, typer.Option(help="Every entry of a namespace (default: key id)")
-    ] = None,
+    namespace: Annotated[str | None, typer.Option(help="Every entry of a namespace (default: key id)")] = None,
     tag: Annotated[str | None, typer.Option(help="Every entry stored with this x-clawback-cache-tags tag")] = None,
     gateway: Annotated[str | None, typer.Option(help="Gateway URL (default: gateway.host and gateway.port)")] = None,
     admin_token: Annotated[str | None, typer.Option(help="Admin token (default: gateway.admin_token)")] = None,
