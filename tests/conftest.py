@@ -32,7 +32,12 @@ def sim_admin(simulator: BackgroundServer) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def gateway_settings(tmp_path: Path, simulator: BackgroundServer) -> Settings:
+    # The foundation tests check pass-through forwarding and billing: every optimization stage off (each
+    # stage's own tests turn it on).
     return Settings(
+        exact_cache={"enabled": False},
+        prompt_cache={"enabled": False},
+        pruning={"enabled": False},
         upstream={"url": simulator.url},
         ledger={
             "url": f"sqlite:///{tmp_path / 'ledger.db'}",

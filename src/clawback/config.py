@@ -102,7 +102,7 @@ class SimulatorSettings(_Section):
 class PromptCacheSettings(_Section):
     """The prompt-cache planner (issue 7); see ``clawback.pipeline.prompt_cache``."""
 
-    enabled: bool = Field(False, description="Place cache_control breakpoints where they pay")
+    enabled: bool = Field(True, description="Place cache_control breakpoints where they pay")
     fanout: bool = Field(True, description="Hold requests sharing a new prefix until the first one's first byte")
     fanout_max_wait_s: float = Field(10.0, ge=0, description="Longest a held request waits for its leader")
     min_writes_before_backoff: int = Field(3, ge=1, description="Writes observed before judging payback")
@@ -114,7 +114,7 @@ class PromptCacheSettings(_Section):
 class ExactCacheSettings(_Section):
     """The exact response cache (issue 7); see ``clawback.pipeline.exact_cache``."""
 
-    enabled: bool = Field(False, description="Answer identical requests from stored replies")
+    enabled: bool = Field(True, description="Answer identical requests from stored replies")
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field("clawback:ec:", description="Prefix of every Redis key the cache writes")

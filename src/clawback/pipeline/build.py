@@ -2,7 +2,9 @@
 
 The order (DESIGN.md): ledger (outermost: it sees what the caller sent and got) → flags → budget → exact
 cache → semantic cache → pruning → prompt-cache planner → coalesce → dispatch (the terminal upstream call).
-Stages are added here as they are built; today the pipeline is the ledger around the upstream call.
+Built today: ledger, exact cache, pruning, prompt-cache planner (its cache-aware fan-out is the coalescing of
+requests that share a new prefix); flags, budget, semantic cache and dispatch beyond the plain upstream call
+come with their own issues.
 """
 
 from __future__ import annotations
