@@ -23,6 +23,7 @@ __all__ = [
     "count_cache_breakpoints",
     "iter_prompt_blocks",
     "parse_json_body",
+    "strip_cache_control",
     "validate_messages_request",
 ]
 
@@ -112,6 +113,19 @@ def iter_prompt_blocks(body: Mapping[str, Any]) -> Iterator[tuple[str, dict[str,
         if isinstance(message, dict):
             for block in content_blocks(message):
                 yield "messages", block
+
+
+def strip_cache_control(block: Mapping[str, Any]) -> dict[str, Any]:
+    """A block without its ``cache_control`` marker (nor those of its sub-blocks): what a cache prefix hashes.
+
+    The API keys cached prefixes on content, not on where the breakpoints sit, so both the simulator's cache
+    and the planner compare blocks in this form.
+    """
+    out = {k: v for k, v in block.items() if k != "cache_control"}
+    content = out.get("content")
+    if isinstance(content, list) and any(isinstance(c, Mapping) and "cache_control" in c for c in content):
+        out["content"] = [strip_cache_control(c) if isinstance(c, Mapping) else c for c in content]
+    return out
 
 
 def count_cache_breakpoints(body: Mapping[str, Any]) -> int:

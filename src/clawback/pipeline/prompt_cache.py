@@ -57,7 +57,7 @@ from typing import Any
 
 import orjson
 
-from clawback.api.messages import MAX_CACHE_BREAKPOINTS, count_cache_breakpoints
+from clawback.api.messages import MAX_CACHE_BREAKPOINTS, count_cache_breakpoints, strip_cache_control
 from clawback.api.usage import Usage
 from clawback.config import PromptCacheSettings
 from clawback.pipeline.context import Reply, RequestContext
@@ -120,14 +120,6 @@ def _eligible(block: Mapping[str, Any]) -> bool:
     return not (kind == "text" and not block.get("text"))
 
 
-def _strip(block: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in block.items() if k != "cache_control"}
-    content = out.get("content")
-    if isinstance(content, list) and any(isinstance(c, Mapping) and "cache_control" in c for c in content):
-        out["content"] = [_strip(c) if isinstance(c, Mapping) else c for c in content]
-    return out
-
-
 def _salts(body: Mapping[str, Any], blocks: Sequence[PromptBlock]) -> dict[str, bytes]:
     """What invalidates the system / messages levels without changing their blocks (the docs' table)."""
     output_config = body.get("output_config")
@@ -145,7 +137,9 @@ def prefix_digests(body: Mapping[str, Any], blocks: Sequence[PromptBlock]) -> li
     out: list[bytes] = []
     for pb in blocks:
         hasher.update(salts[pb.section])
-        hasher.update(orjson.dumps([pb.section, pb.role, pb.first_in_message, _strip(pb.block)], default=str))
+        hasher.update(
+            orjson.dumps([pb.section, pb.role, pb.first_in_message, strip_cache_control(pb.block)], default=str)
+        )
         hasher.update(b"\x00")
         out.append(hasher.copy().digest())
     return out
@@ -397,9 +391,12 @@ def _snapshot(blocks: Sequence[PromptBlock], static_digest: bytes | None) -> _Sn
     system = [pb.block for pb in blocks if pb.section == "system"]
     return _Snapshot(
         static_digest,
-        [orjson.dumps(_strip(t)) for t in tools],
+        [orjson.dumps(strip_cache_control(t)) for t in tools],
         [str(t.get("name", "")) for t in tools],
-        [str(b.get("text", "")) if b.get("type") == "text" else orjson.dumps(_strip(b)).decode() for b in system],
+        [
+            str(b.get("text", "")) if b.get("type") == "text" else orjson.dumps(strip_cache_control(b)).decode()
+            for b in system
+        ],
     )
 
 

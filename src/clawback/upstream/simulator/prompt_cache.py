@@ -56,7 +56,7 @@ from typing import Any
 import orjson
 
 from clawback.api.errors import InvalidRequestError
-from clawback.api.messages import MAX_CACHE_BREAKPOINTS, count_cache_breakpoints
+from clawback.api.messages import MAX_CACHE_BREAKPOINTS, count_cache_breakpoints, strip_cache_control
 from clawback.api.usage import Usage
 from clawback.tokens import PromptBlock, prompt_blocks
 
@@ -171,15 +171,6 @@ def _breakpoints(body: Mapping[str, Any], blocks: Sequence[PromptBlock]) -> list
     return points
 
 
-def _strip(block: Mapping[str, Any]) -> dict[str, Any]:
-    """The block as hashed: without its cache_control marker (nor those of its sub-blocks)."""
-    out = {k: v for k, v in block.items() if k != "cache_control"}
-    content = out.get("content")
-    if isinstance(content, list) and any(isinstance(c, Mapping) and "cache_control" in c for c in content):
-        out["content"] = [_strip(c) if isinstance(c, Mapping) else c for c in content]
-    return out
-
-
 def _has_image(blocks: Sequence[PromptBlock]) -> bool:
     for pb in blocks:
         if pb.block.get("type") == "image":
@@ -207,7 +198,7 @@ def _prefix_digests(body: Mapping[str, Any], blocks: Sequence[PromptBlock], upto
     for pb in blocks[: upto + 1]:
         hasher.update(salts[pb.section])
         hasher.update(
-            orjson.dumps([pb.section, pb.role, pb.first_in_message, _strip(pb.block)], default=str),
+            orjson.dumps([pb.section, pb.role, pb.first_in_message, strip_cache_control(pb.block)], default=str),
         )
         hasher.update(b"\x00")
         digests.append(hasher.copy().digest())
