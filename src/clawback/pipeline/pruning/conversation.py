@@ -13,6 +13,7 @@ factor) for text, and ``clawback.tokens`` for images and documents (header-parse
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +22,20 @@ import orjson
 
 from clawback.tokens import MESSAGE_OVERHEAD, estimate_block_tokens
 
-__all__ = ["Turn", "block_text", "fast_block_tokens", "is_turn_start", "message_text", "split_turns"]
+__all__ = ["Turn", "block_text", "fast_block_tokens", "fold", "is_turn_start", "message_text", "split_turns"]
 
 _THINKING = frozenset({"thinking", "redacted_thinking"})
 _MEDIA = frozenset({"image", "document"})
+# The characters that ``re.IGNORECASE`` equates with an ASCII letter although ``str.lower`` does not map them to
+# it, or that ``str.lower`` maps to ASCII: dotted capital I, dotless i, long s, Kelvin sign.
+_FOLDS_ODDLY = re.compile("[\u0130\u0131\u017f\u212a]")
+
+
+def fold(text: str) -> str | None:
+    """``text`` lower-cased, when a case-sensitive pattern of lower-case ASCII on it matches exactly what the
+    ``re.IGNORECASE`` pattern matches on ``text`` (and ``\\w`` / ``\\b`` fall in the same places); ``None``
+    when ``text`` holds one of the few characters for which that does not hold (then use the slow pattern)."""
+    return None if not text.isascii() and _FOLDS_ODDLY.search(text) else text.lower()
 
 
 def is_turn_start(message: Mapping[str, Any]) -> bool:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from clawback.pipeline.pruning.conversation import message_text
+from clawback.pipeline.pruning.conversation import fold, message_text
 
 __all__ = ["extract_facts", "render_memory", "sentences"]
 
@@ -31,27 +31,23 @@ _MONTHS = (
     "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
     "tomorrow|tonight|weekend|next week|next month|next year|spring|summer|fall|autumn|winter"
 )
-_TIME = re.compile(rf"\b(?:{_MONTHS})\b", re.IGNORECASE)
-_FIRST_PERSON = re.compile(r"\b(?:i|i'm|im|i've|i'd|i'll|we|we're|we've|we'd|we'll|my|our|us|me)\b", re.IGNORECASE)
-_SIGNAL = re.compile(
-    r"\b(?:need|needs|want|wants|looking|prefer|preferably|must|have to|has to|require|required|budget|afford|"
+_FIRST_PERSON_WORDS = "i|i'm|im|i've|i'd|i'll|we|we're|we've|we'd|we'll|my|our|us|me"
+_SIGNAL_WORDS = (
+    r"need|needs|want|wants|looking|prefer|preferably|must|have to|has to|require|required|budget|afford|"
     r"approved|pre-?approv\w*|loan|mortgage|lender|cash|down payment|deposit|price|cost|pay|paying|salary|income|"
     r"live|living|lives|work|works|working|moving|move|relocat\w*|commute|school|schools|kids|children|family|"
     r"dog|dogs|cat|cats|pet|pets|allerg\w*|wheelchair|stairs|garage|yard|pool|bedroom\w*|bath\w*|sq\s?ft|"
     r"square feet|acre\w*|condo|townhouse|house|home|apartment|area|areas|neighbou?rhood\w*|near|close to|"
     r"timeline|deadline|by|before|after|until|within|asap|urgent|only|avoid|hate|love|like|don't|dont|can't|cant|"
     r"won't|wont|not|no|never|without|instead|rather|name|email|phone|call|text|contact|company|team|users|"
-    r"seats|plan|contract|renewal|currently|already|using|use|switch\w*|pets?|parking|budget)\b",
-    re.IGNORECASE,
+    r"seats|plan|contract|renewal|currently|already|using|use|switch\w*|pets?|parking|budget"
 )
+_COMMITMENT_WORDS = r"scheduled|booked|confirmed|reserved|sent|set up|quoted|will call|will email|i'll|we'll"
 _PROPER = re.compile(r"(?<=[\w,;:] )[A-Z][a-z]+")
 _FILLER = re.compile(
     r"^(?:ok(?:ay)?|thanks?(?: you)?|thank you|great|cool|sure|yes|yeah|yep|no|nope|sounds good|perfect|"
     r"got it|hi|hello|hey|awesome|nice)\b[\s!.,]*$",
     re.IGNORECASE,
-)
-_COMMITMENT = re.compile(
-    r"\b(?:scheduled|booked|confirmed|reserved|sent|set up|quoted|will call|will email|i'll|we'll)\b", re.IGNORECASE
 )
 _SPACE = re.compile(r"\s+")
 _LABELLED = re.compile(r"^[A-Za-z][\w /&'-]{0,30}:\s*\S")  # "Pets: two indoor cats."
@@ -59,34 +55,81 @@ _SHORT_WORDS = 12
 _MAX_SENTENCE_CHARS = 400
 
 
+class _Words:
+    r"""``\b(?:alternatives)\b``, case-insensitive, and an equivalent that is ~7x faster on lower-cased text.
+
+    The slow form, on text with mixed case, makes the regex engine try every alternative at every position. The
+    fast one groups the alternatives by first letter (each must begin with a lower-case letter) and checks the
+    leading word boundary after that letter (``(?<!\w.)``), so that the engine's first-character set skips most
+    positions in C. ``search(text, low)`` gives the same answer as the slow form on ``text`` whenever ``low`` is
+    ``fold(text)``; the unit tests check the two against each other.
+    """
+
+    __slots__ = ("fast", "slow")
+
+    def __init__(self, alternatives: str) -> None:
+        self.slow = re.compile(rf"\b(?:{alternatives})\b", re.IGNORECASE)
+        groups: dict[str, list[str]] = {}
+        for alternative in alternatives.split("|"):
+            groups.setdefault(alternative[0], []).append(alternative[1:])
+        parts = [rf"{first}(?<!\w.)(?:{'|'.join(sorted(set(rest)))})" for first, rest in sorted(groups.items())]
+        self.fast = re.compile(rf"(?:{'|'.join(parts)})\b")
+
+    def search(self, text: str, low: str | None) -> bool:
+        return (self.fast.search(low) if low is not None else self.slow.search(text)) is not None
+
+
+_TIME = _Words(_MONTHS)
+_FIRST_PERSON = _Words(_FIRST_PERSON_WORDS)
+_SIGNAL = _Words(_SIGNAL_WORDS)
+_COMMITMENT = _Words(_COMMITMENT_WORDS)
+
+
 def sentences(text: str) -> list[str]:
     """The sentences of ``text``, stripped, empty ones dropped."""
     return [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
 
 
+def _has_contact(sentence: str) -> bool:
+    # Only reached without a digit in the sentence: then only "@x", "http(s)://" and "www." can match.
+    return ("@" in sentence or "//" in sentence or "www." in sentence) and _CONTACT.search(sentence) is not None
+
+
 def _is_user_fact(sentence: str) -> bool:
     if _FILLER.match(sentence):
         return False
-    if _NUMBER.search(sentence) or _CONTACT.search(sentence):
+    if _NUMBER.search(sentence) or _has_contact(sentence):
         return True
     if sentence.endswith("?"):
         return False  # a question to the assistant: its answer is the assistant's, not the user's fact
-    if _LABELLED.match(sentence) or _TIME.search(sentence) or _PROPER.search(sentence):
+    low = fold(sentence)
+    if _LABELLED.match(sentence) or _TIME.search(sentence, low) or _PROPER.search(sentence):
         return True
-    if _SIGNAL.search(sentence):
-        return bool(_FIRST_PERSON.search(sentence)) or len(sentence.split()) <= _SHORT_WORDS
+    if _SIGNAL.search(sentence, low):
+        return _FIRST_PERSON.search(sentence, low) or len(sentence.split()) <= _SHORT_WORDS
     return False
 
 
 def _is_assistant_fact(sentence: str) -> bool:
-    return bool((_NUMBER.search(sentence) or _TIME.search(sentence)) and _COMMITMENT.search(sentence))
+    low = fold(sentence)  # the commitment first: the rarer of the two conditions
+    return _COMMITMENT.search(sentence, low) and bool(_NUMBER.search(sentence) or _TIME.search(sentence, low))
 
 
 @functools.lru_cache(maxsize=65_536)
 def _text_facts(role: str, text: str) -> tuple[str, ...]:
     """The fact sentences of one message text. Memoized: the gateway sees the same history on every turn, so
-    each message is read once, not once per turn (the 100-turn benchmark relies on it)."""
-    keep = _is_user_fact if role == "user" else _is_assistant_fact
+    each message is read once, not once per turn (the 100-turn benchmark relies on it).
+
+    An assistant text with no commitment or no figure / date anywhere has no fact sentence (a pattern that
+    matches in a sentence matches in the text around it), so long explanations are dismissed in one pass.
+    """
+    if role == "user":
+        keep = _is_user_fact
+    else:
+        low = fold(text)
+        if not _COMMITMENT.search(text, low) or not (_NUMBER.search(text) or _TIME.search(text, low)):
+            return ()
+        keep = _is_assistant_fact
     found: list[str] = []
     for sentence in sentences(text):
         if keep(sentence):

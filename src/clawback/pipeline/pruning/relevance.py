@@ -14,9 +14,14 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
+from clawback.pipeline.pruning.conversation import fold
+
 __all__ = ["Bm25Scorer", "Scorer", "select_relevant", "terms"]
 
 _WORD = re.compile(r"[a-z0-9$][a-z0-9$'.-]*[a-z0-9]|[a-z0-9]", re.IGNORECASE)
+# The same words of two characters or more, on text that ``fold`` lower-cased (single characters are dropped
+# anyway, and a one-character match moves the search on by one character just as a failed attempt does).
+_WORD_FOLDED = re.compile(r"[a-z0-9$][a-z0-9$'.-]*[a-z0-9]")
 _STOP = frozenset(
     [
         "the",
@@ -142,7 +147,10 @@ def terms(text: str) -> list[str]:
 @functools.lru_cache(maxsize=16_384)
 def _terms(text: str) -> tuple[str, ...]:
     # Memoized: a turn's text is scored again on every later compaction of the same conversation.
-    return tuple(w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1)
+    low = fold(text)
+    if low is None:
+        return tuple(w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1)
+    return tuple([w for w in _WORD_FOLDED.findall(low) if w not in _STOP])
 
 
 class Scorer(Protocol):

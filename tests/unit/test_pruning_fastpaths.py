@@ -1,0 +1,88 @@
+"""The pruner's fast paths give exactly what the plain regular expressions give (so pruned bytes never change).
+
+``facts`` matches its word lists on lower-cased text with patterns the regex engine can skip through, and
+``relevance`` tokenizes lower-cased text without ``re.IGNORECASE``; both fall back to the case-insensitive
+patterns on the few characters that fold differently. The references here are the original, slow forms.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clawback.pipeline.pruning import facts, relevance
+from clawback.pipeline.pruning.conversation import fold
+
+_ODD = ["\u0130", "\u0131", "\u017f", "\u212a"]  # dotted I, dotless i, long s, Kelvin sign
+_PIECES = [
+    *facts._MONTHS.split("|"),
+    *facts._FIRST_PERSON_WORDS.split("|"),
+    *facts._COMMITMENT_WORDS.split("|"),
+    "need", "pre-approved", "preapproval", "relocating", "allergic", "bedrooms", "bathroom", "sqft", "sq ft",
+    "sq\tft", "square feet", "acres", "neighbourhood", "neighborhood", "switching", "pets", "pet", "don't",
+    "can't", "won't", "close to", "have to", "down payment", "Riverside", "Pets:", "$450k", "3", "@x", "www.x",
+    "https://x", "next  week", "xmay", "mayx", "may_", "\u017funday", "booKed", "é", "the", "I", "WE'LL",
+    *_ODD, "Ok", "thanks", "?", "!", ".", ",", "-", "'", "_", "\n", " ", "  ",
+]  # fmt: skip
+texts = st.lists(st.sampled_from(_PIECES), max_size=14).map("".join)
+cased = st.tuples(texts, st.sampled_from(["same", "upper", "capitalize"])).map(
+    lambda pair: pair[0] if pair[1] == "same" else getattr(pair[0], pair[1])()
+)
+
+
+def _user_fact(sentence: str) -> bool:
+    if facts._FILLER.match(sentence):
+        return False
+    if facts._NUMBER.search(sentence) or facts._CONTACT.search(sentence):
+        return True
+    if sentence.endswith("?"):
+        return False
+    if facts._LABELLED.match(sentence) or facts._TIME.slow.search(sentence) or facts._PROPER.search(sentence):
+        return True
+    if facts._SIGNAL.slow.search(sentence):
+        return bool(facts._FIRST_PERSON.slow.search(sentence)) or len(sentence.split()) <= facts._SHORT_WORDS
+    return False
+
+
+def _assistant_fact(sentence: str) -> bool:
+    return bool(
+        (facts._NUMBER.search(sentence) or facts._TIME.slow.search(sentence))
+        and facts._COMMITMENT.slow.search(sentence)
+    )
+
+
+def _reference_facts(role: str, text: str) -> tuple[str, ...]:
+    keep = _user_fact if role == "user" else _assistant_fact
+    found: list[str] = []
+    for sentence in facts.sentences(text):
+        if keep(sentence):
+            if len(sentence) > facts._MAX_SENTENCE_CHARS:
+                sentence = sentence[: facts._MAX_SENTENCE_CHARS] + "…"
+            found.append(facts._SPACE.sub(" ", sentence))
+    return tuple(found)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(cased)
+def test_fast_word_patterns_match_the_case_insensitive_ones(text: str) -> None:
+    low = fold(text)
+    for words in (facts._TIME, facts._FIRST_PERSON, facts._SIGNAL, facts._COMMITMENT):
+        assert words.search(text, low) == (words.slow.search(text) is not None), (words.slow.pattern, text)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(cased, st.sampled_from(["user", "assistant"]))
+def test_fact_extraction_is_the_plain_regex_one(text: str, role: str) -> None:
+    assert facts._text_facts.__wrapped__(role, text) == _reference_facts(role, text)
+
+
+_WORD = re.compile(r"[a-z0-9$][a-z0-9$'.-]*[a-z0-9]|[a-z0-9]", re.IGNORECASE)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from([*"abcXYZ09$'.- \n_é", *_ODD, "the", "I"]), max_size=30).map("".join))
+def test_relevance_terms_are_the_plain_regex_ones(text: str) -> None:
+    expected = tuple(w for w in _WORD.findall(text.lower()) if w not in relevance._STOP and len(w) > 1)
+    assert relevance._terms.__wrapped__(text) == expected
