@@ -120,22 +120,49 @@ class Turn:
 
 
 def split_turns(messages: Sequence[Any], factor: float = 1.0) -> list[Turn]:
-    """The request's turns in order. Messages before the first human turn (an assistant opener) form turn 0."""
-    starts = [i for i, m in enumerate(messages) if i == 0 or (isinstance(m, dict) and is_turn_start(m))]
+    """The request's turns in order. Messages before the first human turn (an assistant opener) form turn 0.
+
+    One pass over the blocks: ``is_turn_start`` and the turn's ``fast_block_tokens`` inlined for the common
+    blocks (text, string tool results), the same figures as calling them.
+    """
     turns: list[Turn] = []
-    for k, start in enumerate(starts):
-        end = starts[k + 1] if k + 1 < len(starts) else len(messages)
-        tokens = 0
-        for message in messages[start:end]:
-            tokens += MESSAGE_OVERHEAD
-            if not isinstance(message, dict):
-                continue
+    start = 0
+    tokens = 0
+    opener = False
+    for i, message in enumerate(messages):
+        size = MESSAGE_OVERHEAD
+        begins = False
+        if isinstance(message, dict):
             content = message.get("content")
             if isinstance(content, str):
-                tokens += _chars_tokens(len(content), factor)
+                size += int(len(content) * factor / 4) + 1
+                begins = message.get("role") == "user"
             elif isinstance(content, list):
-                tokens += sum(fast_block_tokens(b, factor) for b in content if isinstance(b, dict))
-        first = messages[start]
-        opener = k == 0 and not (isinstance(first, dict) and is_turn_start(first))
-        turns.append(Turn(k, start, end, tokens, opener))
+                answers = False
+                for block in content:
+                    if not isinstance(block, dict):
+                        continue
+                    kind = block.get("type")
+                    if kind == "text":
+                        text = block.get("text")
+                        size += int(len(text) * factor / 4) + 1 if isinstance(text, str) else 1
+                        continue
+                    if kind == "tool_result":
+                        answers = True
+                        inner = block.get("content")
+                        if isinstance(inner, str):
+                            size += 4 + int(len(inner) * factor / 4)
+                            continue
+                    size += fast_block_tokens(block, factor)
+                begins = not answers and message.get("role") == "user"
+            else:
+                begins = message.get("role") == "user"
+        if i == 0:
+            opener = not begins
+        elif begins:
+            turns.append(Turn(len(turns), start, i, tokens, opener and not turns))
+            start, tokens = i, 0
+        tokens += size
+    if messages:
+        turns.append(Turn(len(turns), start, len(messages), tokens, opener and not turns))
     return turns

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -70,6 +70,7 @@ class Plan:
     elide: bool
     elide_min_tokens: int
     factor: float
+    facts: Mapping[int, Sequence[tuple[str, str]]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def tokens_before(self) -> int:
@@ -90,6 +91,14 @@ class _Estimates:
         self.factor = factor
         self._compacted: dict[int, int] = {}
         self._cum: list[int] = [0]
+        self.facts: dict[int, list[tuple[str, str]]] = {}
+
+    def turn_facts(self, index: int) -> list[tuple[str, str]]:
+        """The facts of turn ``index`` (extracted once per call: the schedule and the memory both need them)."""
+        found = self.facts.get(index)
+        if found is None:
+            found = self.facts[index] = extract_facts(_turn_messages(self.messages, self.turns[index]))
+        return found
 
     def compacted(self, index: int) -> int:
         """Tokens turn ``index`` still costs once compacted (its facts, or its elided self)."""
@@ -106,8 +115,7 @@ class _Estimates:
         elif self.policy.fact_memory == "off":
             value = 0
         else:
-            facts = extract_facts(_turn_messages(self.messages, turn))
-            value = sum(int(len(text) * self.factor / 4) + 6 for _, text in facts)
+            value = sum(int(len(text) * self.factor / 4) + 6 for _, text in self.turn_facts(index))
         self._compacted[index] = value
         return value
 
@@ -244,6 +252,7 @@ def plan_pruning(
         elide=policy.tool_elision,
         elide_min_tokens=policy.tool_elision_min_tokens,
         factor=factor,
+        facts=estimates.facts,
     )
 
 
@@ -280,9 +289,10 @@ def extractive_memory(body: Mapping[str, Any], plan: Plan, summary: str | None =
     facts: list[tuple[int, str, str]] = []
     if summary is None:
         for index in plan.dropped:
-            facts.extend(
-                (index, role, text) for role, text in extract_facts(_turn_messages(messages, plan.turns[index]))
-            )
+            found = plan.facts.get(index)
+            if found is None:
+                found = extract_facts(_turn_messages(messages, plan.turns[index]))
+            facts.extend((index, role, text) for role, text in found)
     return render_memory(plan.dropped[0], plan.dropped[-1], len(plan.dropped), facts, summary)
 
 
