@@ -16,6 +16,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from clawback.api.errors import InvalidRequestError
 from clawback.api.messages import count_cache_breakpoints, validate_messages_request
 from clawback.config import PruningSettings
 from clawback.pipeline.pruning.evaluate import strategy_policies
@@ -180,3 +181,55 @@ def test_the_next_turn_keeps_the_pruned_prefix_until_the_next_compaction_point(
     assert first.plan is None or second.plan is not None
     old = orjson.dumps(first.body["messages"])[:-1]
     assert orjson.dumps(second.body["messages"]).startswith(old)
+
+
+@st.composite
+def corrupted(draw: st.DrawFn) -> dict[str, Any]:
+    """A generated history with one defect the strict checks catch (or, now and then, a harmless change)."""
+    body = orjson.loads(orjson.dumps(draw(histories())))
+    messages = body["messages"]
+    index = draw(st.integers(0, len(messages) - 1))
+    message = messages[index]
+    blocks = [b for b in message["content"] if isinstance(b, dict)] if isinstance(message["content"], list) else []
+    tools = [b for b in blocks if b["type"] in ("tool_use", "tool_result")]
+    kind = draw(st.sampled_from(["drop_block", "rename_id", "role", "markers", "odd_id", "none"]))
+    if kind == "drop_block" and tools:
+        message["content"] = [b for b in message["content"] if b is not draw(st.sampled_from(tools))] or "x"
+    elif kind == "rename_id" and tools:
+        block = draw(st.sampled_from(tools))
+        block["id" if block["type"] == "tool_use" else "tool_use_id"] = "toolu_elsewhere"
+    elif kind == "role":
+        message["role"] = "assistant" if message["role"] == "user" else "user"
+    elif kind == "markers":
+        for m in messages:
+            if isinstance(m["content"], list) and draw(st.booleans()):
+                m["content"][0]["cache_control"] = {"type": "ephemeral"}
+    elif kind == "odd_id" and tools:
+        block = draw(st.sampled_from(tools))
+        block["id" if block["type"] == "tool_use" else "tool_use_id"] = 7
+    return body
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(body=corrupted(), strategy=st.sampled_from(sorted(POLICIES)), planner=st.booleans())
+def test_an_invalid_original_goes_out_untouched_whatever_turns_pruning_drops(
+    body: dict[str, Any], strategy: str, planner: bool
+) -> None:
+    """The stage validates the original whole only when the pruned form does not vouch for it: the decision
+    must be the one a full validation of the original gives."""
+    policy = POLICIES[strategy]
+    stage = PruningStage(policy, BOOK, planner_enabled=planner)
+    try:
+        validate_messages_request(body, strict=True)
+        valid = True
+    except InvalidRequestError:
+        valid = False
+    except TypeError:
+        return  # an id the validator itself cannot hash: not a request pruning gets to see
+    outcome = stage.prune_body(body, policy)
+    if not valid:
+        assert outcome.body is body
+        assert outcome.decision in ("none", "skipped:invalid_request")
+    else:
+        assert outcome.decision != "skipped:invalid_request"
+        validate_messages_request(outcome.body, strict=True)

@@ -33,13 +33,14 @@ from typing import Any
 
 import orjson
 
+from clawback.api.messages import MAX_CACHE_BREAKPOINTS
 from clawback.config import PruningPolicy
 from clawback.pipeline.pruning.conversation import Turn, block_text, fast_block_tokens, message_text, split_turns
 from clawback.pipeline.pruning.facts import extract_facts, render_memory
 from clawback.pipeline.pruning.relevance import Bm25Scorer, Scorer, select_relevant
 from clawback.tokens import tokenizer_factor
 
-__all__ = ["CacheRates", "Plan", "extractive_memory", "plan_pruning", "region_digest", "render"]
+__all__ = ["CacheRates", "Plan", "dropped_turns_valid", "extractive_memory", "plan_pruning", "region_digest", "render"]
 
 _MEMORY_HEADER_TOKENS = 40
 _PREVIEW_CHARS = 120
@@ -365,3 +366,44 @@ def _message_tokens(message: Mapping[str, Any], factor: float) -> int:
     if not isinstance(content, list):
         return 0
     return sum(fast_block_tokens(b, factor) for b in content if isinstance(b, dict))
+
+
+def dropped_turns_valid(body: Mapping[str, Any], plan: Plan, pruned_breakpoints: int) -> bool:
+    """Whether the strict checks the pruned request passed also hold for the turns it dropped, so that the
+    original request is valid without validating it whole (the slowest part of pruning a long tool loop).
+
+    Only for an original whose shape is valid (``validate_messages_request(strict=False)``) and a pruned form
+    that passed the strict checks, with ``count_cache_breakpoints`` of it. The pruned form holds every other
+    turn whole, so its tool pairing is the original's there; a dropped turn must pair its own tool_use and
+    tool_result blocks (a turn's last message is followed by a new human turn, which answers nothing) and
+    the breakpoints of all of them must fit. ``False`` means "not shown": the caller validates the original.
+    """
+    messages = body["messages"]
+    marks = 0
+    for index in plan.dropped:
+        turn = plan.turns[index]
+        asked: list[Any] = []  # the tool_use ids of the previous message of the turn
+        for i in range(turn.start, turn.end):
+            message = messages[i]
+            content = message.get("content")
+            uses: list[Any] = []
+            results: list[Any] = []
+            if isinstance(content, list):
+                for block in content:
+                    if block.get("cache_control"):
+                        marks += 1
+                    kind = block.get("type")
+                    if kind == "tool_use":
+                        uses.append(block.get("id"))
+                    elif kind == "tool_result":
+                        results.append(block.get("tool_use_id"))
+            if not all(type(x) is str for x in uses) or not all(type(x) is str for x in results):
+                return False  # unusual ids: leave every detail to the validator
+            if results and (message.get("role") != "user" or i == turn.start or not set(results) <= set(asked)):
+                return False
+            if asked and not set(asked) <= set(results):
+                return False
+            asked = uses
+        if asked:
+            return False  # the turn ends on unanswered tool_use blocks
+    return pruned_breakpoints + marks <= MAX_CACHE_BREAKPOINTS

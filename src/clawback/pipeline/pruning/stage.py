@@ -18,7 +18,9 @@ upstream's usage as always. The decision is recorded in the ledger row's labels:
 Safety net: a request that is valid goes out pruned only if the pruned form passes the same strict checks
 the simulator applies; otherwise the original is sent and the bug is logged (a pruned request the API would
 reject is a bug, never the caller's problem). A request that is already invalid is forwarded untouched, so
-the caller gets the API's own error.
+the caller gets the API's own error. (The original is validated whole only when needed: its shape always,
+then the strict checks on the pruned form plus ``dropped_turns_valid`` on the turns it left out imply the
+original's; when they do not, the whole original is checked, as before.)
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from clawback.pipeline.pruning.pruner import (
     CacheRates,
     Plan,
     dropped_messages,
+    dropped_turns_valid,
     extractive_memory,
     plan_pruning,
     region_digest,
@@ -168,15 +171,23 @@ class PruningStage:
         else:
             text = extractive_memory(body, plan)
         try:
-            validate_messages_request(body, strict=True)
+            validate_messages_request(body, strict=False)  # the shape: what ``render`` relies on
         except InvalidRequestError:
             return PruneOutcome(body, "skipped:invalid_request")  # the caller gets the API's own answer
         pruned, elided = render(body, plan, text)
+        problem: InvalidRequestError | None = None
         try:
             validate_messages_request(pruned, strict=True)
         except InvalidRequestError as exc:
-            log.error("pruning produced an invalid request (%s); sending the original", exc)
-            return PruneOutcome(body, "skipped:pruning_bug")
+            problem = exc
+        if problem is not None or not dropped_turns_valid(body, plan, count_cache_breakpoints(pruned)):
+            try:  # the whole original, as before pruning: an invalid one goes out untouched
+                validate_messages_request(body, strict=True)
+            except InvalidRequestError:
+                return PruneOutcome(body, "skipped:invalid_request")
+            if problem is not None:
+                log.error("pruning produced an invalid request (%s); sending the original", problem)
+                return PruneOutcome(body, "skipped:pruning_bug")
         memory_tokens = int(len(text) * plan.factor / 4) + 1 if text else 0
         return self._account(pruned, plan, price, cached, memory_tokens + elided)
 
