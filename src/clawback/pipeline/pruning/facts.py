@@ -121,22 +121,35 @@ def _text_facts(role: str, text: str) -> tuple[str, ...]:
     each message is read once, not once per turn (the 100-turn benchmark relies on it).
 
     An assistant text with no commitment or no figure / date anywhere has no fact sentence (a pattern that
-    matches in a sentence matches in the text around it), so long explanations are dismissed in one pass.
+    matches in a sentence matches in the text around it), so long explanations are dismissed in one pass; in
+    the others only the sentences where a commitment was found are examined.
     """
     if role == "user":
-        keep = _is_user_fact
-    else:
-        low = fold(text)
-        if not _COMMITMENT.search(text, low) or not (_NUMBER.search(text) or _TIME.search(text, low)):
-            return ()
-        keep = _is_assistant_fact
+        return tuple(_clip(s) for s in sentences(text) if _is_user_fact(s))
+    low = fold(text)
+    pattern = _COMMITMENT.fast if low is not None else _COMMITMENT.slow
+    starts = [m.start() for m in pattern.finditer(low if low is not None else text)]
+    if not starts or not (_NUMBER.search(text) or _TIME.search(text, low)):
+        return ()
+    # Only the sentences a commitment starts in can be facts (no alternative spans a sentence break).
     found: list[str] = []
-    for sentence in sentences(text):
-        if keep(sentence):
-            if len(sentence) > _MAX_SENTENCE_CHARS:
-                sentence = sentence[:_MAX_SENTENCE_CHARS] + "…"
-            found.append(_SPACE.sub(" ", sentence))
+    k = 0
+    for match in _SENTENCE.finditer(text):
+        while k < len(starts) and starts[k] < match.start():
+            k += 1
+        if k == len(starts):
+            break
+        if starts[k] < match.end():
+            sentence = match.group().strip()
+            if sentence and _is_assistant_fact(sentence):
+                found.append(_clip(sentence))
     return tuple(found)
+
+
+def _clip(sentence: str) -> str:
+    if len(sentence) > _MAX_SENTENCE_CHARS:
+        sentence = sentence[:_MAX_SENTENCE_CHARS] + "…"
+    return _SPACE.sub(" ", sentence)
 
 
 def extract_facts(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from itertools import filterfalse, repeat
 from typing import Protocol
 
 from clawback.pipeline.pruning.conversation import fold
@@ -19,9 +20,9 @@ from clawback.pipeline.pruning.conversation import fold
 __all__ = ["Bm25Scorer", "Scorer", "select_relevant", "terms"]
 
 _WORD = re.compile(r"[a-z0-9$][a-z0-9$'.-]*[a-z0-9]|[a-z0-9]", re.IGNORECASE)
-# The same words of two characters or more, on text that ``fold`` lower-cased (single characters are dropped
-# anyway, and a one-character match moves the search on by one character just as a failed attempt does).
-_WORD_FOLDED = re.compile(r"[a-z0-9$][a-z0-9$'.-]*[a-z0-9]")
+_WORD_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789$'.-")
+_SEPARATORS = bytes(c if c in _WORD_CHARS else 32 for c in range(256))
+_LEAD, _TRAIL = repeat("'.-"), repeat("$'.-")
 _STOP = frozenset(
     [
         "the",
@@ -139,6 +140,10 @@ _STOP = frozenset(
 )
 
 
+# Stop words, and the one-character words and empty strings a trimmed run can leave.
+_REJECT = _STOP | frozenset("abcdefghijklmnopqrstuvwxyz0123456789") | {""}
+
+
 def terms(text: str) -> list[str]:
     """Lower-cased words without stop words (numbers kept: they are often the point)."""
     return list(_terms(text))
@@ -150,7 +155,10 @@ def _terms(text: str) -> tuple[str, ...]:
     low = fold(text)
     if low is None:
         return tuple(w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1)
-    return tuple([w for w in _WORD_FOLDED.findall(low) if w not in _STOP])
+    # ``_WORD`` in C loops: a word is a run of [a-z0-9$'.-] trimmed to begin with [a-z0-9$] and end with
+    # [a-z0-9] (the regex's greedy match in such a run); other characters, non-ASCII ones too, separate words.
+    runs = low.encode("ascii", "replace").translate(_SEPARATORS).decode("ascii").split()
+    return tuple(filterfalse(_REJECT.__contains__, map(str.rstrip, map(str.lstrip, runs, _LEAD), _TRAIL)))
 
 
 class Scorer(Protocol):
