@@ -21,7 +21,7 @@ from typing import Any
 
 from clawback.pipeline.pruning.conversation import fold, message_text
 
-__all__ = ["extract_facts", "render_memory", "sentences"]
+__all__ = ["extract_facts", "facts_of_texts", "render_memory", "sentences"]
 
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
 _NUMBER = re.compile(r"\d")
@@ -155,12 +155,15 @@ def _clip(sentence: str) -> str:
 def extract_facts(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """``(role, sentence)`` for every fact-bearing sentence of ``messages``, in order (duplicates kept:
     ``render_memory`` drops them across the whole compacted span)."""
+    return facts_of_texts([(message.get("role"), message_text(message)) for message in messages])
+
+
+def facts_of_texts(texts: Sequence[tuple[Any, str]]) -> list[tuple[str, str]]:
+    """``extract_facts`` of messages already reduced to ``(role, message_text)``."""
     found: list[tuple[str, str]] = []
-    for message in messages:
-        role = message.get("role")
-        if role != "user" and role != "assistant":
-            continue
-        found.extend((role, sentence) for sentence in _text_facts(role, message_text(message)))
+    for role, text in texts:
+        if role == "user" or role == "assistant":
+            found.extend((role, sentence) for sentence in _text_facts(role, text))
     return found
 
 

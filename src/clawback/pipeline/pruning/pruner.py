@@ -36,7 +36,7 @@ import orjson
 from clawback.api.messages import MAX_CACHE_BREAKPOINTS
 from clawback.config import PruningPolicy
 from clawback.pipeline.pruning.conversation import Turn, block_text, fast_block_tokens, message_text, split_turns
-from clawback.pipeline.pruning.facts import extract_facts, render_memory
+from clawback.pipeline.pruning.facts import extract_facts, facts_of_texts, render_memory
 from clawback.pipeline.pruning.relevance import Bm25Scorer, Scorer, select_relevant
 from clawback.tokens import tokenizer_factor
 
@@ -93,12 +93,23 @@ class _Estimates:
         self._compacted: dict[int, int] = {}
         self._cum: list[int] = [0]
         self.facts: dict[int, list[tuple[str, str]]] = {}
+        self._texts: dict[int, list[tuple[Any, str]]] = {}
+
+    def texts(self, index: int) -> list[tuple[Any, str]]:
+        """``(role, message_text)`` of turn ``index``'s messages (read once: facts and relevance both need it)."""
+        found = self._texts.get(index)
+        if found is None:
+            turn = self.turns[index]
+            found = self._texts[index] = [
+                (m.get("role"), message_text(m)) for m in self.messages[turn.start : turn.end] if isinstance(m, dict)
+            ]
+        return found
 
     def turn_facts(self, index: int) -> list[tuple[str, str]]:
         """The facts of turn ``index`` (extracted once per call: the schedule and the memory both need them)."""
         found = self.facts.get(index)
         if found is None:
-            found = self.facts[index] = extract_facts(_turn_messages(self.messages, self.turns[index]))
+            found = self.facts[index] = facts_of_texts(self.texts(index))
         return found
 
     def compacted(self, index: int) -> int:
@@ -232,7 +243,7 @@ def plan_pruning(
             query = "\n".join(
                 message_text(messages[turns[i].start]) for i in range(point.boundary, point.query_turn + 1)
             )
-            documents = ["\n".join(message_text(m) for m in _turn_messages(messages, turns[i])) for i in region]
+            documents = ["\n".join(text for _, text in estimates.texts(i)) for i in region]
             chosen = select_relevant(
                 scorer or Bm25Scorer(), query, documents,
                 max_items=policy.relevance_max_turns, min_score=policy.relevance_min_score,
