@@ -43,6 +43,7 @@ _SIGNAL_WORDS = (
     r"seats|plan|contract|renewal|currently|already|using|use|switch\w*|pets?|parking|budget"
 )
 _COMMITMENT_WORDS = r"scheduled|booked|confirmed|reserved|sent|set up|quoted|will call|will email|i'll|we'll"
+_COMMITMENT_LITERALS = tuple(_COMMITMENT_WORDS.split("|"))  # plain words: each is its own literal text
 _PROPER = re.compile(r"(?<=[\w,;:] )[A-Z][a-z]+")
 _FILLER = re.compile(
     r"^(?:ok(?:ay)?|thanks?(?: you)?|thank you|great|cool|sure|yes|yeah|yep|no|nope|sounds good|perfect|"
@@ -127,8 +128,16 @@ def _text_facts(role: str, text: str) -> tuple[str, ...]:
     if role == "user":
         return tuple(_clip(s) for s in sentences(text) if _is_user_fact(s))
     low = fold(text)
-    pattern = _COMMITMENT.fast if low is not None else _COMMITMENT.slow
-    starts = [m.start() for m in pattern.finditer(low if low is not None else text)]
+    if low is None:
+        starts = [m.start() for m in _COMMITMENT.slow.finditer(text)]
+    else:  # where the commitment phrases occur at all (str.find); the sentence check below is the exact one
+        starts = []
+        for literal in _COMMITMENT_LITERALS:
+            at = low.find(literal)
+            while at >= 0:
+                starts.append(at)
+                at = low.find(literal, at + 1)
+        starts.sort()
     if not starts or not (_NUMBER.search(text) or _TIME.search(text, low)):
         return ()
     # Only the sentences a commitment starts in can be facts (no alternative spans a sentence break).

@@ -405,11 +405,14 @@ def dropped_turns_valid(body: Mapping[str, Any], plan: Plan, pruned_breakpoints:
                         marks += 1
                     kind = block.get("type")
                     if kind == "tool_use":
-                        uses.append(block.get("id"))
+                        ident = block.get("id")
                     elif kind == "tool_result":
-                        results.append(block.get("tool_use_id"))
-            if not all(type(x) is str for x in uses) or not all(type(x) is str for x in results):
-                return False  # unusual ids: leave every detail to the validator
+                        ident = block.get("tool_use_id")
+                    else:
+                        continue
+                    if type(ident) is not str:
+                        return False  # an unusual id: leave every detail to the validator
+                    (uses if kind == "tool_use" else results).append(ident)
             if results and (message.get("role") != "user" or i == turn.start or not set(results) <= set(asked)):
                 return False
             if asked and not set(asked) <= set(results):
