@@ -31,6 +31,7 @@ Money is integer micro-dollars throughout (exact sums in every database); ``to_m
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import operator
 import queue
@@ -162,10 +163,22 @@ class LedgerRecord:
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(LedgerRecord))
 
 # ON CONFLICT on request_id only: "INSERT OR IGNORE" would also swallow NOT NULL violations, silently.
-_SQLITE_INSERT = (
-    f"INSERT INTO ledger ({', '.join(_FIELD_NAMES)}) VALUES ({', '.join('?' for _ in _FIELD_NAMES)}) "
-    "ON CONFLICT (request_id) DO NOTHING"
-)
+_SQLITE_ROW = f"({', '.join('?' for _ in _FIELD_NAMES)})"
+#: Rows per multi-row INSERT: 29 columns x 300 rows stays under SQLite's 32,766 bound variables.
+_SQLITE_ROWS_PER_STATEMENT = 300
+
+
+@functools.lru_cache(maxsize=8)
+def _sqlite_insert(rows: int) -> str:
+    """One INSERT for ``rows`` rows. A single statement is one ``sqlite3_step``: the driver drops and retakes
+    the GIL around each step, and with ``executemany`` (a step per row) the writer thread queued for the GIL
+    once per row behind a busy event loop, fell behind under load and filled its queue."""
+    return (
+        f"INSERT INTO ledger ({', '.join(_FIELD_NAMES)}) VALUES {', '.join([_SQLITE_ROW] * rows)} "
+        "ON CONFLICT (request_id) DO NOTHING"
+    )
+
+
 _DATETIME_COLUMNS = tuple(i for i, f in enumerate(fields(LedgerRecord)) if f.name in ("started_at", "finished_at"))
 _JSON_COLUMNS = tuple(i for i, f in enumerate(fields(LedgerRecord)) if f.name in ("labels", "savings_micro_usd"))
 
@@ -587,16 +600,20 @@ class LedgerWriter:
     def _insert_rows(self, conn: Connection, rows: Sequence[LedgerRecord]) -> int:
         """Insert, skipping request ids already stored; returns how many rows were new.
 
-        On SQLite the rows go straight to the driver's ``executemany`` as tuples (``INSERT OR IGNORE``; its
-        ``rowcount`` is the number inserted). SQLAlchemy's per-row parameter processing made the writer
+        On SQLite the rows go straight to the driver as one multi-row INSERT per chunk (``ON CONFLICT DO
+        NOTHING``; its ``rowcount`` is the number inserted). SQLAlchemy's per-row parameter processing made the writer
         thread hold the GIL for ~25 µs a record, which showed up in the gateway's latency tail. Values are
         stored exactly as SQLAlchemy would store them (UTC text timestamps, JSON text), so reads are
         unchanged. PostgreSQL keeps the portable statement.
         """
         if self._engine.dialect.name != "sqlite":
             return len(conn.execute(self._insert, [r.to_row() for r in rows]).all())
-        result = conn.exec_driver_sql(_SQLITE_INSERT, [_sqlite_params(row) for row in rows])
-        return int(result.rowcount)
+        inserted = 0
+        for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
+            chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
+            params = tuple(value for row in chunk for value in _sqlite_params(row))
+            inserted += int(conn.exec_driver_sql(_sqlite_insert(len(chunk)), params).rowcount)
+        return inserted
 
     def _insert_statement(self) -> Insert:
         """``INSERT ... ON CONFLICT (request_id) DO NOTHING RETURNING request_id`` for this dialect.
