@@ -46,6 +46,7 @@ own caching is not ours to claim).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import re
@@ -370,7 +371,10 @@ class _Snapshot:
     system: list[str]
 
 
+@functools.lru_cache(maxsize=4096)
 def _mask(text: str) -> str:
+    """``text`` with volatile tokens masked. Memoized: the same system prompt comes back on every request, and
+    running the volatile-token regex over it each time was a third of the gateway's CPU under load."""
     return _VOLATILE.sub("#", text)
 
 
