@@ -228,19 +228,24 @@ def plan_request(
     allowed: Callable[[str], bool] = lambda kind: True,
     ttl_for: Callable[[str], str] = lambda kind: "5m",
     known: Callable[[int, bytes], bool] = lambda index, digest: False,
+    blocks: list[PromptBlock] | None = None,
+    digests: list[bytes] | None = None,
 ) -> Plan:
     """Decide the breakpoints for ``body`` (pure: the planner's state comes in through the callables).
 
     ``allowed(kind)``: payback allows this kind; ``ttl_for(kind)``: the TTL its reuse intervals favour;
     ``known(index, digest)``: we believe the prefix ending at block ``index`` is cached now.
+    ``blocks`` / ``digests``: ``prompt_blocks(body)`` and ``prefix_digests`` when the caller has them already.
     """
-    blocks, _ = prompt_blocks(body)
+    if blocks is None:
+        blocks, _ = prompt_blocks(body)
     cumulative: list[int] = []
     running = 0
     for pb in blocks:
         running += pb.tokens
         cumulative.append(running)
-    digests = prefix_digests(body, blocks)
+    if digests is None:
+        digests = prefix_digests(body, blocks)
     client: list[Breakpoint] = [
         Breakpoint(i, _ttl_of(pb.block["cache_control"]), "client") for i, pb in enumerate(blocks)
         if pb.block.get("cache_control") and _eligible(pb.block)
@@ -506,7 +511,10 @@ class PromptCachePlanner:
             body = stabilize_tools(body)
         blocks, _ = prompt_blocks(body)
         static_blocks = [i for i, pb in enumerate(blocks) if pb.section != "messages"]
-        snap_digest = prefix_digests(body, blocks[: static_blocks[-1] + 1])[-1] if static_blocks else None
+        # Computed once per request and shared with plan_request (tools/system digests do not depend on the
+        # messages, so the full list's entry at the last static block names the static prefix).
+        digests = prefix_digests(body, blocks)
+        snap_digest = digests[static_blocks[-1]] if static_blocks else None
         snap = _snapshot(blocks, snap_digest)
         family = _family_of(scope, model, snap)
         self._check_churn(ctx, family, snap)
@@ -517,6 +525,8 @@ class PromptCachePlanner:
             allowed=lambda kind: self._allowed(family, kind),
             ttl_for=lambda kind: choose_ttl(self.stats_for(family, kind).intervals, price),
             known=lambda index, digest: self._live((scope, model, digest), now),
+            blocks=blocks,
+            digests=digests,
         )
         self.planned += 1
         if plan.added or plan.body is not ctx.body:
