@@ -54,6 +54,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -328,8 +329,9 @@ class PaybackStats:
 
     writes: int = 0
     reads: int = 0
-    write_premium: float = 0.0
-    read_savings: float = 0.0
+    # Tokens x USD per million tokens = micro-dollars, kept exact (money is never a float).
+    write_premium: Decimal = Decimal(0)
+    read_savings: Decimal = Decimal(0)
     skipped: int = 0
     intervals: deque[float] = field(default_factory=lambda: deque(maxlen=32))
     last_used: float | None = None
@@ -339,8 +341,13 @@ class PaybackStats:
         return self.read_savings >= self.write_premium
 
     def as_dict(self) -> dict[str, Any]:
-        return {"writes": self.writes, "reads": self.reads, "write_premium_micro_usd": round(self.write_premium),
-                "read_savings_micro_usd": round(self.read_savings), "paid_back": self.paid_back}  # fmt: skip
+        return {
+            "writes": self.writes,
+            "reads": self.reads,
+            "write_premium_micro_usd": int(self.write_premium.to_integral_value()),
+            "read_savings_micro_usd": int(self.read_savings.to_integral_value()),
+            "paid_back": self.paid_back,
+        }
 
 
 @dataclass(slots=True)
@@ -650,7 +657,7 @@ class PromptCachePlanner:
                 kind = entry.kind if entry is not None else self._kind_at(plan, hit)
                 stats = self.stats_for(entry.family if entry is not None else family, kind)
                 stats.reads += 1
-                stats.read_savings += read * float(input_price - price.cache_read)
+                stats.read_savings += read * (input_price - price.cache_read)
                 if entry is not None:
                     stats.intervals.append(now - entry.last_used)
                     entry.last_used = now
@@ -667,7 +674,7 @@ class PromptCachePlanner:
                 stats = self.stats_for(family, kind)
                 write_price = price.cache_write_1h if point.ttl == "1h" else price.cache_write_5m
                 stats.writes += 1
-                stats.write_premium += (tokens - floor) * float(write_price - input_price)
+                stats.write_premium += (tokens - floor) * (write_price - input_price)
                 key = (scope, model, plan.digests[point.index])
                 previous = self._entries.get(key)
                 if previous is not None and previous.expires_at <= now:
