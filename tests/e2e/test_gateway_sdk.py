@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import wait_for
-from tests.e2e.ledger_checks import assert_ledger_matches_simulator, ledger_rows
+from tests.e2e.scenarios import assert_ledger_matches_simulator, ledger_rows, tool_round_trip
 
 MODEL = "claude-sonnet-4-6"
 POLICY = " ".join(f"Agency policy clause {i}: viewings need 24 hours notice and photo ID." for i in range(200))
@@ -57,17 +57,7 @@ def test_async_plain_and_stream(gateway, gateway_key, gateway_settings, sim_admi
 
 
 def test_tool_use_round_trip(client, gateway_settings, sim_admin):
-    tools = [{"name": "match_listing", "input_schema": {"type": "object", "properties": {"beds": {"type": "integer"}}}}]
-    first = client.messages.create(model=MODEL, max_tokens=200, tools=tools,
-                                   messages=[{"role": "user", "content": "3 beds?"}])  # fmt: skip
-    call = next(b for b in first.content if b.type == "tool_use")
-    second = client.messages.create(
-        model=MODEL, max_tokens=200, tools=tools,
-        messages=[{"role": "user", "content": "3 beds?"},
-                  {"role": "assistant", "content": [b.model_dump() for b in first.content]},
-                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "2 found"}]}],
-    )  # fmt: skip
-    assert second.stop_reason == "end_turn"
+    tool_round_trip(client, MODEL)
     assert_ledger_matches_simulator(gateway_settings, sim_admin, 2)
 
 

@@ -17,7 +17,7 @@ from anthropic.types.messages import MessageBatch
 import clawback
 from clawback.serving import free_port
 from clawback.storage.ledger import LedgerReader
-from tests.e2e.ledger_checks import assert_ledger_matches_simulator, ledger_rows
+from tests.e2e.scenarios import assert_ledger_matches_simulator, ledger_rows, tool_round_trip
 
 MODEL = "claude-sonnet-4-6"
 KEY = "sk-ant-wrap-test"
@@ -95,19 +95,9 @@ def test_async_create_plain_streamed_and_messages_stream(simulator, gateway_sett
 
 
 def test_tool_use_round_trip(client, gateway_settings, sim_admin):
-    tools = [{"name": "match_listing", "input_schema": {"type": "object", "properties": {"beds": {"type": "integer"}}}}]
-    first = client.messages.create(model=MODEL, max_tokens=200, tools=tools,
-                                   messages=[{"role": "user", "content": "3 beds?"}])  # fmt: skip
-    assert first.stop_reason == "tool_use"
+    first, _ = tool_round_trip(client, MODEL)
     call = next(b for b in first.content if b.type == "tool_use")
     assert isinstance(call, anthropic.types.ToolUseBlock)
-    second = client.messages.create(
-        model=MODEL, max_tokens=200, tools=tools,
-        messages=[{"role": "user", "content": "3 beds?"},
-                  {"role": "assistant", "content": [b.model_dump() for b in first.content]},
-                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "2 found"}]}],
-    )  # fmt: skip
-    assert second.stop_reason == "end_turn"
     assert_ledger_matches_simulator(gateway_settings, sim_admin, 2)
 
 

@@ -1,4 +1,4 @@
-"""Checks shared by the end-to-end tests: the ledger against the simulator's own billing."""
+"""Scenarios and checks shared by the gateway and wrapper end-to-end tests (two front doors, one behaviour)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,25 @@ def assert_ledger_matches_simulator(settings: Settings, sim_admin, count: int):
         assert row.counterfactual_micro_usd == row.cost_micro_usd
     assert sum(r.cost_micro_usd for r in rows) == sim_admin.get("/_simulator/totals").json()["cost_micro_usd"]
     return sorted(rows, key=lambda r: r.started_at)
+
+
+def tool_round_trip(client, model: str):  # type: ignore[no-untyped-def]
+    """A tool_use answered by a tool_result, through either front door; returns both messages."""
+    tools = [{"name": "match_listing", "input_schema": {"type": "object", "properties": {"beds": {"type": "integer"}}}}]
+    first = client.messages.create(
+        model=model, max_tokens=200, tools=tools, messages=[{"role": "user", "content": "3 beds?"}]
+    )
+    assert first.stop_reason == "tool_use"
+    call = next(b for b in first.content if b.type == "tool_use")
+    second = client.messages.create(
+        model=model,
+        max_tokens=200,
+        tools=tools,
+        messages=[
+            {"role": "user", "content": "3 beds?"},
+            {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "2 found"}]},
+        ],
+    )
+    assert second.stop_reason == "end_turn"
+    return first, second
