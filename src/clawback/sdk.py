@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
-import secrets
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from pathlib import Path
@@ -50,7 +49,7 @@ from clawback.api.messages import parse_json_body, validate_messages_request
 from clawback.config import GatewaySettings, LedgerSettings, Settings
 from clawback.gateway.auth import Authenticator
 from clawback.pipeline.build import build_pipeline
-from clawback.pipeline.context import Reply, RequestContext, Tenant
+from clawback.pipeline.context import Reply, RequestContext, Tenant, new_request_id
 from clawback.pricing import load_price_book
 from clawback.storage.ledger import LedgerWriter
 from clawback.storage.migrate import migrate
@@ -271,7 +270,7 @@ class _Core:
         ``httpx2`` error the SDK would have met without clawback (``APIConnectionError``/``APITimeoutError``).
         """
         path, query = route
-        request_id = "cbreq_" + secrets.token_hex(12)
+        request_id = new_request_id()
         endpoint = _PIPELINE_PATHS.get(path) if method == "POST" else None
         try:
             exchange = self._exchange(request_id, endpoint, method, path, query, headers, raw, read_timeout)
