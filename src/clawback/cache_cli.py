@@ -16,21 +16,13 @@ import orjson
 import typer
 from rich.console import Console
 
-from clawback.config import ConfigError, Settings, load_settings
+from clawback.cli_config import ConfigOption, err_console, settings_or_exit
+from clawback.config import Settings
 
 __all__ = ["cache_app"]
 
 cache_app = typer.Typer(no_args_is_help=True, help="Invalidate and inspect the exact response cache.")
 console = Console()
-err_console = Console(stderr=True)
-
-
-def _settings(config: str | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        err_console.print(f"[bold red]clawback:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
 
 
 def _admin(settings: Settings, gateway: str | None, token: str | None) -> tuple[str, dict[str, str]]:
@@ -50,13 +42,13 @@ def invalidate(
     gateway: Annotated[str | None, typer.Option(help="Gateway URL (default: gateway.host and gateway.port)")] = None,
     admin_token: Annotated[str | None, typer.Option(help="Admin token (default: gateway.admin_token)")] = None,
     direct: Annotated[bool, typer.Option(help="Go straight to Redis instead of the gateway")] = False,
-    config: Annotated[str | None, typer.Option("--config", "-c", help="YAML configuration file")] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Drop cached replies by key, namespace or tag; prints how many were dropped."""
     if not (key or namespace or tag):
         err_console.print("[bold red]clawback:[/] give --key, --namespace or --tag")
         raise typer.Exit(2)
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     if direct:
         if settings.exact_cache.backend != "redis":
             err_console.print("[bold red]clawback:[/] --direct needs exact_cache.backend: redis (the memory backend "
@@ -93,10 +85,10 @@ async def _direct(settings: Settings, key: str | None, namespace: str | None, ta
 def stats(
     gateway: Annotated[str | None, typer.Option(help="Gateway URL (default: gateway.host and gateway.port)")] = None,
     admin_token: Annotated[str | None, typer.Option(help="Admin token (default: gateway.admin_token)")] = None,
-    config: Annotated[str | None, typer.Option("--config", "-c", help="YAML configuration file")] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Exact-cache counters, prompt-cache payback per prefix family and recent prefix churn, as JSON."""
-    url, headers = _admin(_settings(config), gateway, admin_token)
+    url, headers = _admin(settings_or_exit(config), gateway, admin_token)
     response = httpx.get(f"{url}/admin/cache/stats", headers=headers, timeout=10)
     if response.status_code != 200:
         err_console.print(f"[bold red]clawback:[/] {response.status_code}: {response.text}", highlight=False)

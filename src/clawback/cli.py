@@ -10,28 +10,14 @@ from rich.console import Console
 
 from clawback import __version__
 from clawback.cache_cli import cache_app
-from clawback.config import ConfigError, Settings, load_settings
+from clawback.cli_config import ConfigOption, err_console, settings_or_exit
+from clawback.config import ConfigError
 from clawback.pricing_cli import pricing_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Cut the Claude API bill and prove it.")
 app.add_typer(pricing_app, name="pricing")
 app.add_typer(cache_app, name="cache")
 console = Console()
-err_console = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML configuration file (CLAWBACK_* variables override it)"),
-]
-
-
-def settings_or_exit(config: Path | None, **overrides: object) -> Settings:
-    """Load the configuration, or print what is wrong with it and exit 2."""
-    try:
-        return load_settings(config, **overrides)
-    except ConfigError as exc:
-        err_console.print(f"[bold red]clawback:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
 
 
 @app.command()

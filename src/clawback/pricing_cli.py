@@ -17,30 +17,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clawback.config import ConfigError, PricingSettings, load_settings
+from clawback.cli_config import ConfigOption, settings_or_exit
 from clawback.pricing import ModelPrice, PriceBook, PriceTableError, load_price_book, user_price_file
 
 __all__ = ["pricing_app"]
 
 pricing_app = typer.Typer(no_args_is_help=True, help="Model prices: list the table in force, install a newer one.")
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML configuration file (CLAWBACK_* variables override it)"),
-]
-
 
 def _console(stderr: bool = False) -> Console:
     # Built per command (not at import) so that COLUMNS and test runners' streams are honoured.
     return Console(stderr=stderr, width=max(Console().width, 150))
-
-
-def _pricing_settings(config: Path | None) -> PricingSettings:
-    try:
-        return load_settings(config).pricing
-    except ConfigError as exc:
-        _console(stderr=True).print(f"[bold red]clawback:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
 
 
 def _usd(value: Decimal) -> str:
@@ -80,7 +67,7 @@ def list_prices(
     ] = None,
 ) -> None:
     """Show every model's prices (USD per million tokens), minimum cacheable prompt and the table's date."""
-    settings = _pricing_settings(config)
+    settings = settings_or_exit(config).pricing
     try:
         book = PriceBook.from_file(file, fallback_model=settings.fallback_model) if file else load_price_book(settings)
     except PriceTableError as exc:
@@ -129,7 +116,7 @@ def update_prices(
     ] = None,
 ) -> None:
     """Validate a new price table and install it as the one clawback uses."""
-    settings = _pricing_settings(config)
+    settings = settings_or_exit(config).pricing
     err = _console(stderr=True)
     try:
         book = PriceBook.from_file(file, fallback_model=settings.fallback_model)
