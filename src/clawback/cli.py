@@ -71,6 +71,8 @@ def serve(
     gw = settings.gateway
     console.print(f"clawback gateway on http://{gw.host}:{gw.port} -> {app_.gateway.upstream_url}")
     console.print(f"  ANTHROPIC_BASE_URL=http://{gw.host}:{gw.port}  (ledger: {settings.ledger.url})")
+    stages = " -> ".join(stage.name for stage in app_.gateway.pipeline.stages)
+    console.print(f"  pipeline: {stages} -> upstream")
     run_app(app_, gw.host, gw.port)
 
 
