@@ -139,6 +139,3 @@ class Reply:
     upstream_request_id: str | None = None
     finished: bool = False
     on_close: list[Callable[[Reply], None]] = field(default_factory=list)
-
-    def json(self) -> Any:
-        return orjson.loads(self.body) if self.body else None

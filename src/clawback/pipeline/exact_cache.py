@@ -296,11 +296,11 @@ class ExactCacheStage:
     def _hit(self, ctx: RequestContext, entry: CachedReply) -> Reply:
         self.hits += 1
         ctx.cache_status = "hit"
-        body = ctx.body
+        request = ctx.request
         ctx.savings.add(
             self.name,
             self.price_book.cost(
-                ctx.model, entry.usage, inference_geo=_str(body.get("inference_geo")), speed=_str(body.get("speed"))
+                ctx.model, entry.usage, inference_geo=request.inference_geo, speed=request.speed
             ).micro_usd,
         )
         age = str(max(0, int(time.time() - entry.created_at)))
@@ -382,7 +382,3 @@ class ExactCacheStage:
     async def aclose(self) -> None:
         await self.flush()
         await self.backend.aclose()
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None

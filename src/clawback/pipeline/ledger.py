@@ -71,8 +71,8 @@ class LedgerStage:
                 ctx.model,
                 usage,
                 batch=False,
-                inference_geo=_str(ctx.body.get("inference_geo")),
-                speed=_str(ctx.body.get("speed")),
+                inference_geo=ctx.request.inference_geo,
+                speed=ctx.request.speed,
             ).micro_usd
         tenant = ctx.tenant
         record = LedgerRecord(
@@ -106,7 +106,3 @@ class LedgerStage:
         )
         for sink in self.sinks:
             sink(record)
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None

@@ -707,11 +707,9 @@ class PromptCachePlanner:
             cache_write_5m_input_tokens=usage.cache_write_5m_input_tokens - w5,
             cache_write_1h_input_tokens=usage.cache_write_1h_input_tokens - w1h,
         )
-        geo, speed = ctx.body.get("inference_geo"), ctx.body.get("speed")
-        kwargs: dict[str, Any] = {"inference_geo": geo if isinstance(geo, str) else None,
-                                  "speed": speed if isinstance(speed, str) else None}  # fmt: skip
-        actual = self.price_book.cost(ctx.model, usage, **kwargs).micro_usd
-        uncached = self.price_book.cost(ctx.model, without, **kwargs)
+        geo, speed = ctx.request.inference_geo, ctx.request.speed
+        actual = self.price_book.cost(ctx.model, usage, inference_geo=geo, speed=speed).micro_usd
+        uncached = self.price_book.cost(ctx.model, without, inference_geo=geo, speed=speed)
         return uncached.micro_usd - actual
 
     # -- reporting

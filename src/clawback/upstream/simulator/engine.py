@@ -215,12 +215,13 @@ class SimulatedAPI:
             turn.usage.cache_write_1h_input_tokens,
         )
         self.limits.settle_output(turn.workspace, output_tokens)
+        request = MessagesRequest(dict(turn.body))
         cost = self.price_book.cost(
             turn.model,
             turn.usage,
             batch=turn.batch,
-            inference_geo=turn.body.get("inference_geo") if isinstance(turn.body.get("inference_geo"), str) else None,
-            speed=turn.body.get("speed") if isinstance(turn.body.get("speed"), str) else None,
+            inference_geo=request.inference_geo,
+            speed=request.speed,
         )
         self.log.bill(
             BilledRequest(
