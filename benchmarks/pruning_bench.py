@@ -56,7 +56,6 @@ def tool_chat_100() -> dict[str, Any]:
 def clear_memos() -> None:
     facts._text_facts.cache_clear()
     relevance._terms.cache_clear()
-    relevance._counts.cache_clear()
 
 
 def measure(body: dict[str, Any], runs: int, *, cold: bool) -> dict[str, float]:

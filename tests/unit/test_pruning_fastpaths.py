@@ -86,3 +86,17 @@ _WORD = re.compile(r"[a-z0-9$][a-z0-9$'.-]*[a-z0-9]|[a-z0-9]", re.IGNORECASE)
 def test_relevance_terms_are_the_plain_regex_ones(text: str) -> None:
     expected = tuple(w for w in _WORD.findall(text.lower()) if w not in relevance._STOP and len(w) > 1)
     assert relevance._terms.__wrapped__(text) == expected
+
+
+_DOCUMENT_PIECES = [*"abXY09$'.- \n_é", *_ODD, "the", "ab", "ab.", "'ab", "-ab-", "a-b", "$9k", "pre-approved"]
+documents = st.lists(st.lists(st.sampled_from(_DOCUMENT_PIECES), max_size=12).map("".join), min_size=1, max_size=5)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(documents)
+def test_bm25_counts_the_query_terms_as_the_tokenizer_does(docs: list[str]) -> None:
+    corpus, starts = relevance._corpus(docs)
+    for term in {t for d in docs for t in relevance.terms(d)} | {"ab", "a-b", "$9k", "pre-approved"}:
+        per_document = [relevance.terms(d).count(term) for d in docs]
+        expected = {i: n for i, n in enumerate(per_document) if n}
+        assert relevance._frequencies(corpus, starts, term) == expected, (docs, term)

@@ -152,9 +152,13 @@ def _text_facts(role: str, text: str) -> tuple[str, ...]:
 def _sentence_at(text: str, at: int) -> tuple[int, str]:
     """Where the sentence holding ``text[at]`` (not a break) begins, and the sentence as ``sentences`` gives
     it: the run of non-break characters around ``at`` and the ``.!?`` run or newline that ends it."""
-    begin = max(text.rfind(".", 0, at), text.rfind("!", 0, at), text.rfind("?", 0, at), text.rfind("\n", 0, at)) + 1
-    end = len(text)
-    for mark in ".!?\n":
+    # The line first: the other marks are then looked for within it, not across a long text.
+    line = text.rfind("\n", 0, at) + 1
+    begin = max(line, text.rfind(".", line, at) + 1, text.rfind("!", line, at) + 1, text.rfind("?", line, at) + 1)
+    end = text.find("\n", at)
+    if end < 0:
+        end = len(text)
+    for mark in ".!?":
         found = text.find(mark, at, end)
         if found >= 0:
             end = found
