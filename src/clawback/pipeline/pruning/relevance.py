@@ -211,17 +211,25 @@ class Bm25Scorer:
 def _corpus(documents: Sequence[str]) -> tuple[str, list[int]]:
     """The documents lower-cased, non-word characters as spaces, one space after each; and where each
     begins (plus the end), so that an offset maps back to its document."""
-    folded: list[str] = []
+    folded = [fold(text) for text in documents]
     starts = [0]
-    for text in documents:
-        low = fold(text)
-        if low is None:  # the rare text that needs the case-insensitive tokenizer: its terms stand for it
-            low = " ".join(_terms(text))
-        folded.append(low)
-        starts.append(starts[-1] + len(low) + 1)
-    joined = " ".join(folded) + " "
-    # ``encode(..., "replace")`` gives one byte per character, so the offsets hold in the translated string.
-    return joined.encode("ascii", "replace").translate(_SEPARATORS).decode("ascii"), starts
+    lows = [low for low in folded if low is not None]
+    if len(lows) == len(folded):  # the common case: one translation pass over all of them
+        for low in lows:
+            starts.append(starts[-1] + len(low) + 1)
+        # ``encode(..., "replace")`` gives one byte per character, so the offsets hold in the translated string.
+        return _words_only(" ".join(lows) + " "), starts
+    pieces: list[str] = []
+    for text, low in zip(documents, folded, strict=True):
+        # The rare text that needs the case-insensitive tokenizer is stood for by its terms, verbatim.
+        piece = (" ".join(_terms(text)) if low is None else _words_only(low)) + " "
+        pieces.append(piece)
+        starts.append(starts[-1] + len(piece))
+    return "".join(pieces), starts
+
+
+def _words_only(low: str) -> str:
+    return low.encode("ascii", "replace").translate(_SEPARATORS).decode("ascii")
 
 
 def _frequencies(corpus: str, starts: list[int], term: str) -> Counter[int]:
