@@ -220,9 +220,9 @@ def _corpus(documents: Sequence[str]) -> tuple[str, list[int]]:
         # ``encode(..., "replace")`` gives one byte per character, so the offsets hold in the translated string.
         return _words_only(" ".join(lows) + " "), starts
     pieces: list[str] = []
-    for text, low in zip(documents, folded, strict=True):
+    for text, folded_text in zip(documents, folded, strict=True):
         # The rare text that needs the case-insensitive tokenizer is stood for by its terms, verbatim.
-        piece = (" ".join(_terms(text)) if low is None else _words_only(low)) + " "
+        piece = (" ".join(_terms(text)) if folded_text is None else _words_only(folded_text)) + " "
         pieces.append(piece)
         starts.append(starts[-1] + len(piece))
     return "".join(pieces), starts
