@@ -135,7 +135,9 @@ class PruningPolicy(_Section):
     The history is compacted in chunks: the verbatim tail grows until its completed turns exceed
     ``trigger_tokens`` (or ``trigger_turns``), then turns are folded into the compacted part until the tail is
     back under ``target_tokens`` (keeping at least ``keep_recent_turns``). Between two compaction points the
-    pruned prefix is byte-identical, so the prompt cache keeps hitting.
+    pruned prefix is byte-identical, so the prompt cache keeps hitting. Inside a turn's tool loop (an agent's
+    round trips), old large tool outputs are elided in chunks the same way, keeping the newest
+    ``keep_recent_tool_results`` (see ``clawback.pipeline.pruning.pruner``).
     """
 
     enabled: bool = Field(False, description="Prune long conversation histories")
@@ -153,7 +155,33 @@ class PruningPolicy(_Section):
     relevance_max_turns: int = Field(2, ge=0, description="Older turns kept for relevance, at most")
     relevance_min_score: float = Field(2.0, ge=0, description="BM25 score an older turn needs to be kept")
     tool_elision_min_tokens: int = Field(200, ge=1, description="Only tool results at least this large")
-    expected_turns: int = Field(8, ge=1, description="Turns expected after a compaction (cache payback)")
+    keep_recent_tool_results: int | None = Field(
+        3,
+        ge=1,
+        description=(
+            "Tool loops (tool_elision on): the newest N tool results of a turn's tool loop, and the steps holding "
+            "them, are never elided (3, as the API's clear_tool_uses keeps by default; at least the step the "
+            "model is answering); older large ones are, in chunks. None: never touch a turn's tool loop"
+        ),
+    )
+    keep_latest_per_tool: bool = Field(
+        True,
+        description=(
+            "Tool loops: also keep the newest result of each tool (the last test run, the last edit) until the "
+            "same tool is called again"
+        ),
+    )
+    tool_loop_trigger_tokens: int = Field(
+        2000,
+        ge=1,
+        description=(
+            "Tool loops: elide once the old tool outputs not yet elided would save more than this; a cached "
+            "request also waits until the saving pays back rewriting the cache over expected_turns round trips"
+        ),
+    )
+    expected_turns: int = Field(
+        8, ge=1, description="Turns expected after a compaction (cache payback); round trips, in a tool loop"
+    )
     assume_prompt_cache: bool | None = Field(
         None, description="Price decisions as cached; unset: when the request has cache_control or the planner is on"
     )

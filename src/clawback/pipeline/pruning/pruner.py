@@ -12,6 +12,22 @@ first message of the turn then in progress), so turn N+1 replays exactly turn N'
 compacted part, and hence the prompt prefix, is byte-identical from one compaction point to the next. The turn
 in progress (a tool loop, say) may grow without moving anything.
 
+Tool loops. A coding agent sends one human instruction and then 20-60 round trips (assistant ``tool_use``, user
+``tool_result`` with a file read, a search, a test run): all one human turn, out of the schedule's reach. So a
+turn's tool loop gets its own, smaller schedule (``_replay_loop``) at *step* granularity (a step is the messages
+up to and including one user message of ``tool_result`` blocks): large tool outputs older than the newest
+``keep_recent_tool_results`` (and, with ``keep_latest_per_tool``, than the newest result of each tool) are
+replaced by the short elision placeholder. It replays the loop request by request, the decision at the request
+whose newest step is ``r`` looking only at steps ``0..r``, so request r+1 replays request r's decisions and adds
+one: the elided prefix is byte-identical between two compaction points. A compaction happens once the pending
+saving exceeds ``tool_loop_trigger_tokens`` and, when the request is cached, once it pays: the edit makes the
+cache miss from the first changed step on and, with a client's one moving breakpoint and the 20-block lookback,
+in practice from the start of ``messages``, so the whole history is priced as rewritten. A turn's elision is
+decided while it is in progress and never changes afterwards (a completed turn in the verbatim tail keeps the
+form its last request had, so a new human turn does not bring old outputs back); older turns are compacted by
+the schedule as before. The step being answered is never elided, nor are thinking blocks, tool_use blocks or
+anything but the ``content`` of a ``tool_result``.
+
 Does a compaction pay? With prompt caching the long prefix costs only cache reads (0.1x of input on most
 models, 0.05x or 0.025x on some) while a compaction makes everything after it a new cache write (1.25x). At a
 candidate point the replay compares, over ``expected_turns`` turns, reading the current prefix against writing
@@ -19,8 +35,9 @@ the shorter one once and reading it afterwards, with the model's own rates from 
 not pay yet, it waits (the tail keeps growing and the comparison is made again on the next turn).
 
 Validity. Whole turns keep every tool_use / tool_result pair and thinking block together; the turn in progress
-is never touched (thinking blocks the API requires there stay); tool-result elision rewrites only the
-``content`` of ``tool_result`` blocks in kept older turns; the memory is one text block prepended to a user
+keeps all its blocks (thinking blocks the API requires there stay); tool-result elision rewrites only the
+``content`` of ``tool_result`` blocks (in kept older turns, and in the older steps of a tool loop), keeping the
+block, its ``tool_use_id``, ``is_error`` and ``cache_control``; the memory is one text block prepended to a user
 message that opens a turn; no ``cache_control`` is ever added; unknown blocks pass through untouched.
 """
 
@@ -38,12 +55,14 @@ from clawback.config import PruningPolicy
 from clawback.pipeline.pruning.conversation import Turn, block_text, fast_block_tokens, message_text, split_turns
 from clawback.pipeline.pruning.facts import extract_facts, facts_of_texts, render_memory
 from clawback.pipeline.pruning.relevance import Bm25Scorer, Scorer, select_relevant
-from clawback.tokens import tokenizer_factor
+from clawback.tokens import MESSAGE_OVERHEAD, tokenizer_factor
 
 __all__ = ["CacheRates", "Plan", "dropped_turns_valid", "extractive_memory", "plan_pruning", "region_digest", "render"]
 
 _MEMORY_HEADER_TOKENS = 40
 _PREVIEW_CHARS = 120
+_PLACEHOLDER_TOKENS = 60  # the elision placeholder with its preview, as the loop schedule estimates it
+_LOOP_MIN_MESSAGES = 5  # a human message and two steps: the fewest a tool loop can elide anything in
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +91,14 @@ class Plan:
     elide_min_tokens: int
     factor: float
     facts: Mapping[int, Sequence[tuple[str, str]]] = field(default_factory=dict, compare=False, repr=False)
+    loop_elided: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
+    """Turn index -> the message indexes (in the request) of tool_result messages elided in its tool loop."""
+    loop_steps: int = 0
+    """Steps of the turn in progress whose tool outputs are elided."""
+    loop_new: bool = False
+    """This request reaches a new compaction point of the turn in progress's tool loop."""
+    loop_last_step_tokens: int = 0
+    """Tokens of the newest step of the turn in progress (the one the model answers; new in the cache anyway)."""
 
     @property
     def tokens_before(self) -> int:
@@ -176,12 +203,16 @@ def _opening(turns: Sequence[Turn], policy: PruningPolicy) -> int:
 
 
 def schedule(
-    turns: Sequence[Turn], policy: PruningPolicy, estimates: _Estimates, rates: CacheRates | None
+    turns: Sequence[Turn],
+    policy: PruningPolicy,
+    estimates: _Estimates,
+    rates: CacheRates | None,
+    trace: list[tuple[int, int]] | None = None,
 ) -> _Point | None:
     """Replay the conversation's growth and return the compaction point in force at its last turn.
 
     ``rates`` set: decisions are priced as cached (compaction must pay back its cache write); ``None``: every
-    compaction that removes tokens pays.
+    compaction that removes tokens pays. ``trace`` receives ``(step, boundary)`` of every compaction.
     """
     n = len(turns)
     opening = _opening(turns, policy)
@@ -212,7 +243,182 @@ def schedule(
                 continue
         boundary = candidate
         point = _Point(boundary, completed, step, (point.count if point else 0) + 1)
+        if trace is not None:
+            trace.append((step, boundary))
     return point
+
+
+@dataclass(slots=True)
+class _Loop:
+    """The tool loop of one turn, step by step (a step ends at a user message holding tool_result blocks)."""
+
+    head: int  # tokens of the turn's first message (the human one)
+    positions: list[int]  # message index of each step's tool_result message
+    tokens: list[int]  # tokens of each step's messages
+    saving: list[int]  # what eliding the step's large tool outputs saves (estimate)
+    results: list[int]  # tool_result blocks in the step
+    tools: list[tuple[str, ...]]  # the tools the step called
+
+
+def _elidable(block: Mapping[str, Any], tokens: int, min_tokens: int) -> bool:
+    """A tool_result elision may rewrite: large enough, and no breakpoint inside its content (a client's
+    breakpoint must survive, and moving it onto the block could exceed the API's four)."""
+    if block.get("type") != "tool_result" or tokens < min_tokens:
+        return False
+    content = block.get("content")
+    return not (isinstance(content, list) and any(isinstance(c, dict) and c.get("cache_control") for c in content))
+
+
+def _loop_of(messages: Sequence[Any], turn: Turn, policy: PruningPolicy, factor: float) -> _Loop:
+    min_tokens = policy.tool_elision_min_tokens
+    loop = _Loop(0, [], [], [], [], [])
+    pending = 0
+    names: list[str] = []
+    for i in range(turn.start, turn.end):
+        message = messages[i]
+        size = MESSAGE_OVERHEAD
+        results = saving = 0
+        if isinstance(message, dict):
+            content = message.get("content")
+            if isinstance(content, str):
+                size += int(len(content) * factor / 4) + 1
+            elif isinstance(content, list):
+                for block in content:
+                    if not isinstance(block, dict):
+                        continue
+                    kind = block.get("type")
+                    if kind == "text":  # ``fast_block_tokens`` inlined for the common blocks (same figures)
+                        text = block.get("text")
+                        size += int(len(text) * factor / 4) + 1 if isinstance(text, str) else 1
+                        continue
+                    inner = block.get("content") if kind == "tool_result" else None
+                    if isinstance(inner, str):
+                        tokens = 4 + int(len(inner) * factor / 4)
+                    else:
+                        tokens = fast_block_tokens(block, factor)
+                    size += tokens
+                    if kind == "tool_result":
+                        results += 1
+                        if _elidable(block, tokens, min_tokens):
+                            saving += max(0, tokens - _PLACEHOLDER_TOKENS)
+                    elif kind == "tool_use":
+                        name = block.get("name")
+                        names.append(name if isinstance(name, str) else "")
+        if i == turn.start:
+            loop.head = size
+        elif results and message.get("role") == "user":
+            loop.positions.append(i)
+            loop.tokens.append(pending + size)
+            loop.saving.append(saving)
+            loop.results.append(results)
+            loop.tools.append(tuple(names))
+            pending, names = 0, []
+        else:
+            pending += size
+    return loop
+
+
+@dataclass(frozen=True, slots=True)
+class _LoopState:
+    elided: tuple[int, ...]  # the steps whose large tool outputs are elided
+    saved: int  # tokens that saves (estimate)
+    point: int | None  # the step at whose request the last compaction was made
+    compactions: int
+
+
+def _replay_loop(loop: _Loop, policy: PruningPolicy, rates: CacheRates | None, before: int) -> _LoopState:
+    """Replay the tool loop request by request (request ``r`` ends at step ``r``) and return the elision in
+    force at its last step. ``before``: tokens of the pruned history before the turn (priced when cached)."""
+    keep = policy.keep_recent_tool_results or 1
+    per_tool = policy.keep_latest_per_tool
+    trigger = policy.tool_loop_trigger_tokens
+    saving = loop.saving
+    done = 0  # steps [0, done) are decided: elided, or exempt as the newest of their tool then
+    exempt: list[int] = []
+    saved = 0
+    point: int | None = None
+    compactions = 0
+    latest: dict[str, int] = {}
+    start = 0  # the keep window: steps [start, r] hold at least ``keep`` results (or it is every step)
+    window = 0
+    total = before + loop.head  # the request's tokens before step r
+    for r in range(len(loop.positions)):
+        if per_tool:
+            for name in loop.tools[r]:
+                latest[name] = r
+        window += loop.results[r]
+        while start < r and window - loop.results[start] >= keep:
+            window -= loop.results[start]
+            start += 1
+        if r:
+            total += loop.tokens[r - 1]
+        if start <= done and not exempt:
+            continue
+        protected = set(latest.values()) if per_tool else set()
+        newly = [s for s in exempt if s not in protected]
+        newly += [s for s in range(done, start) if s not in protected]
+        pending = sum(saving[s] for s in newly)
+        if pending <= 0 or pending < trigger:
+            continue
+        if rates is not None and not _pays(policy, rates, total - saved, total - saved - pending, 0):
+            continue
+        exempt = [s for s in (*exempt, *range(done, start)) if s in protected]
+        done = max(done, start)
+        saved += pending
+        point = r
+        compactions += 1
+    if not compactions:
+        return _LoopState((), 0, None, 0)
+    skipped = set(exempt)
+    elided = tuple(s for s in range(done) if s not in skipped and saving[s] > 0)
+    return _LoopState(elided, saved, point, compactions)
+
+
+def _tool_loops(
+    messages: Sequence[Any],
+    turns: Sequence[Turn],
+    policy: PruningPolicy,
+    rates: CacheRates | None,
+    estimates: _Estimates,
+    trace: Sequence[tuple[int, int]],
+    tail: int,
+) -> tuple[dict[int, tuple[int, ...]], _Loop | None, _LoopState | None]:
+    """The elided tool_result messages of every turn of the verbatim tail (``turns[tail:]``), and the loop and
+    elision of the turn in progress.
+
+    Each turn's elision is decided as it was while that turn was in progress: priced, when cached, with the
+    pruned history before it as the schedule had it then (the compaction in force at that turn).
+    """
+    n = len(turns)
+    opening = _opening(turns, policy)
+    effective = [0]  # prefix sums of each turn's tokens after its own tool-loop elision
+    elided: dict[int, tuple[int, ...]] = {}
+    current: tuple[_Loop | None, _LoopState | None] = (None, None)
+    events = iter(trace)
+    event = next(events, None)
+    boundary = opening
+    for index, turn in enumerate(turns):
+        while event is not None and event[0] <= index + 1:  # the compaction in force while ``index`` ran
+            boundary = event[1]
+            event = next(events, None)
+        saved = 0
+        if turn.end - turn.start >= _LOOP_MIN_MESSAGES and (rates is not None or index >= tail):
+            before = 0
+            if rates is not None:
+                if boundary > opening:
+                    before = effective[opening] + estimates.region(opening, boundary)
+                    before += effective[index] - effective[boundary]
+                else:
+                    before = effective[index]
+            loop = _loop_of(messages, turn, policy, estimates.factor)
+            state = _replay_loop(loop, policy, rates, before)
+            saved = state.saved
+            if index >= tail and state.elided:
+                elided[index] = tuple(loop.positions[s] for s in state.elided)
+            if index == n - 1:
+                current = (loop, state)
+        effective.append(effective[-1] + turn.tokens - saved)
+    return elided, *current
 
 
 def plan_pruning(
@@ -232,9 +438,37 @@ def plan_pruning(
     factor = tokenizer_factor(model if isinstance(model, str) else None)
     turns = split_turns(messages, factor)
     estimates = _Estimates(messages, turns, policy, factor)
-    point = schedule(turns, policy, estimates, rates)
+    trace: list[tuple[int, int]] = []
+    point = schedule(turns, policy, estimates, rates, trace)
+    loops: dict[int, tuple[int, ...]] = {}
+    loop: _Loop | None = None
+    state: _LoopState | None = None
+    if policy.tool_elision and policy.keep_recent_tool_results is not None:
+        tail = point.boundary if point is not None else 0
+        loops, loop, state = _tool_loops(messages, turns, policy, rates, estimates, trace, tail)
+    current = turns[-1]
+    loop_fields: dict[str, Any] = {}
+    if loop is not None and state is not None:
+        loop_fields = {
+            "loop_elided": loops,
+            "loop_steps": len(state.elided),
+            "loop_new": state.point is not None and state.point == len(loop.positions) - 1,
+            "loop_last_step_tokens": loop.tokens[-1] if loop.tokens else 0,
+        }
+    elif loops:
+        loop_fields = {"loop_elided": loops}
     if point is None:
-        return None
+        if not loops:
+            return None
+        return Plan(
+            turns=tuple(turns), opening=0, boundary=0, kept=(), dropped=(), query_turn=len(turns) - 1,
+            new_compaction=False, compactions=0, elide=False, elide_min_tokens=policy.tool_elision_min_tokens,
+            factor=factor, **loop_fields,
+        )  # fmt: skip
+    # the compaction is new on the request that opens the turn; the turn's later round trips replay it
+    in_progress = any(
+        isinstance(m, dict) and m.get("role") == "user" for m in messages[current.start + 1 : current.end]
+    )
     opening = _opening(turns, policy)
     region = list(range(opening, point.boundary))
     if policy.window:
@@ -259,12 +493,13 @@ def plan_pruning(
         kept=tuple(kept),
         dropped=tuple(dropped),
         query_turn=point.query_turn,
-        new_compaction=point.step == len(turns),
+        new_compaction=point.step == len(turns) and not in_progress,
         compactions=point.count,
         elide=policy.tool_elision,
         elide_min_tokens=policy.tool_elision_min_tokens,
         factor=factor,
         facts=estimates.facts,
+        **loop_fields,
     )
 
 
@@ -309,14 +544,21 @@ def extractive_memory(body: Mapping[str, Any], plan: Plan, summary: str | None =
 
 
 def _elide_block(block: Mapping[str, Any], min_tokens: int, factor: float) -> Mapping[str, Any]:
+    """The block with its content replaced by a short placeholder (the block, its ``tool_use_id``, ``is_error``
+    and ``cache_control`` stay), or the block itself when it is not a large tool result."""
     if block.get("type") != "tool_result":
         return block
     tokens = fast_block_tokens(block, factor)
-    if tokens < min_tokens:
+    if not _elidable(block, tokens, min_tokens):
         return block
-    preview = " ".join(block_text(block).split())[:_PREVIEW_CHARS]
+    text = block_text(block)
+    preview = " ".join(text[: _PREVIEW_CHARS * 4].split())  # a prefix of the whole text's (words only cut)
+    if len(preview) < _PREVIEW_CHARS and len(text) > _PREVIEW_CHARS * 4:
+        preview = " ".join(text.split())
+    preview = preview[:_PREVIEW_CHARS]
     placeholder = f"[clawback: earlier tool output elided, about {tokens} tokens"
-    placeholder += f'; it began: "{preview}"]' if preview else "]"
+    placeholder += f'; it began: "{preview}"' if preview else ""
+    placeholder += "; call the tool again if the output is needed]"
     out = dict(block)
     out["content"] = placeholder
     return out
@@ -363,7 +605,16 @@ def render(body: Mapping[str, Any], plan: Plan, memory: str | None) -> tuple[dic
                     delta += _message_tokens(elided, plan.factor) - _message_tokens(message, plan.factor)
                 message = elided
             out.append(message)
-    out.extend(messages[plan.turns[plan.boundary].start :])
+    tail = plan.turns[plan.boundary].start
+    offset = len(out) - tail
+    out.extend(messages[tail:])
+    for positions in plan.loop_elided.values():  # older steps of the tail's tool loops
+        for i in positions:
+            message = messages[i]
+            elided = _elide_message(message, plan.elide_min_tokens, plan.factor)
+            if elided is not message:
+                delta += _message_tokens(elided, plan.factor) - _message_tokens(message, plan.factor)
+                out[offset + i] = elided
     if memory is not None:
         position = plan.turns[plan.opening].start  # the opening's messages come first, one for one
         out[position] = _with_memory(out[position], memory)

@@ -10,10 +10,14 @@ Money, honestly. The saving booked for a request is the price of the tokens it n
 they would have been billed in the caller's original request: cache reads when the request is cached (client
 markers, or the planner is on), plain input otherwise. The request that reaches a new compaction point also
 pays to write everything after the point into the cache again; that premium is subtracted, so such a request
-may book a negative saving. Token figures are the pruner's fast estimates; the ledger's cost comes from the
-upstream's usage as always. The decision is recorded in the ledger row's labels: ``pruning`` (``compacted``,
-``compacted-new``, or why not), ``pruning_tokens_before`` / ``_after``, ``pruning_boundary_turn``,
-``pruning_dropped_turns``.
+may book a negative saving. The point of a history compaction is new on the request that opens a human turn
+(the turn's later round trips replay it). A new elision point in the tool loop of the turn in progress makes
+the whole history a cache write again (see ``pruner``), all but its newest step, which is a write anyway.
+Token figures are the pruner's fast estimates; the ledger's cost comes from the upstream's usage as always.
+The decision is recorded in the ledger row's labels: ``pruning`` (``compacted``, ``compacted-new``, or why
+not; a tool-loop elision counts as a compaction), ``pruning_tokens_before`` / ``_after``,
+``pruning_boundary_turn``, ``pruning_dropped_turns``, ``pruning_elided_steps`` (steps of the turn in progress
+whose tool outputs are elided).
 
 Safety net: a request that is valid goes out pruned only if the pruned form passes the same strict checks
 the simulator applies; otherwise the original is sent and the bug is logged (a pruned request the API would
@@ -136,6 +140,7 @@ class PruningStage:
             labels["pruning_tokens_after"] = str(outcome.tokens_after)
             labels["pruning_boundary_turn"] = str(outcome.plan.boundary)
             labels["pruning_dropped_turns"] = str(len(outcome.plan.dropped))
+            labels["pruning_elided_steps"] = str(outcome.plan.loop_steps)
         if outcome.body is not ctx.body:
             ctx.savings.add(self.name, outcome.saved_micro_usd)
             ctx.replace_body(outcome.body)
@@ -205,21 +210,24 @@ class PruningStage:
         """Tokens before / after and the net saving (see the module docstring for the cache arithmetic).
 
         ``added`` is what the pruned form costs beyond the turns it keeps (the memory block, minus what
-        tool-result elision took out of the kept turns).
+        tool-result elision took out of the kept turns and the tool loops).
         """
         before = plan.tokens_before
         after = max(0, before - sum(plan.turns[i].tokens for i in plan.dropped) + added)
         removed = max(0, before - after)
         if cached:
             saved = Decimal(removed) * price.cache_read
+            rewritten = 0
             if plan.new_compaction:
                 opening = sum(t.tokens for t in plan.turns[: plan.opening])
                 current = plan.turns[-1].tokens
                 rewritten = max(0, after - opening - current)
-                saved -= Decimal(rewritten) * (price.cache_write_5m - price.cache_read)
+            if plan.loop_new:  # the whole history is written again, its newest step would have been anyway
+                rewritten = max(rewritten, after - plan.loop_last_step_tokens)
+            saved -= Decimal(rewritten) * (price.cache_write_5m - price.cache_read)
         else:
             saved = Decimal(removed) * price.input
-        decision = "compacted-new" if plan.new_compaction else "compacted"
+        decision = "compacted-new" if plan.new_compaction or plan.loop_new else "compacted"
         return PruneOutcome(pruned, decision, plan, before, after, int(saved))
 
     async def _summary(
