@@ -90,3 +90,23 @@ def test_mix_blends_all_real_estate_traffic():
     assert {s.ref.split("/")[0] for s in mix} == {"lead_chat", "lead_scoring", "property_match", "faq"}
     with pytest.raises(ValueError, match="unknown workload"):
         build_workload("nope")
+
+
+def test_agentic_labels_name_what_the_agent_was_told_and_last_saw():
+    agentic = build_workload("agentic", 0, 1.0)
+    assert agentic.turns_are_round_trips
+    kinds: set[str] = set()
+    instructions: set[str] = set()
+    for step in agentic:
+        text = orjson.dumps(step.request["messages"]).decode()
+        facts = step.labels.needed_facts
+        assert facts["task"] in step.request["messages"][0]["content"][-1]["text"]
+        for name, value in facts.items():
+            kinds.add(name.rsplit("_", 1)[0] if name.startswith("instruction_") else name)
+            assert orjson.dumps(value).decode()[1:-1] in text  # the request carries it: pruning must keep it
+            if name.startswith("instruction_"):
+                instructions.add(value)
+        if "failing_test" in facts:
+            assert facts["failing_test"].startswith("tests/") and facts["failing_test"].endswith(" FAILED")
+    assert kinds == {"task", "instruction", "failing_test", "edited_file"}
+    assert len(instructions) > 1  # follow-ups differ, so a later one is never "kept" through an earlier copy

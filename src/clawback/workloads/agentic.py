@@ -5,7 +5,19 @@ descriptions, a task, then one request per agent step whose history grows by a t
 with a large tool output (a file read, a search, a test run). The client's own breakpoints are the ones such
 a client places: on the instruction block and on the last content block of the newest user message (moved
 forward every request). Gaps between steps are a few seconds (model + tool time), with an occasional
-long pause (the user stepped away), so 5-minute cache entries sometimes expire.
+long pause (the user stepped away), so 5-minute cache entries sometimes expire. Now and then the agent reports
+and the user gives a follow-up instruction (a new human turn in the same session), drawn from a list of
+different instructions (with a random stream of its own, so the trace is otherwise the one it always was: one
+repeated sentence would let a pruned request "keep" a later instruction through an earlier copy).
+
+A turn, for this workload, is an API round trip (``turns_are_round_trips``: the Agent SDK's ``max_turns``
+counts them): a session is 25-40 of them, mostly inside one or a few human turns.
+
+Labels (``needed_facts``, for scoring only): what a coding agent still needs at each step to do the task
+right, as exact strings of the history the request carries: the task (``task``) and every follow-up
+instruction so far (``instruction_N``); the first failing test of the most recent test run, as the runner
+printed it (``failing_test``: ``tests/test_x.py::test_y_3 FAILED``; gone once a later run passes), and the
+path of the file it last edited (``edited_file``).
 """
 
 from __future__ import annotations
@@ -116,6 +128,7 @@ def agentic(seed: int = 0, scale: float = 1.0) -> Workload:
     ]
     tools = _tools(data)
     tool_names = ["Read", "Read", "Read", "Grep", "Bash", "Edit", "Glob"]
+    follow_ups: list[str] = data["follow_ups"]
     steps: list[Step] = []
     at = 0.0
     for s in range(count(3, scale)):
@@ -128,6 +141,8 @@ def agentic(seed: int = 0, scale: float = 1.0) -> Workload:
             {"role": "user", "content": [{"type": "text", "text": env}, {"type": "text", "text": task}]}
         ]
         length = rng.randint(25, 40) if scale >= 1 else rng.randint(6, max(6, round(40 * scale)))
+        needed: dict[str, str] = {"task": task}
+        instructions = 0
         for i in range(length):
             request = {
                 "model": AGENT_MODEL,
@@ -138,17 +153,27 @@ def agentic(seed: int = 0, scale: float = 1.0) -> Workload:
                 "metadata": {"user_id": session},
             }
             ref = f"agentic/{session}/s{i:02d}"
-            steps.append(Step(ref=ref, at_s=at, request=request, labels=StepLabels(session=session, same_as=ref)))
+            labels = StepLabels(session=session, needed_facts=dict(needed), same_as=ref)
+            steps.append(Step(ref=ref, at_s=at, request=request, labels=labels))
             if rng.random() < 0.1:  # the agent reports; the user gives a follow-up instruction
                 history.append(
                     {"role": "assistant", "content": [{"type": "text", "text": rng.choice(data["narration"])}]}
                 )
-                history.append(
-                    {"role": "user", "content": [{"type": "text", "text": "Good. Now also update the tests."}]}
-                )
+                instruction = random.Random(f"agentic-follow-up:{seed}:{s}:{i}").choice(follow_ups)
+                history.append({"role": "user", "content": [{"type": "text", "text": instruction}]})
+                instructions += 1
+                needed[f"instruction_{instructions}"] = instruction
             else:
                 tool = rng.choice(tool_names)
                 tool_input, output = _tool_output(rng, tool, seed * 1000 + s * 100 + i)
+                if tool == "Bash":
+                    failed = [line for line in output.splitlines() if line.endswith(" FAILED")]
+                    if failed:
+                        needed["failing_test"] = failed[0]
+                    else:
+                        needed.pop("failing_test", None)
+                elif tool == "Edit":
+                    needed["edited_file"] = str(tool_input["file_path"])
                 use_id = f"toolu_{seed:02d}{s:02d}{i:03d}" + "x" * 14
                 history.append(
                     {
@@ -170,6 +195,7 @@ def agentic(seed: int = 0, scale: float = 1.0) -> Workload:
         steps,
         output_tokens=250,
         client_caching="breakpoints on the system prompt and on the newest user message (moved every request)",
+        turns_are_round_trips=True,
     )
 
 

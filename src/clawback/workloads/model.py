@@ -44,6 +44,9 @@ class Workload:
 
     ``output_tokens`` sizes the simulator's answers for this traffic (a chat reply, a JSON score, an agent's
     next move), since the simulator does not read the prompt to decide how much to say.
+    ``turns_are_round_trips``: what a conversation "turn" means when reports count them. ``False``, a human
+    turn (a user message that is not tool results); ``True``, an API round trip, as in agentic traffic, where one
+    human instruction is followed by tens of tool round trips (the Agent SDK's ``max_turns`` counts these).
     """
 
     name: str
@@ -52,6 +55,7 @@ class Workload:
     output_tokens: int = 128
     client_caching: str = "none"
     extras: dict[str, Any] = field(default_factory=dict)
+    turns_are_round_trips: bool = False
 
     def __iter__(self) -> Iterator[Step]:
         return iter(self.steps)

@@ -13,7 +13,13 @@ Reported per strategy: input tokens (whole request, and the conversation history
 act on), input + output cost of each set-up, and fact retention: the share of the facts a turn needs (the
 workload's labels, read here and only here, never by the pruner) whose exact string is still in the request
 that reaches the upstream. Figures are given for all requests and for requests whose conversation has reached
-``long_turns`` turns (20 by default).
+``long_turns`` turns (20 by default), for the workloads together and for each one (``workloads`` in the JSON).
+
+What a turn is depends on the workload. In chat traffic, a human turn (a user message that is not tool
+results). In agentic traffic (``Workload.turns_are_round_trips``: the ``agentic`` workload), an API round trip,
+as in Anthropic's own usage (the Agent SDK's ``max_turns`` counts them): one human instruction is followed by
+tens of tool round trips, so a coding session never reaches 20 human turns although its history is long. There
+a request's turns are the requests of its session so far, itself included.
 """
 
 from __future__ import annotations
@@ -87,14 +93,26 @@ class _Tally:
 
 @dataclass(slots=True)
 class StrategyReport:
+    """One strategy's figures: ``all`` and ``long`` (20+ turns) over every workload, and the same per workload
+    (``workloads[name]["all"]`` / ``["long"]``)."""
+
     strategy: str
     all: dict[str, Any]
     long: dict[str, Any]
+    workloads: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    turn_units: dict[str, str] = field(default_factory=dict)  # workload -> "human turns" or "round trips"
 
 
 def _turns(body: dict[str, Any]) -> int:
     messages = body.get("messages")
     return sum(1 for m in messages if isinstance(m, dict) and is_turn_start(m)) if isinstance(messages, list) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    workload: str
+    step: Any
+    turns: int  # the conversation's turns at this request: human turns, or round trips (see the module doc)
 
 
 def _history_tokens(body: dict[str, Any]) -> int:
@@ -123,26 +141,37 @@ def evaluate(
     from clawback.workloads import build_workload
 
     book = price_book or PriceBook.bundled()
-    steps: list[Any] = []
+    steps: list[_Step] = []
     output_tokens: dict[str, int] = {}
+    units: dict[str, str] = {}
     for name in workloads:
         workload = build_workload(name, seed=seed, scale=scale)
         output_tokens[name] = workload.output_tokens
-        steps.extend((name, step) for step in workload)
-    steps.sort(key=lambda item: (item[1].at_s, item[1].ref))
+        units[name] = "round trips" if workload.turns_are_round_trips else "human turns"
+        trips: dict[str, int] = {}
+        for step in sorted(workload, key=lambda s: (s.at_s, s.ref)):
+            if workload.turns_are_round_trips:
+                turns = trips[step.labels.session] = trips.get(step.labels.session, 0) + 1
+            else:
+                turns = _turns(step.request)
+            steps.append(_Step(name, step, turns))
+    steps.sort(key=lambda item: (item.step.at_s, item.step.ref))
     longest: dict[str, int] = {}
-    for _, step in steps:
-        longest[step.labels.session] = max(longest.get(step.labels.session, 0), _turns(step.request))
+    for item in steps:
+        session = item.step.labels.session
+        longest[session] = max(longest.get(session, 0), item.turns)
     reports: list[StrategyReport] = []
     for strategy, policy in strategy_policies(base).items():
-        reports.append(_replay(strategy, policy, steps, output_tokens, longest, long_turns, book))
+        report = _replay(strategy, policy, steps, output_tokens, longest, long_turns, book)
+        report.turn_units = units
+        reports.append(report)
     return reports
 
 
 def _replay(
     strategy: str,
     policy: PruningSettings,
-    steps: Iterable[tuple[str, Any]],
+    steps: Iterable[_Step],
     output_tokens: dict[str, int],
     longest: dict[str, int],
     long_turns: int,
@@ -152,7 +181,10 @@ def _replay(
     planned = PruningStage(policy, book, planner_enabled=True)
     caches = {setup: PromptCache(clock=lambda: 0.0) for setup in SETUPS}
     tally_all, tally_long = _Tally(), _Tally()
-    for workload, step in steps:
+    per_workload: dict[str, tuple[_Tally, _Tally]] = {}
+    for item in steps:
+        workload, step = item.workload, item.step
+        mine = per_workload.setdefault(workload, (_Tally(), _Tally()))
         original: dict[str, Any] = step.request
         model = str(original["model"])
         pruned = plain.prune_body(original, policy).body
@@ -171,9 +203,9 @@ def _replay(
                 usage.cache_write_5m_input_tokens, usage.cache_write_1h_input_tokens,
             )  # fmt: skip
             cost[setup] = book.cost(model, usage).total
-        tallies = [tally_all]
-        if longest.get(step.labels.session, 0) >= long_turns and _turns(original) >= long_turns:
-            tallies.append(tally_long)
+        tallies = [tally_all, mine[0]]
+        if longest.get(step.labels.session, 0) >= long_turns and item.turns >= long_turns:
+            tallies += [tally_long, mine[1]]
         needed = step.labels.needed_facts
         kept = _fact_hits(pruned, needed) if needed else 0
         tokens = (count_request_tokens(original), count_request_tokens(pruned))
@@ -188,7 +220,8 @@ def _replay(
                 tally.cost[setup] += value
             tally.facts_needed += len(needed)
             tally.facts_kept += kept
-    return StrategyReport(strategy, tally_all.as_dict(), tally_long.as_dict())
+    workloads = {name: {"all": a.as_dict(), "long": b.as_dict()} for name, (a, b) in per_workload.items()}
+    return StrategyReport(strategy, tally_all.as_dict(), tally_long.as_dict(), workloads)
 
 
 def eval_command(settings: Settings, workloads: Sequence[str], *, json_output: bool, seed: int, scale: float) -> None:
@@ -196,28 +229,46 @@ def eval_command(settings: Settings, workloads: Sequence[str], *, json_output: b
     from rich.console import Console
     from rich.table import Table
 
+    from clawback.bench.cli import wide_console
+
     reports = evaluate(workloads, seed=seed, scale=scale, base=settings.pruning)
+    units = reports[0].turn_units if reports else {}
     result = {
         "workloads": list(workloads),
         "seed": seed,
         "scale": scale,
-        "strategies": {r.strategy: {"all_requests": r.all, "long_conversations": r.long} for r in reports},
+        "turns": units,
+        "strategies": {
+            r.strategy: {
+                "all_requests": r.all,
+                "long_conversations": r.long,
+                "workloads": {
+                    name: {"all_requests": w["all"], "long_conversations": w["long"]} for name, w in r.workloads.items()
+                },
+            }
+            for r in reports
+        },
     }
-    console = Console()
     if json_output:
-        console.print_json(orjson.dumps(result).decode())
+        Console().print_json(orjson.dumps(result).decode())
         return
-    for label, key in (("all requests", "all"), ("conversations at 20+ turns", "long")):
+    console = wide_console()
+    trips = [name for name, unit in units.items() if unit == "round trips"]
+    long_label = "conversations at 20+ turns" + (f" ({', '.join(trips)}: 20+ API round trips)" if trips else "")
+    scopes = ["all", *workloads] if len(workloads) > 1 else list(workloads)
+    for label, key in (("all requests", "all"), (long_label, "long")):
         table = Table(title=f"pruning on {', '.join(workloads)}: {label}")
-        for column in ("strategy", "reqs", "input -%", "history -%", "$ cache", "$ pruned+cache", "vs cache",
-                       "facts kept"):  # fmt: skip
-            table.add_column(column, justify="left" if column == "strategy" else "right", no_wrap=True)
+        for column in ("strategy", "workload", "reqs", "input -%", "history -%", "$ cache", "$ pruned+cache",
+                       "vs cache", "facts kept"):  # fmt: skip
+            table.add_column(column, justify="left" if column in ("strategy", "workload") else "right", no_wrap=True)
         for report in reports:
-            row = getattr(report, key)
-            table.add_row(
-                report.strategy, str(row["requests"]), f"{row['input_token_reduction']:.1%}",
-                f"{row['history_token_reduction']:.1%}", f"{row['cost_usd']['cache']:.4f}",
-                f"{row['cost_usd']['pruned+cache']:.4f}", f"{-row['cost_reduction_vs_cache']:+.1%}",
-                f"{row['fact_retention']:.1%}/{row['facts_needed']}",
-            )  # fmt: skip
+            for scope in scopes:
+                row = getattr(report, key) if scope == "all" else report.workloads[scope][key]
+                table.add_row(
+                    report.strategy if scope == scopes[0] else "", scope, str(row["requests"]),
+                    f"{row['input_token_reduction']:.1%}", f"{row['history_token_reduction']:.1%}",
+                    f"{row['cost_usd']['cache']:.4f}", f"{row['cost_usd']['pruned+cache']:.4f}",
+                    f"{-row['cost_reduction_vs_cache']:+.1%}", f"{row['fact_retention']:.1%}/{row['facts_needed']}",
+                    end_section=scope == scopes[-1],
+                )  # fmt: skip
         console.print(table)
