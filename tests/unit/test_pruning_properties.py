@@ -1,8 +1,9 @@
 """Property tests: no pruning strategy ever emits a conversation the API would reject.
 
 Histories are generated with tool use (parallel calls, large and image tool results, errors), thinking and
-redacted thinking blocks, images, unknown block types and client cache_control markers, and end either on a
-new user message or inside a tool loop. Every strategy is run with tiny thresholds so that it compacts.
+redacted thinking blocks, images, unknown block types and client cache_control markers (on tool results too),
+and end either on a new user message or inside a tool loop, now and then a long one (an agent's round trips,
+whose older outputs the pruner elides). Every strategy is run with tiny thresholds so that it compacts.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from clawback.pipeline.pruning.stage import PruningStage
 from clawback.pricing import PriceBook
 
 BOOK = PriceBook.bundled()
-SMALL = PruningSettings(trigger_tokens=60, target_tokens=20, keep_recent_turns=1, tool_elision_min_tokens=8)
+SMALL = PruningSettings(
+    trigger_tokens=60, target_tokens=20, keep_recent_turns=1, tool_elision_min_tokens=8, tool_loop_trigger_tokens=20
+)
 POLICIES = {name: policy for name, policy in strategy_policies(SMALL).items()}
+PLACEHOLDER = "[clawback: earlier tool output elided"
 
 
 def _png(width: int, height: int) -> str:
@@ -40,7 +44,8 @@ words = st.text(alphabet="abcdefghij klmnop $0123456789.", min_size=1, max_size=
 
 
 @st.composite
-def histories(draw: st.DrawFn) -> dict[str, Any]:
+def histories(draw: st.DrawFn, agent: bool = False) -> dict[str, Any]:
+    """A valid request; ``agent``: one that ends inside a long tool loop (an agent's round trips)."""
     ids = iter(range(10_000))
     thinking_on = draw(st.booleans())
     messages: list[dict[str, Any]] = []
@@ -78,15 +83,21 @@ def histories(draw: st.DrawFn) -> dict[str, Any]:
         return {"role": "assistant", "content": content}
 
     def results(previous: dict[str, Any]) -> dict[str, Any]:
+        nonlocal markers
         blocks: list[dict[str, Any]] = []
         for block in previous["content"]:
             if block["type"] == "tool_use":
                 payload: Any = draw(words) * draw(st.integers(1, 30))
+                if draw(st.integers(0, 2)) == 0:  # a large output: a file read, a test run
+                    payload = (payload + "\n") * draw(st.integers(10, 60))
                 if draw(st.integers(0, 5)) == 0:
                     payload = [{"type": "text", "text": payload}, IMAGE]
                 result = {"type": "tool_result", "tool_use_id": block["id"], "content": payload}
                 if draw(st.integers(0, 6)) == 0:
                     result["is_error"] = True
+                if markers and draw(st.integers(0, 5)) == 0:
+                    markers -= 1
+                    result["cache_control"] = {"type": "ephemeral"}
                 blocks.append(result)
         return {"role": "user", "content": blocks}
 
@@ -94,9 +105,11 @@ def histories(draw: st.DrawFn) -> dict[str, Any]:
     for turn in range(turns):
         messages.append({"role": "user", "content": user_blocks()})
         last = turn == turns - 1
-        if last and draw(st.booleans()):
+        if last and not agent and draw(st.booleans()):
             break  # the request ends on the new user message
-        loops = draw(st.integers(0, 2))
+        loops = draw(st.integers(0, 2)) if draw(st.integers(0, 3)) else draw(st.integers(3, 14))  # an agent's loop
+        if last and agent:
+            loops = draw(st.integers(4, 16))
         for loop in range(loops):
             call = assistant(draw(st.integers(1, 3)), final=False)
             messages.append(call)
@@ -129,11 +142,28 @@ def _current_turn_start(messages: list[dict[str, Any]]) -> int:
     return max(i for i, m in enumerate(messages) if i == 0 or is_turn_start(m))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(body=histories(), strategy=st.sampled_from(sorted(POLICIES)), planner=st.booleans())
-def test_no_strategy_emits_an_invalid_conversation(body: dict[str, Any], strategy: str, planner: bool) -> None:
+def _loop_policy(strategy: str, keep: int | None, per_tool: bool) -> PruningSettings:
+    return POLICIES[strategy].model_copy(update={"keep_recent_tool_results": keep, "keep_latest_per_tool": per_tool})
+
+
+def _is_results(message: dict[str, Any]) -> bool:
+    content = message["content"]
+    return isinstance(content, list) and any(b["type"] == "tool_result" for b in content)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=histories(),
+    strategy=st.sampled_from(sorted(POLICIES)),
+    planner=st.booleans(),
+    keep=st.sampled_from([1, 2, 3, None]),
+    per_tool=st.booleans(),
+)
+def test_no_strategy_emits_an_invalid_conversation(
+    body: dict[str, Any], strategy: str, planner: bool, keep: int | None, per_tool: bool
+) -> None:
     validate_messages_request(body, strict=True)  # the generator makes valid histories
-    policy = POLICIES[strategy]
+    policy = _loop_policy(strategy, keep, per_tool)
     stage = PruningStage(policy, BOOK, planner_enabled=planner)
     before = orjson.dumps(body)
     outcome = stage.prune_body(body, policy)
@@ -146,9 +176,29 @@ def test_no_strategy_emits_an_invalid_conversation(body: dict[str, Any], strateg
     assert {k: v for k, v in pruned.items() if k != "messages"} == {k: v for k, v in body.items() if k != "messages"}
     messages, original = pruned["messages"], body["messages"]
     assert messages[0]["role"] == original[0]["role"]
-    # the turn in progress (thinking blocks the API requires, the open tool loop) is untouched
+    # the turn in progress keeps every message and block (thinking blocks the API requires, tool_use, ids, markers);
+    # only the content of older tool results may become the elision placeholder, never the newest ones
     tail = original[_current_turn_start(original) :]
-    assert messages[len(messages) - len(tail) + 1 :] == tail[1:]
+    mine = messages[len(messages) - len(tail) :]
+    assert len(mine) == len(tail)
+    for got, sent in zip(mine[1:], tail[1:], strict=True):
+        assert got["role"] == sent["role"]
+        if got == sent:
+            continue
+        assert sent["role"] == "user" and _is_results(sent) and len(got["content"]) == len(sent["content"])
+        for a, b in zip(got["content"], sent["content"], strict=True):
+            if a != b:
+                assert b["type"] == "tool_result" and {**a, "content": b["content"]} == b
+                assert a["content"].startswith(PLACEHOLDER)
+    current = [b for m in tail[1:] if _is_results(m) for b in m["content"] if b["type"] == "tool_result"]
+    kept = [b for m in mine[1:] if _is_results(m) for b in m["content"] if b["type"] == "tool_result"]
+    newest = keep or 0
+    assert kept[len(kept) - newest :] == current[len(current) - newest :]
+    steps = [i for i, m in enumerate(tail) if i and _is_results(m)]
+    if steps:
+        assert mine[steps[-1]] == tail[steps[-1]]  # the results the model is answering now
+    if keep is None or strategy not in ("tool_elision", "all"):
+        assert mine[1:] == tail[1:]
 
     # every kept message carries its thinking, tool_use, image and unknown blocks exactly as sent (only text may
     # be added in front, and only tool_result contents may be elided)
@@ -164,11 +214,11 @@ def test_no_strategy_emits_an_invalid_conversation(body: dict[str, Any], strateg
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(body=histories(), strategy=st.sampled_from(sorted(POLICIES)))
+@given(body=histories(), strategy=st.sampled_from(sorted(POLICIES)), per_tool=st.booleans())
 def test_the_next_turn_keeps_the_pruned_prefix_until_the_next_compaction_point(
-    body: dict[str, Any], strategy: str
+    body: dict[str, Any], strategy: str, per_tool: bool
 ) -> None:
-    policy = POLICIES[strategy]
+    policy = _loop_policy(strategy, 1, per_tool)
     stage = PruningStage(policy, BOOK, planner_enabled=True)
     first = stage.prune_body(body, policy)
     grown = {
@@ -181,6 +231,34 @@ def test_the_next_turn_keeps_the_pruned_prefix_until_the_next_compaction_point(
     assert first.plan is None or second.plan is not None
     old = orjson.dumps(first.body["messages"])[:-1]
     assert orjson.dumps(second.body["messages"]).startswith(old)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=histories(agent=True),
+    strategy=st.sampled_from(["tool_elision", "all"]),
+    planner=st.booleans(),
+    keep=st.sampled_from([1, 2, 3]),
+    per_tool=st.booleans(),
+)
+def test_each_round_trip_of_a_tool_loop_keeps_the_previous_ones_pruned_prefix_until_a_compaction_point(
+    body: dict[str, Any], strategy: str, planner: bool, keep: int, per_tool: bool
+) -> None:
+    """Replay the request's turn in progress round trip by round trip, as the agent sent it."""
+    policy = _loop_policy(strategy, keep, per_tool)
+    stage = PruningStage(policy, BOOK, planner_enabled=planner)
+    messages = body["messages"]
+    ends = [i + 1 for i in range(_current_turn_start(messages) + 1, len(messages)) if _is_results(messages[i])]
+    previous: list[Any] | None = None
+    for end in ends:
+        request = {**body, "messages": messages[:end]}
+        outcome = stage.prune_body(request, policy)
+        validate_messages_request(outcome.body, strict=True)
+        sent = outcome.body["messages"]
+        assert sent[-1] == messages[end - 1]  # the newest tool results, as they came
+        if previous is not None and outcome.decision != "compacted-new":
+            assert orjson.dumps(sent[: len(previous)]) == orjson.dumps(previous)
+        previous = sent
 
 
 @st.composite

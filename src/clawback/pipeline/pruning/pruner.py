@@ -559,6 +559,8 @@ def _elide_block(block: Mapping[str, Any], min_tokens: int, factor: float) -> Ma
     placeholder = f"[clawback: earlier tool output elided, about {tokens} tokens"
     placeholder += f'; it began: "{preview}"' if preview else ""
     placeholder += "; call the tool again if the output is needed]"
+    if 4 + int(len(placeholder) * factor / 4) >= tokens:
+        return block  # no shorter than the output itself (a tiny ``tool_elision_min_tokens``)
     out = dict(block)
     out["content"] = placeholder
     return out

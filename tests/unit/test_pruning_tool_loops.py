@@ -1,0 +1,200 @@
+"""Tool-output elision inside the turn in progress: an agent's tool loop, one human turn of many round trips."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import orjson
+
+from clawback.api.messages import count_cache_breakpoints, strip_cache_control, validate_messages_request
+from clawback.config import PruningSettings
+from clawback.pipeline.pruning.stage import PruningStage
+from clawback.pricing import PriceBook
+from tests.unit.test_pruning import run
+
+BOOK = PriceBook.bundled()
+MODEL = "claude-sonnet-4-6"
+TOOLS = ["Read", "Grep", "Read", "Bash", "Read", "Edit"]
+PLACEHOLDER = "[clawback: earlier tool output elided"
+
+
+def policy(**kw: Any) -> PruningSettings:
+    return PruningSettings(enabled=True, **kw)
+
+
+def output(step: int) -> str:
+    return "\n".join(f"{step:03d}:{n:04d}  def build_listing_{n}(items): return items[:{n}]" for n in range(90))
+
+
+def loop(steps: int, *, thinking: bool = False, task: str = "Fix the failing scoring test.") -> list[dict[str, Any]]:
+    """A human instruction and ``steps`` tool round trips, ending on the newest tool result."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "text", "text": task}]}]
+    for step in range(steps):
+        content: list[dict[str, Any]] = []
+        if thinking:
+            content.append({"type": "thinking", "thinking": f"Step {step}: look further.", "signature": f"sig{step}"})
+        content.append({"type": "text", "text": "Let me look."})
+        tool = TOOLS[step % len(TOOLS)]
+        content.append({"type": "tool_use", "id": f"toolu_{step:04d}", "name": tool, "input": {"step": step}})
+        messages.append({"role": "assistant", "content": content})
+        result = {"type": "tool_result", "tool_use_id": f"toolu_{step:04d}", "content": output(step)}
+        messages.append({"role": "user", "content": [result]})
+    return messages
+
+
+def request(
+    messages: list[dict[str, Any]], *, cached: bool = True, marker: bool = True, **extra: Any
+) -> dict[str, Any]:
+    """As a coding agent sends it: a breakpoint on the system prompt and one on the newest block (moved along)."""
+    messages = [{"role": m["role"], "content": list(m["content"])} for m in messages]
+    if marker:
+        messages[-1]["content"][-1] = {**messages[-1]["content"][-1], "cache_control": {"type": "ephemeral"}}
+    system: list[dict[str, Any]] = [{"type": "text", "text": "You are a coding agent."}]
+    if cached:
+        system[0]["cache_control"] = {"type": "ephemeral"}
+    return {"model": MODEL, "max_tokens": 4096, "system": system, "messages": messages, **extra}
+
+
+def results(body: dict[str, Any]) -> list[dict[str, Any]]:
+    blocks = [b for m in body["messages"] if isinstance(m["content"], list) for b in m["content"]]
+    return [b for b in blocks if b["type"] == "tool_result"]
+
+
+def elided(block: dict[str, Any]) -> bool:
+    return isinstance(block["content"], str) and block["content"].startswith(PLACEHOLDER)
+
+
+def stripped(messages: list[dict[str, Any]]) -> bytes:
+    return orjson.dumps(
+        [{**m, "content": [strip_cache_control(b) for b in m["content"]]} for m in messages]  # the marker moves
+    )
+
+
+def test_consecutive_requests_of_one_tool_loop_keep_the_elided_prefix_until_the_next_compaction_point() -> None:
+    settings = policy()
+    stage = PruningStage(settings, BOOK)
+    history = loop(40)
+    outcomes = []
+    for steps in range(1, 41):
+        body = request(history[: 1 + 2 * steps])
+        outcome = stage.prune_body(body, settings)
+        validate_messages_request(outcome.body, strict=True)
+        again = PruningStage(settings, BOOK).prune_body(body, settings)
+        assert orjson.dumps(again.body) == orjson.dumps(outcome.body)  # deterministic
+        outcomes.append(outcome)
+    decisions = [o.decision for o in outcomes]
+    points = decisions.count("compacted-new")
+    assert 2 <= points <= 8, decisions  # in chunks, not on every round trip
+    assert outcomes[-1].plan is not None and outcomes[-1].plan.loop_steps >= 20
+    for previous, current in itertools.pairwise(outcomes):
+        if current.decision == "compacted-new":
+            continue
+        old = previous.body["messages"]
+        assert stripped(current.body["messages"][: len(old)]) == stripped(old)
+    last = outcomes[-1]
+    assert last.tokens_after < last.tokens_before / 2
+
+
+def test_the_newest_tool_results_are_never_elided() -> None:
+    for keep in (1, 2, 3, 5):
+        settings = policy(keep_recent_tool_results=keep, keep_latest_per_tool=False, tool_loop_trigger_tokens=1)
+        stage = PruningStage(settings, BOOK)
+        for steps in (2, 3, 9, 30):
+            body = request(loop(steps), cached=False, marker=False)
+            pruned = stage.prune_body(body, settings).body
+            found = results(pruned)
+            assert found[-keep:] == results(body)[-keep:]
+            assert all(elided(b) for b in found[:-keep])  # uncached: everything older goes at once
+            validate_messages_request(pruned, strict=True)
+
+
+def test_the_newest_result_of_each_tool_stays_until_the_tool_runs_again() -> None:
+    settings = policy(keep_recent_tool_results=1, tool_loop_trigger_tokens=1)
+    body = request(loop(10), cached=False, marker=False)  # steps 0..9: Bash at 3 and 9, Edit at 5, Grep at 7
+    found = results(PruningStage(settings, BOOK).prune_body(body, settings).body)
+    assert [i for i, b in enumerate(found) if not elided(b)] == [5, 7, 8, 9]  # Edit, Grep, Read (newest), Bash
+
+
+def test_thinking_blocks_tool_uses_and_ids_are_kept_and_markers_survive_on_elided_blocks() -> None:
+    history = loop(12, thinking=True)
+    history[4]["content"][0] = {**history[4]["content"][0], "cache_control": {"type": "ephemeral"}}  # an old result
+    history[6]["content"][0] = {**history[6]["content"][0], "is_error": True}
+    body = request(history, thinking={"type": "enabled", "budget_tokens": 2048})
+    settings = policy(assume_prompt_cache=False)
+    outcome = PruningStage(settings, BOOK).prune_body(body, settings)
+    pruned = outcome.body
+    validate_messages_request(pruned, strict=True)
+    assert count_cache_breakpoints(pruned) == count_cache_breakpoints(body) == 3
+    old, mine = body["messages"], pruned["messages"]
+    assert len(mine) == len(old)
+    assert elided(mine[4]["content"][0]) and mine[4]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    assert elided(mine[6]["content"][0]) and mine[6]["content"][0]["is_error"] is True
+    assert "call the tool again" in mine[4]["content"][0]["content"]
+    for before, after in zip(old, mine, strict=True):
+        if before["role"] == "assistant":
+            assert after is before  # thinking, text and tool_use blocks exactly as sent
+        else:
+            assert [b.get("tool_use_id") for b in after["content"]] == [b.get("tool_use_id") for b in before["content"]]
+
+
+def test_a_breakpoint_inside_a_tool_result_keeps_it_whole() -> None:
+    history = loop(10)
+    block = history[2]["content"][0]
+    inner = {"type": "text", "text": output(0), "cache_control": {"type": "ephemeral"}}
+    history[2]["content"][0] = {**block, "content": [inner]}
+    settings = policy(keep_recent_tool_results=1, tool_loop_trigger_tokens=1, assume_prompt_cache=False)
+    pruned = PruningStage(settings, BOOK).prune_body(request(history, marker=False), settings).body
+    assert pruned["messages"][2] is history[2] or pruned["messages"][2] == history[2]
+    assert elided(pruned["messages"][4]["content"][0])
+
+
+def test_elision_waits_while_it_does_not_pay_under_caching() -> None:
+    body = request(loop(14))
+    # over a single following round trip, rewriting the cache never pays: nothing is elided
+    short = policy(expected_turns=1)
+    outcome = PruningStage(short, BOOK).prune_body(body, short)
+    assert outcome.plan is None and outcome.body is body
+    # uncached, every saving pays at once
+    uncached = policy(expected_turns=1, assume_prompt_cache=False)
+    assert PruningStage(uncached, BOOK).prune_body(body, uncached).plan is not None
+    # cached with the default horizon: it pays, and the request that reaches the point books the write premium
+    settings = policy()
+    stage = PruningStage(settings, BOOK)
+    outcomes = [stage.prune_body(request(loop(n)), settings) for n in range(1, 15)]
+    new = next(o for o in outcomes if o.decision == "compacted-new")
+    later = outcomes[outcomes.index(new) + 1]
+    assert later.decision == "compacted"
+    assert new.saved_micro_usd < 0 < later.saved_micro_usd  # a full rewrite now, cheaper reads afterwards
+
+
+def test_a_completed_tool_loop_keeps_its_elision_when_the_next_human_turn_starts() -> None:
+    settings = policy()
+    stage = PruningStage(settings, BOOK)
+    history = loop(24)
+    during = stage.prune_body(request(history, marker=False), settings)
+    assert during.plan is not None and during.plan.loop_steps > 0
+    history += [
+        {"role": "assistant", "content": [{"type": "text", "text": "Fixed: the scorer deduplicates leads now."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Good. Now also update the changelog."}]},
+    ]
+    after = stage.prune_body(request(history, marker=False), settings)
+    old = during.body["messages"]
+    assert orjson.dumps(after.body["messages"][: len(old)]) == orjson.dumps(old)
+    assert after.plan is not None and after.plan.loop_steps == 0 and after.decision == "compacted"
+
+
+def test_labels_record_the_elided_steps() -> None:
+    settings = policy()
+    ctx = run(PruningStage(settings, BOOK), request(loop(30)))
+    labels = ctx.tenant.labels
+    assert labels["pruning"] in ("compacted", "compacted-new")
+    assert int(labels["pruning_elided_steps"]) > 10
+    assert int(labels["pruning_tokens_after"]) < int(labels["pruning_tokens_before"]) / 2
+    assert "pruning" in ctx.savings.by_stage
+
+
+def test_keep_recent_tool_results_none_leaves_the_turn_in_progress_alone() -> None:
+    settings = policy(keep_recent_tool_results=None)
+    body = request(loop(30))
+    assert PruningStage(settings, BOOK).prune_body(body, settings).body is body
