@@ -103,3 +103,48 @@ def test_the_summarizer_goes_through_the_pipeline_and_is_booked(http, sim_admin,
     booked = [r for r in records if r.model == "claude-haiku-4-5"]
     assert len(booked) == len(summaries) and all(r.cost_micro_usd > 0 for r in booked)
     assert all(r.labels.get("pruning") == "summary" for r in booked)
+
+
+@pytest.mark.parametrize("pruning", [PruningSettings(enabled=True)])
+def test_an_agent_tool_loop_is_elided_validly_and_recorded(http, sim_admin, gateway_settings) -> None:
+    """One human instruction, then round trips with large tool outputs, sent as a coding agent sends them."""
+    history: list[dict[str, Any]] = [{"role": "user", "content": "The scoring test fails; find out why and fix it."}]
+    steps = 18
+    for n in range(steps):
+        history.append({"role": "assistant", "content": [
+            {"type": "text", "text": "Let me read the next module."},
+            {"type": "tool_use", "id": f"toolu_{n:04d}", "name": "Read", "input": {"file_path": f"/repo/m{n}.py"}},
+        ]})  # fmt: skip
+        source = "\n".join(f"{i:6d}\tdef score_{n}_{i}(lead): return lead.get('budget', 0) > {i}" for i in range(120))
+        history.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": f"toolu_{n:04d}", "content": source},
+        ]})  # fmt: skip
+        messages = [{**m} for m in history]
+        messages[-1] = {
+            "role": "user",
+            "content": [{**history[-1]["content"][0], "cache_control": {"type": "ephemeral"}}],
+        }
+        body = {"model": MODEL, "max_tokens": 20, "messages": messages}
+        response = http.post("/v1/messages", json=body)
+        assert response.status_code == 200, response.text  # the simulator rejects any invalid request
+    bodies = received(sim_admin)
+    assert len(bodies) == steps
+    last = bodies[-1]["messages"]
+    assert len(last) == len(history)
+    outputs = [m["content"][0] for m in last[2::2]]
+    elided = [r for r in outputs if r["content"].startswith("[clawback: earlier tool output elided")]
+    assert len(elided) >= steps // 2
+    assert outputs[-1]["content"] == history[-1]["content"][0]["content"]  # the result being answered
+    assert outputs[-1]["cache_control"] == {"type": "ephemeral"}
+
+    def rows():
+        with LedgerReader(gateway_settings.ledger.url) as reader:
+            found = [r for r in reader.rows() if r.endpoint == "messages"]
+        return found if len(found) == steps else None
+
+    records = wait_for(rows)
+    labels = [r.labels for r in sorted(records, key=lambda r: r.labels.get("pruning_tokens_before", "0").zfill(9))]
+    assert any(label.get("pruning") == "compacted-new" for label in labels)
+    assert int(labels[-1]["pruning_elided_steps"]) >= steps // 2
+    assert all(r.counterfactual_micro_usd == r.cost_micro_usd + sum(r.savings_micro_usd.values()) for r in records)
+    assert sum(r.cost_micro_usd for r in records) < sum(r.counterfactual_micro_usd for r in records)
