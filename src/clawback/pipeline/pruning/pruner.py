@@ -207,22 +207,24 @@ def schedule(
     policy: PruningPolicy,
     estimates: _Estimates,
     rates: CacheRates | None,
-    trace: list[tuple[int, int]] | None = None,
+    loops: _ToolLoops | None = None,
 ) -> _Point | None:
     """Replay the conversation's growth and return the compaction point in force at its last turn.
 
     ``rates`` set: decisions are priced as cached (compaction must pay back its cache write); ``None``: every
-    compaction that removes tokens pays. ``trace`` receives ``(step, boundary)`` of every compaction.
+    compaction that removes tokens pays. ``loops``: each turn's tool loop is elided (``_ToolLoops``) once the
+    replay has reached the end of that turn, and the schedule counts the turn at its size after it.
     """
     n = len(turns)
     opening = _opening(turns, policy)
-    cum = [0]
-    for turn in turns:
-        cum.append(cum[-1] + turn.tokens)
+    cum = [0]  # turns' tokens (after their tool-loop elision), prefix sums; grown as the replay advances
     boundary = opening
     point: _Point | None = None
     for step in range(opening + 1, n + 1):
         completed = step - 1  # turns 0..step-2 are complete; turn step-1 is in progress
+        while len(cum) <= completed:  # the compaction in force while turn len(cum) - 1 ran is ``boundary``
+            index = len(cum) - 1
+            cum.append(cum[-1] + turns[index].tokens - (loops.saved(index, boundary, cum) if loops else 0))
         tail_turns = completed - boundary
         if tail_turns <= policy.keep_recent_turns:
             continue
@@ -243,8 +245,9 @@ def schedule(
                 continue
         boundary = candidate
         point = _Point(boundary, completed, step, (point.count if point else 0) + 1)
-        if trace is not None:
-            trace.append((step, boundary))
+    while len(cum) <= n:
+        index = len(cum) - 1
+        cum.append(cum[-1] + turns[index].tokens - (loops.saved(index, boundary, cum) if loops else 0))
     return point
 
 
@@ -374,51 +377,52 @@ def _replay_loop(loop: _Loop, policy: PruningPolicy, rates: CacheRates | None, b
     return _LoopState(elided, saved, point, compactions)
 
 
-def _tool_loops(
-    messages: Sequence[Any],
-    turns: Sequence[Turn],
-    policy: PruningPolicy,
-    rates: CacheRates | None,
-    estimates: _Estimates,
-    trace: Sequence[tuple[int, int]],
-    tail: int,
-) -> tuple[dict[int, tuple[int, ...]], _Loop | None, _LoopState | None]:
-    """The elided tool_result messages of every turn of the verbatim tail (``turns[tail:]``), and the loop and
-    elision of the turn in progress.
+class _ToolLoops:
+    """Each turn's tool-loop elision, decided as it was while that turn was in progress: the schedule asks for a
+    turn once it has replayed the history up to that turn's end, with the compaction then in force. Priced, when
+    cached, with the pruned history before the turn as the schedule had it then (so it never changes later)."""
 
-    Each turn's elision is decided as it was while that turn was in progress: priced, when cached, with the
-    pruned history before it as the schedule had it then (the compaction in force at that turn).
-    """
-    n = len(turns)
-    opening = _opening(turns, policy)
-    effective = [0]  # prefix sums of each turn's tokens after its own tool-loop elision
-    elided: dict[int, tuple[int, ...]] = {}
-    current: tuple[_Loop | None, _LoopState | None] = (None, None)
-    events = iter(trace)
-    event = next(events, None)
-    boundary = opening
-    for index, turn in enumerate(turns):
-        while event is not None and event[0] <= index + 1:  # the compaction in force while ``index`` ran
-            boundary = event[1]
-            event = next(events, None)
-        saved = 0
-        if turn.end - turn.start >= _LOOP_MIN_MESSAGES and (rates is not None or index >= tail):
-            before = 0
-            if rates is not None:
-                if boundary > opening:
-                    before = effective[opening] + estimates.region(opening, boundary)
-                    before += effective[index] - effective[boundary]
-                else:
-                    before = effective[index]
-            loop = _loop_of(messages, turn, policy, estimates.factor)
-            state = _replay_loop(loop, policy, rates, before)
-            saved = state.saved
-            if index >= tail and state.elided:
-                elided[index] = tuple(loop.positions[s] for s in state.elided)
-            if index == n - 1:
-                current = (loop, state)
-        effective.append(effective[-1] + turn.tokens - saved)
-    return elided, *current
+    def __init__(
+        self,
+        messages: Sequence[Any],
+        turns: Sequence[Turn],
+        policy: PruningPolicy,
+        rates: CacheRates | None,
+        estimates: _Estimates,
+    ) -> None:
+        self.messages = messages
+        self.turns = turns
+        self.policy = policy
+        self.rates = rates
+        self.estimates = estimates
+        self.opening = _opening(turns, policy)
+        self.found: dict[int, tuple[_Loop, _LoopState]] = {}
+
+    def saved(self, index: int, boundary: int, cum: Sequence[int]) -> int:
+        """Tokens turn ``index``'s elision saves; ``cum``: the turns before it, after theirs (prefix sums)."""
+        turn = self.turns[index]
+        last = index == len(self.turns) - 1
+        if turn.end - turn.start < _LOOP_MIN_MESSAGES and not last:
+            return 0  # fewer than two steps: nothing to elide
+        before = 0
+        if self.rates is not None:
+            opening = self.opening
+            before = cum[index]
+            if boundary > opening:
+                before += self.estimates.region(opening, boundary) - (cum[boundary] - cum[opening])
+        loop = _loop_of(self.messages, turn, self.policy, self.estimates.factor)
+        state = _replay_loop(loop, self.policy, self.rates, before)
+        if state.compactions or last:
+            self.found[index] = (loop, state)
+        return state.saved
+
+    def elided(self, tail: int) -> dict[int, tuple[int, ...]]:
+        """Turn -> its elided tool_result messages, for the turns of the verbatim tail (``turns[tail:]``)."""
+        return {
+            index: tuple(loop.positions[s] for s in state.elided)
+            for index, (loop, state) in sorted(self.found.items())
+            if index >= tail and state.elided
+        }
 
 
 def plan_pruning(
@@ -438,25 +442,22 @@ def plan_pruning(
     factor = tokenizer_factor(model if isinstance(model, str) else None)
     turns = split_turns(messages, factor)
     estimates = _Estimates(messages, turns, policy, factor)
-    trace: list[tuple[int, int]] = []
-    point = schedule(turns, policy, estimates, rates, trace)
-    loops: dict[int, tuple[int, ...]] = {}
-    loop: _Loop | None = None
-    state: _LoopState | None = None
+    tool_loops = None
     if policy.tool_elision and policy.keep_recent_tool_results is not None:
-        tail = point.boundary if point is not None else 0
-        loops, loop, state = _tool_loops(messages, turns, policy, rates, estimates, trace, tail)
-    current = turns[-1]
+        tool_loops = _ToolLoops(messages, turns, policy, rates, estimates)
+    point = schedule(turns, policy, estimates, rates, tool_loops)
+    loops: dict[int, tuple[int, ...]] = {}
     loop_fields: dict[str, Any] = {}
-    if loop is not None and state is not None:
-        loop_fields = {
-            "loop_elided": loops,
-            "loop_steps": len(state.elided),
-            "loop_new": state.point is not None and state.point == len(loop.positions) - 1,
-            "loop_last_step_tokens": loop.tokens[-1] if loop.tokens else 0,
-        }
-    elif loops:
+    if tool_loops is not None:
+        loops = tool_loops.elided(point.boundary if point is not None else 0)
         loop_fields = {"loop_elided": loops}
+        current = tool_loops.found.get(len(turns) - 1)
+        if current is not None:
+            loop, state = current
+            loop_fields["loop_steps"] = len(state.elided)
+            loop_fields["loop_new"] = state.point is not None and state.point == len(loop.positions) - 1
+            loop_fields["loop_last_step_tokens"] = loop.tokens[-1] if loop.tokens else 0
+    current_turn = turns[-1]
     if point is None:
         if not loops:
             return None
@@ -467,7 +468,7 @@ def plan_pruning(
         )  # fmt: skip
     # the compaction is new on the request that opens the turn; the turn's later round trips replay it
     in_progress = any(
-        isinstance(m, dict) and m.get("role") == "user" for m in messages[current.start + 1 : current.end]
+        isinstance(m, dict) and m.get("role") == "user" for m in messages[current_turn.start + 1 : current_turn.end]
     )
     opening = _opening(turns, policy)
     region = list(range(opening, point.boundary))
