@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import operator
 import queue
@@ -194,7 +195,8 @@ def _sqlite_params(record: LedgerRecord) -> tuple[Any, ...]:
         if isinstance(stamp, datetime):
             if stamp.tzinfo is None:
                 raise ValueError(f"naive datetime {stamp!r}: ledger timestamps must be timezone-aware")
-            values[i] = stamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+            # ``isoformat`` is ~10x cheaper than ``strftime``; "YYYY-MM-DD HH:MM:SS.ffffff" is its first 26 characters.
+            values[i] = stamp.astimezone(UTC).isoformat(" ", "microseconds")[:26]
     for i in _JSON_COLUMNS:
         if values[i] is not None:
             values[i] = orjson.dumps(values[i]).decode()
@@ -611,7 +613,7 @@ class LedgerWriter:
         inserted = 0
         for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
             chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
-            params = tuple(value for row in chunk for value in _sqlite_params(row))
+            params = tuple(itertools.chain.from_iterable(map(_sqlite_params, chunk)))
             inserted += int(conn.exec_driver_sql(_sqlite_insert(len(chunk)), params).rowcount)
         return inserted
 
