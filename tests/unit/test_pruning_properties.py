@@ -237,16 +237,17 @@ def test_the_next_turn_keeps_the_pruned_prefix_until_the_next_compaction_point(
 @given(
     body=histories(agent=True),
     strategy=st.sampled_from(["tool_elision", "all"]),
-    planner=st.booleans(),
+    cached=st.booleans(),
     keep=st.sampled_from([1, 2, 3]),
     per_tool=st.booleans(),
 )
 def test_each_round_trip_of_a_tool_loop_keeps_the_previous_ones_pruned_prefix_until_a_compaction_point(
-    body: dict[str, Any], strategy: str, planner: bool, keep: int, per_tool: bool
+    body: dict[str, Any], strategy: str, cached: bool, keep: int, per_tool: bool
 ) -> None:
-    """Replay the request's turn in progress round trip by round trip, as the agent sent it."""
-    policy = _loop_policy(strategy, keep, per_tool)
-    stage = PruningStage(policy, BOOK, planner_enabled=planner)
+    """Replay the request's turn in progress round trip by round trip, as the agent sent it (priced the same way
+    throughout: a client whose requests turn cached midway has no cached prefix to keep before that)."""
+    policy = _loop_policy(strategy, keep, per_tool).model_copy(update={"assume_prompt_cache": cached})
+    stage = PruningStage(policy, BOOK)
     messages = body["messages"]
     ends = [i + 1 for i in range(_current_turn_start(messages) + 1, len(messages)) if _is_results(messages[i])]
     previous: list[Any] | None = None
