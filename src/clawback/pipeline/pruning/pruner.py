@@ -217,14 +217,18 @@ def schedule(
     """
     n = len(turns)
     opening = _opening(turns, policy)
-    cum = [0]  # turns' tokens (after their tool-loop elision), prefix sums; grown as the replay advances
+    cum = [0]  # turns' tokens (after their tool-loop elision), prefix sums
+    settle = loops.saved if loops is not None and loops.any else None
+    if settle is None:  # no tool loop to elide: every turn counts as sent
+        for turn in turns:
+            cum.append(cum[-1] + turn.tokens)
     boundary = opening
     point: _Point | None = None
     for step in range(opening + 1, n + 1):
         completed = step - 1  # turns 0..step-2 are complete; turn step-1 is in progress
-        while len(cum) <= completed:  # the compaction in force while turn len(cum) - 1 ran is ``boundary``
+        while settle is not None and len(cum) <= completed:  # the compaction in force while it ran: boundary
             index = len(cum) - 1
-            cum.append(cum[-1] + turns[index].tokens - (loops.saved(index, boundary, cum) if loops else 0))
+            cum.append(cum[-1] + turns[index].tokens - settle(index, boundary, cum))
         tail_turns = completed - boundary
         if tail_turns <= policy.keep_recent_turns:
             continue
@@ -245,9 +249,9 @@ def schedule(
                 continue
         boundary = candidate
         point = _Point(boundary, completed, step, (point.count if point else 0) + 1)
-    while len(cum) <= n:
+    while settle is not None and len(cum) <= n:
         index = len(cum) - 1
-        cum.append(cum[-1] + turns[index].tokens - (loops.saved(index, boundary, cum) if loops else 0))
+        cum.append(cum[-1] + turns[index].tokens - settle(index, boundary, cum))
     return point
 
 
@@ -397,12 +401,13 @@ class _ToolLoops:
         self.estimates = estimates
         self.opening = _opening(turns, policy)
         self.found: dict[int, tuple[_Loop, _LoopState]] = {}
+        self.any = any(t.end - t.start >= _LOOP_MIN_MESSAGES for t in turns)  # a turn with two steps or more
 
     def saved(self, index: int, boundary: int, cum: Sequence[int]) -> int:
         """Tokens turn ``index``'s elision saves; ``cum``: the turns before it, after theirs (prefix sums)."""
         turn = self.turns[index]
         last = index == len(self.turns) - 1
-        if turn.end - turn.start < _LOOP_MIN_MESSAGES and not last:
+        if turn.end - turn.start < _LOOP_MIN_MESSAGES:
             return 0  # fewer than two steps: nothing to elide
         before = 0
         if self.rates is not None:
