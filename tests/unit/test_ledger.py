@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -176,6 +176,44 @@ def test_all_fields_round_trip_exactly(make_writer: Callable[..., LedgerWriter],
     assert reader.get("nope") is None
     assert original.cost_usd == Decimal(big) / 1_000_000
     assert reader.totals()["saved_micro_usd"] == 7
+
+
+def test_sqlite_rows_are_stored_exactly_as_sqlalchemy_stores_them(
+    make_writer: Callable[..., LedgerWriter], tmp_path: Path, db: str
+) -> None:
+    """The writer's SQLite fast path (its own multi-row INSERT, values converted in ``_sqlite_params``) against
+    SQLAlchemy's portable INSERT of the same records: the raw stored values must be identical, column by column."""
+    from clawback.storage.ledger import ledger_table
+
+    east = timezone(timedelta(hours=5, minutes=30))
+    records = [
+        record("whole-second"),  # no microseconds: orjson leaves the fraction out
+        record("micro", started_at=T0 + timedelta(microseconds=1), finished_at=T0 + timedelta(microseconds=999_999)),
+        record("offset", started_at=datetime(2025, 6, 1, 17, 30, 0, 250, tzinfo=east)),
+        record("empty", labels={}, savings_micro_usd={}, ttft_ms=None, key_id=None),
+        record("unicode", labels={"région": "é ✓", "quote": 'a "b"\n'}, stream=True, batch=True, ttft_ms=0.5),
+        record("big", cost_micro_usd=2**53 + 1, counterfactual_micro_usd=2**62, latency_ms=1e-3),
+    ]
+    writer = make_writer()
+    writer.open()
+    for r in records:
+        writer.submit(r)
+    assert writer.flush(timeout=10)
+    reference = f"sqlite:///{tmp_path / 'reference.db'}"
+    migrate(reference)
+    engine = make_engine(reference)
+    with engine.begin() as conn:
+        conn.execute(ledger_table.insert(), [r.to_row() for r in records])
+    engine.dispose()
+    columns = ", ".join(c.name for c in ledger_table.columns if c.name != "id")
+
+    def raw(url: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            return conn.execute(f"SELECT {columns} FROM ledger ORDER BY request_id").fetchall()
+
+    fast, portable = raw(db), raw(reference)
+    assert len(fast) == len(records)
+    assert fast == portable
 
 
 def test_batches_group_inserts_into_few_transactions(
