@@ -77,7 +77,9 @@ class CacheRates:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What to keep. Turns ``[0, opening)`` are the opening, ``[opening, boundary)`` the compacted region
-    (``kept`` survive for relevance, ``dropped`` go into the memory), ``[boundary, n)`` the verbatim tail."""
+    (``kept`` survive for relevance, ``dropped`` go into the memory), ``[boundary, n)`` the verbatim tail, whose
+    tool loops may have older outputs elided (``loop_elided``). With no history compaction yet (only tool-loop
+    elision) ``opening`` and ``boundary`` are 0: every turn is in the tail."""
 
     turns: tuple[Turn, ...]
     opening: int
