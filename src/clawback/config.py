@@ -65,7 +65,7 @@ class UpstreamSettings(_Section):
 class LedgerSettings(_Section):
     url: str = Field("sqlite:///clawback.db", description="SQLAlchemy URL of the ledger database")
     queue_size: int = Field(10_000, ge=1)
-    batch_size: int = Field(200, ge=1)
+    batch_size: int = Field(32, ge=1, description="Records a transaction; small batches keep write bursts short")
     flush_interval_s: float = Field(0.25, gt=0)
     journal_path: str = Field("clawback-ledger.journal", description="Spill file when the database is down")
 
