@@ -197,6 +197,12 @@ class PruningSettings(PruningPolicy):
     fields an override sets replace the defaults; key beats feature beats team)."""
 
     overrides: dict[str, PruningPolicy] = Field(default_factory=dict)
+    summary_store: Literal["memory", "redis"] = Field(
+        "memory", description="Where fact_memory='summary' keeps summaries; 'redis' shares them between replicas"
+    )
+    summary_redis_url: str = "redis://127.0.0.1:6379/0"
+    summary_redis_prefix: str = Field("clawback:sum:", description="Prefix of every Redis key the store writes")
+    summary_ttl_s: float = Field(7 * 86400.0, gt=0, description="How long Redis keeps a summary")
 
 
 class Settings(BaseSettings):

@@ -197,7 +197,7 @@ def test_redis_backend_shared_bounded_and_down_means_miss():
         down = RedisResponseCache("redis://127.0.0.1:1/0", max_bytes=2000, prefix=prefix, timeout_s=0.05)
         assert await down.get("a") is None  # refused: a miss, not an error
         assert await down.put(entry("a"), 60) is False
-        assert down.errors == 1  # the breaker skips Redis for a second after a failure
+        assert down.circuit.errors == 1  # the breaker skips Redis for a second after a failure
         await down.aclose()
 
     asyncio.run(main())

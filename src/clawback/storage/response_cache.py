@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import orjson
 
 from clawback.api.usage import Usage
+from clawback.storage.redis_link import RedisCircuit, connect
 
 __all__ = ["CachedReply", "MemoryResponseCache", "RedisResponseCache", "ResponseCache"]
 
@@ -218,20 +219,13 @@ return n
 class RedisResponseCache:
     """Entries shared by every gateway replica, through redis-py's asyncio client."""
 
-    BREAKER_S = 1.0
-
     def __init__(self, url: str, *, max_bytes: int, prefix: str = "clawback:ec:", timeout_s: float = 0.05) -> None:
-        import redis.asyncio as aioredis
-
         self.max_bytes = max_bytes
         self.prefix = prefix
-        self.redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
-        )
+        self.redis = connect(url, timeout_s)
         self._put = self.redis.register_script(_PUT)
         self._delete = self.redis.register_script(_DELETE)
-        self._down_until = 0.0
-        self.errors = 0
+        self.circuit = RedisCircuit("exact cache")
         self.evictions = 0
 
     def _k(self, kind: str, name: str) -> str:
@@ -241,23 +235,13 @@ class RedisResponseCache:
     def _meta(self) -> list[str]:
         return [self._k("meta", "lru"), self._k("meta", "sizes"), self._k("meta", "bytes")]
 
-    def _available(self) -> bool:
-        return time.monotonic() >= self._down_until
-
-    def _failed(self, exc: BaseException) -> None:
-        self.errors += 1
-        if self._available():
-            log.warning("exact cache: Redis unavailable (%s); treating lookups as misses for %.0f s", exc,
-                        self.BREAKER_S)  # fmt: skip
-        self._down_until = time.monotonic() + self.BREAKER_S
-
     async def get(self, key: str) -> CachedReply | None:
-        if not self._available():
+        if not self.circuit.available:
             return None
         try:
             payload = await self.redis.get(self._k("e", key))
         except Exception as exc:  # down, timed out, refused: a miss (CancelledError is not an Exception)
-            self._failed(exc)
+            self.circuit.failed(exc)
             return None
         if not payload:
             return None
@@ -267,7 +251,7 @@ class RedisResponseCache:
             return None
 
     async def put(self, entry: CachedReply, ttl_s: float) -> bool:
-        if entry.size > self.max_bytes or not self._available():
+        if entry.size > self.max_bytes or not self.circuit.available:
             return False
         entry.expires_at = time.time() + ttl_s
         sets = [self._k("ns", entry.namespace), *(self._k("tag", t) for t in entry.tags)]
@@ -276,7 +260,7 @@ class RedisResponseCache:
             evicted = await self._put(keys=keys, args=[entry.dumps(), int(ttl_s * 1000), int(time.time() * 1000),
                                                        self.max_bytes])  # fmt: skip
         except Exception as exc:
-            self._failed(exc)
+            self.circuit.failed(exc)
             return False
         self.evictions += int(evicted or 0)
         return True
@@ -298,8 +282,8 @@ class RedisResponseCache:
         return await self._drop(entry_keys)
 
     def stats(self) -> dict[str, Any]:
-        return {"backend": "redis", "errors": self.errors, "evictions": self.evictions,
-                "available": self._available(), "max_bytes": self.max_bytes}  # fmt: skip
+        return {"backend": "redis", "errors": self.circuit.errors, "evictions": self.evictions,
+                "available": self.circuit.available, "max_bytes": self.max_bytes}  # fmt: skip
 
     async def bytes_used(self) -> int:
         value = await self.redis.get(self._k("meta", "bytes"))

@@ -48,9 +48,10 @@ from clawback.pipeline.pruning.pruner import (
     render,
 )
 from clawback.pipeline.pruning.relevance import Scorer
-from clawback.pipeline.pruning.summary import Summarizer, SummaryStore, transcript
+from clawback.pipeline.pruning.summary import Summarizer, make_summary_store, transcript
 from clawback.pipeline.stage import CallNext, Pipeline
 from clawback.pricing import ModelPrice, PriceBook
+from clawback.storage.summary_store import SummaryStore
 
 __all__ = ["PruneOutcome", "PruningStage", "policy_for"]
 
@@ -109,9 +110,12 @@ class PruningStage:
         self.price_book = price_book
         self.planner_enabled = planner_enabled
         self.scorer = scorer
-        self.store = store or SummaryStore()
+        self.store = store or make_summary_store(settings)
         self.summarizer = Summarizer()
         self._policies: dict[tuple[str | None, str | None, str | None], PruningPolicy] = {}
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
 
     def attach(self, pipeline: Pipeline) -> None:
         """Give the summarizer the pipeline its requests go through (so the ledger books them)."""
@@ -234,12 +238,12 @@ class PruningStage:
         self, ctx: RequestContext, body: dict[str, Any], plan: Plan, policy: PruningPolicy
     ) -> str | None:
         key = f"{policy.summary_model}:{region_digest(body, plan)}"
-        stored = self.store.get(key)
+        stored = await self.store.get(key)
         if stored is None:  # once per compaction point: later turns find it here
             text = await self.summarizer.summarize(
                 ctx, policy.summary_model, policy.summary_max_tokens, transcript(dropped_messages(body, plan))
             )
             stored = extractive_memory(body, plan, summary=text) if text else extractive_memory(body, plan)
             if stored is not None:
-                self.store.put(key, stored)
+                await self.store.put(key, stored)
         return stored

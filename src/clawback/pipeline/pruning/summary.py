@@ -3,14 +3,14 @@
 It is off by default (``fact_memory: extractive``). When on, the summary request goes through the same
 pipeline as any other (so the ledger books its cost, under the caller's key, with the label
 ``pruning=summary``), and the result is stored under a hash of the history it replaces: the next turns of the
-conversation find it there and never ask again, so the prefix stays byte-identical between compaction points.
+conversation find it there and never ask again, so the prefix stays byte-identical between compaction points
+(``pruning.summary_store: redis`` shares them between gateway replicas: ``clawback.storage.summary_store``).
 If the summary call fails, the extractive memory is stored instead for that point, for the same reason.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -18,10 +18,12 @@ from typing import Any
 import orjson
 
 from clawback.api.errors import ApiError
+from clawback.config import PruningSettings
 from clawback.pipeline.context import Reply, RequestContext, new_request_id
 from clawback.pipeline.pruning.conversation import message_text
+from clawback.storage.summary_store import MemorySummaryStore, RedisSummaryStore, SummaryStore
 
-__all__ = ["Summarizer", "SummaryStore"]
+__all__ = ["Summarizer", "make_summary_store", "transcript"]
 
 log = logging.getLogger("clawback.pruning")
 
@@ -31,29 +33,6 @@ _SYSTEM = (
     "decisions, commitments made to them) as short bullet points, verbatim figures, no commentary."
 )
 _FORWARDED = frozenset({"anthropic-version"})
-
-
-class SummaryStore:
-    """Summaries by the hash of the history they replace; bounded, least recently used out first."""
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self.max_entries = max_entries
-        self._items: OrderedDict[str, str] = OrderedDict()
-
-    def get(self, key: str) -> str | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: str) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_entries:
-            self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 def transcript(messages: Sequence[tuple[int, Mapping[str, Any]]]) -> str:
@@ -101,3 +80,11 @@ class Summarizer:
             return None
         text_out = "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
         return text_out.strip() or None
+
+
+def make_summary_store(settings: PruningSettings) -> SummaryStore:
+    """The store ``settings.summary_store`` names."""
+    if settings.summary_store == "redis":
+        return RedisSummaryStore(settings.summary_redis_url, prefix=settings.summary_redis_prefix,
+                                 ttl_s=settings.summary_ttl_s)  # fmt: skip
+    return MemorySummaryStore()
