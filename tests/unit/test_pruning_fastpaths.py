@@ -8,12 +8,13 @@ patterns on the few characters that fold differently. The references here are th
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clawback.pipeline.pruning import facts, relevance
-from clawback.pipeline.pruning.conversation import fold
+from clawback.pipeline.pruning.conversation import fold, message_text, split_turns
 
 _ODD = ["\u0130", "\u0131", "\u017f", "\u212a"]  # dotted I, dotless i, long s, Kelvin sign
 _PIECES = [
@@ -100,3 +101,33 @@ def test_bm25_counts_the_query_terms_as_the_tokenizer_does(docs: list[str]) -> N
         per_document = [relevance.terms(d).count(term) for d in docs]
         expected = {i: n for i, n in enumerate(per_document) if n}
         assert relevance._frequencies(corpus, starts, term) == expected, (docs, term)
+
+
+_BLOCKS = st.one_of(
+    st.fixed_dictionaries({"type": st.just("text"), "text": st.sampled_from(["", "hi", "a\nb", None, 7])}),
+    st.fixed_dictionaries({"type": st.just("tool_result"), "tool_use_id": st.just("t"), "content": st.just("out")}),
+    st.fixed_dictionaries(
+        {"type": st.just("tool_use"), "id": st.just("t"), "name": st.just("f"), "input": st.just({})}
+    ),
+    st.fixed_dictionaries({"type": st.just("thinking"), "thinking": st.just("hmm")}),
+    st.sampled_from(["not a block", None]),
+)
+_MESSAGES = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["user", "assistant", "other"]),
+            "content": st.one_of(st.sampled_from(["", "plain", None, 3]), st.lists(_BLOCKS, max_size=4)),
+        }
+    ),
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"])}),
+    st.sampled_from(["not a message", None]),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_MESSAGES, max_size=8), st.sampled_from([1.0, 1.35]))
+def test_split_turns_collects_the_message_texts_and_the_same_turns(messages: list[Any], factor: float) -> None:
+    texts: list[tuple[Any, str] | None] = []
+    assert split_turns(messages, factor, texts) == split_turns(messages, factor)
+    expected = [(m.get("role"), message_text(m)) if isinstance(m, dict) else None for m in messages]
+    assert texts == expected

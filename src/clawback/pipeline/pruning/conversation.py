@@ -119,11 +119,15 @@ class Turn:
     opener: bool = False  # turn 0 when the conversation does not begin with a human turn
 
 
-def split_turns(messages: Sequence[Any], factor: float = 1.0) -> list[Turn]:
+def split_turns(
+    messages: Sequence[Any], factor: float = 1.0, texts: list[tuple[Any, str] | None] | None = None
+) -> list[Turn]:
     """The request's turns in order. Messages before the first human turn (an assistant opener) form turn 0.
 
     One pass over the blocks: ``is_turn_start`` and the turn's ``fast_block_tokens`` inlined for the common
-    blocks (text, string tool results), the same figures as calling them.
+    blocks (text, string tool results), the same figures as calling them. ``texts``, when given, receives each
+    message's ``(role, message_text(message))`` (``None`` for a message that is not a dict): the pruner needs
+    them for fact extraction and relevance, and collecting them here spares a second walk over the blocks.
     """
     turns: list[Turn] = []
     start = 0
@@ -132,20 +136,29 @@ def split_turns(messages: Sequence[Any], factor: float = 1.0) -> list[Turn]:
     for i, message in enumerate(messages):
         size = MESSAGE_OVERHEAD
         begins = False
+        text_of: tuple[Any, str] | None = None
         if isinstance(message, dict):
             content = message.get("content")
+            role = message.get("role")
             if isinstance(content, str):
                 size += int(len(content) * factor / 4) + 1
-                begins = message.get("role") == "user"
+                begins = role == "user"
+                text_of = (role, content)
             elif isinstance(content, list):
                 answers = False
+                parts: list[str] = []  # ``message_text``: the non-empty text blocks, joined by newlines
                 for block in content:
                     if not isinstance(block, dict):
                         continue
                     kind = block.get("type")
                     if kind == "text":
                         text = block.get("text")
-                        size += int(len(text) * factor / 4) + 1 if isinstance(text, str) else 1
+                        if isinstance(text, str):
+                            size += int(len(text) * factor / 4) + 1
+                            if text:
+                                parts.append(text)
+                        else:
+                            size += 1
                         continue
                     if kind == "tool_result":
                         answers = True
@@ -154,9 +167,13 @@ def split_turns(messages: Sequence[Any], factor: float = 1.0) -> list[Turn]:
                             size += 4 + int(len(inner) * factor / 4)
                             continue
                     size += fast_block_tokens(block, factor)
-                begins = not answers and message.get("role") == "user"
+                begins = not answers and role == "user"
+                text_of = (role, "\n".join(parts))
             else:
-                begins = message.get("role") == "user"
+                begins = role == "user"
+                text_of = (role, "")
+        if texts is not None:
+            texts.append(text_of)
         if i == 0:
             opener = not begins
         elif begins:

@@ -114,8 +114,16 @@ def _turn_messages(messages: Sequence[Any], turn: Turn) -> list[Mapping[str, Any
 class _Estimates:
     """Per-turn figures the schedule needs, computed at most once per call."""
 
-    def __init__(self, messages: Sequence[Any], turns: Sequence[Turn], policy: PruningPolicy, factor: float) -> None:
+    def __init__(
+        self,
+        messages: Sequence[Any],
+        turns: Sequence[Turn],
+        policy: PruningPolicy,
+        factor: float,
+        message_texts: Sequence[tuple[Any, str] | None] | None = None,
+    ) -> None:
         self.messages = messages
+        self.message_texts = message_texts  # ``split_turns``' ``texts``, when the caller collected them
         self.turns = turns
         self.policy = policy
         self.factor = factor
@@ -129,9 +137,15 @@ class _Estimates:
         found = self._texts.get(index)
         if found is None:
             turn = self.turns[index]
-            found = self._texts[index] = [
-                (m.get("role"), message_text(m)) for m in self.messages[turn.start : turn.end] if isinstance(m, dict)
-            ]
+            if self.message_texts is not None:
+                found = [t for t in self.message_texts[turn.start : turn.end] if t is not None]
+            else:
+                found = [
+                    (m.get("role"), message_text(m))
+                    for m in self.messages[turn.start : turn.end]
+                    if isinstance(m, dict)
+                ]
+            self._texts[index] = found
         return found
 
     def turn_facts(self, index: int) -> list[tuple[str, str]]:
@@ -447,8 +461,9 @@ def plan_pruning(
         return None
     model = body.get("model")
     factor = tokenizer_factor(model if isinstance(model, str) else None)
-    turns = split_turns(messages, factor)
-    estimates = _Estimates(messages, turns, policy, factor)
+    message_texts: list[tuple[Any, str] | None] = []
+    turns = split_turns(messages, factor, message_texts)
+    estimates = _Estimates(messages, turns, policy, factor, message_texts)
     tool_loops = None
     if policy.tool_elision and policy.keep_recent_tool_results is not None:
         tool_loops = _ToolLoops(messages, turns, policy, rates, estimates)
