@@ -188,8 +188,10 @@ def facts_of_texts(texts: Sequence[tuple[Any, str]]) -> list[tuple[str, str]]:
     """``extract_facts`` of messages already reduced to ``(role, message_text)``."""
     found: list[tuple[str, str]] = []
     for role, text in texts:
-        if role == "user" or role == "assistant":
-            found.extend((role, sentence) for sentence in _text_facts(role, text))
+        # An empty text (a message of tool_result blocks, say) has no facts: no need to look it up.
+        if text and (role == "user" or role == "assistant"):
+            for sentence in _text_facts(role, text):
+                found.append((role, sentence))
     return found
 
 
