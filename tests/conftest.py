@@ -77,3 +77,13 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02):  # type: 
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def redis_up() -> bool:
+    """Whether the Redis the tests use (127.0.0.1:6379, started by scripts/install.sh) answers."""
+    import redis
+
+    try:
+        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_timeout=0.2).ping())
+    except redis.RedisError:
+        return False

@@ -17,20 +17,11 @@ from clawback.pipeline.exact_cache import cache_key
 from clawback.storage.keys import KeyStore
 from clawback.storage.ledger import LedgerReader
 from clawback.storage.response_cache import CachedReply, MemoryResponseCache, RedisResponseCache
-from tests.conftest import wait_for
+from tests.conftest import redis_up, wait_for
 
 MODEL = "claude-sonnet-4-6"
 ADMIN = "admin-secret"
 ASK = {"model": MODEL, "max_tokens": 40, "temperature": 0, "messages": [{"role": "user", "content": "Elm street?"}]}
-
-
-def redis_up() -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_timeout=0.2).ping())
-    except redis.RedisError:
-        return False
 
 
 @pytest.fixture(params=["memory", "redis"])

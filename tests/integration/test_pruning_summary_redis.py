@@ -8,7 +8,6 @@ byte-identical pruned prompts (so the prompt cache keeps hitting whichever repli
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 
 import orjson
@@ -17,18 +16,10 @@ import pytest
 from clawback.pipeline import Pipeline, Reply, RequestContext
 from clawback.pipeline.pruning import PruningStage
 from clawback.storage.summary_store import MemorySummaryStore, RedisSummaryStore
+from tests.conftest import redis_up
 from tests.unit.test_pruning import BOOK, body, policy
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def replica(store: RedisSummaryStore | MemorySummaryStore, asked: list[str]) -> Pipeline:
