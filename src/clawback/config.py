@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -111,12 +111,22 @@ class PromptCacheSettings(_Section):
     max_tracked_prefixes: int = Field(100_000, ge=100)
 
 
+def _redis_url(value: str) -> str:
+    """Checked here so that a typo stops start-up with the setting's name, not a traceback from redis-py."""
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix:// (e.g. redis://127.0.0.1:6379/0)")
+    return value
+
+
+RedisUrl = Annotated[str, AfterValidator(_redis_url)]
+
+
 class ExactCacheSettings(_Section):
     """The exact response cache (issue 7); see ``clawback.pipeline.exact_cache``."""
 
     enabled: bool = Field(True, description="Answer identical requests from stored replies")
     backend: Literal["memory", "redis"] = "memory"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field("clawback:ec:", description="Prefix of every Redis key the cache writes")
     redis_timeout_s: float = Field(0.05, gt=0, description="Per command; Redis slower or down counts as a miss")
     ttl_s: float = Field(3600.0, gt=0)
@@ -200,7 +210,7 @@ class PruningSettings(PruningPolicy):
     summary_store: Literal["memory", "redis"] = Field(
         "memory", description="Where fact_memory='summary' keeps summaries; 'redis' shares them between replicas"
     )
-    summary_redis_url: str = "redis://127.0.0.1:6379/0"
+    summary_redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     summary_redis_prefix: str = Field("clawback:sum:", description="Prefix of every Redis key the store writes")
     summary_ttl_s: float = Field(7 * 86400.0, gt=0, description="How long Redis keeps a summary")
 

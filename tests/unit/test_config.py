@@ -25,3 +25,13 @@ def test_environment_overrides_file(tmp_path, monkeypatch):
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_redis_urls_are_checked_at_start_up(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("exact_cache:\n  redis_url: localhost:6379\npruning:\n  summary_redis_url: redis://r:6379/1\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert "exact_cache.redis_url" in message and "redis://" in message and "localhost:6379" in message
+    assert "summary_redis_url" not in message  # the good one passes
