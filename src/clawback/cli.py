@@ -12,6 +12,7 @@ from clawback import __version__
 from clawback.cache_cli import cache_app
 from clawback.cli_config import ConfigOption, err_console, settings_or_exit
 from clawback.config import ConfigError
+from clawback.pricing import PriceTableError
 from clawback.pricing_cli import pricing_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Cut the Claude API bill and prove it.")
@@ -65,7 +66,7 @@ def serve(
         settings.upstream = settings.upstream.model_copy(update={"url": upstream})
     try:
         app_ = create_gateway_app(settings)
-    except ConfigError as exc:
+    except (ConfigError, PriceTableError) as exc:  # a price table the user named and cannot be used
         err_console.print(f"[bold red]clawback:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
     gw = settings.gateway

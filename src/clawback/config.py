@@ -62,8 +62,25 @@ class UpstreamSettings(_Section):
     max_connections: int = Field(200, ge=1, description="Pooled keep-alive connections to the upstream")
 
 
+def _database_url(value: str) -> str:
+    """A ledger URL SQLAlchemy can parse, for a database the ledger supports (checked before anything connects)."""
+    from sqlalchemy.engine import make_url  # here: loading the settings should not import SQLAlchemy
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(value).get_backend_name()
+    except ArgumentError:
+        example = "sqlite:///clawback.db or postgresql+psycopg://user@host/db"
+        raise ValueError(f"not a database URL (e.g. {example})") from None
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"the ledger runs on sqlite or postgresql, not {backend}")
+    return value
+
+
 class LedgerSettings(_Section):
-    url: str = Field("sqlite:///clawback.db", description="SQLAlchemy URL of the ledger database")
+    url: Annotated[str, AfterValidator(_database_url)] = Field(
+        "sqlite:///clawback.db", description="SQLAlchemy URL of the ledger database"
+    )
     queue_size: int = Field(10_000, ge=1)
     batch_size: int = Field(32, ge=1, description="Records a transaction; small batches keep write bursts short")
     flush_interval_s: float = Field(0.25, gt=0)

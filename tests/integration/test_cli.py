@@ -39,6 +39,15 @@ def test_bad_configuration_stops_start_up_with_a_clear_message(tmp_path):
     assert "gateway.port" in result.output
 
 
+def test_a_price_table_that_cannot_be_read_stops_serve_with_its_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLAWBACK_LEDGER__URL", f"sqlite:///{tmp_path / 'l.db'}")
+    monkeypatch.setenv("CLAWBACK_PRICING__DATA_FILE", str(tmp_path / "missing-prices.yaml"))
+    result = runner.invoke(app, ["serve", "--upstream", "http://127.0.0.1:9"])
+    assert result.exit_code == 2
+    assert "missing-prices.yaml: cannot read the price table" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_serve_without_upstream_or_key_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.setenv("CLAWBACK_LEDGER__URL", f"sqlite:///{tmp_path / 'k.db'}")

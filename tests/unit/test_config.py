@@ -35,3 +35,13 @@ def test_redis_urls_are_checked_at_start_up(tmp_path):
     message = str(info.value)
     assert "exact_cache.redis_url" in message and "redis://" in message and "localhost:6379" in message
     assert "summary_redis_url" not in message  # the good one passes
+
+
+def test_ledger_url_is_checked_at_start_up(tmp_path):
+    path = tmp_path / "c.yaml"
+    for url, says in (("mysql://db/x", "sqlite or postgresql, not mysql"), ("nonsense", "not a database URL")):
+        path.write_text(f"ledger:\n  url: {url}\n")
+        with pytest.raises(ConfigError, match=says):
+            load_settings(path)
+    path.write_text("ledger:\n  url: postgresql+psycopg://postgres@127.0.0.1:5432/test\n")
+    assert load_settings(path).ledger.url.startswith("postgresql+psycopg://")
