@@ -25,8 +25,9 @@ _PIECES = [
     "sq\tft", "square feet", "acres", "neighbourhood", "neighborhood", "switching", "pets", "pet", "don't",
     "can't", "won't", "close to", "have to", "down payment", "Riverside", "Pets:", "$450k", "3", "@x", "www.x",
     "https://x", "next  week", "xmay", "mayx", "may_", "\u017funday", "booKed", "é", "the", "I", "WE'LL",
-    *_ODD, "Ok", "thanks", "?", "!", ".", ",", "-", "'", "_", "\n", " ", "  ",
+    *_ODD, "Ok", "thanks", "?", "!", ".", ",", "-", "'", "_", "\n", " ", "  ", "\u00a0", "\u2003", "\x1c",
 ]  # fmt: skip
+_SPACE = re.compile(r"\s+")
 texts = st.lists(st.sampled_from(_PIECES), max_size=14).map("".join)
 cased = st.tuples(texts, st.sampled_from(["same", "upper", "capitalize"])).map(
     lambda pair: pair[0] if pair[1] == "same" else getattr(pair[0], pair[1])()
@@ -61,7 +62,7 @@ def _reference_facts(role: str, text: str) -> tuple[str, ...]:
         if keep(sentence):
             if len(sentence) > facts._MAX_SENTENCE_CHARS:
                 sentence = sentence[: facts._MAX_SENTENCE_CHARS] + "…"
-            found.append(facts._SPACE.sub(" ", sentence))
+            found.append(_SPACE.sub(" ", sentence))
     return tuple(found)
 
 
