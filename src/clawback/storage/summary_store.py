@@ -15,7 +15,7 @@ Redis down means "not stored": the summary is computed again (and kept locally),
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import Protocol
 
 from clawback.storage.redis_link import RedisCircuit, connect
 
@@ -60,10 +60,10 @@ class RedisSummaryStore:
     """Shared by every replica, with the in-process store in front (a summary, once read, is read locally)."""
 
     def __init__(self, url: str, *, prefix: str = "clawback:sum:", ttl_s: float = 7 * 86400,
-                 timeout_s: float = 0.05, client: Any = None) -> None:  # fmt: skip
+                 timeout_s: float = 0.05) -> None:  # fmt: skip
         self.prefix = prefix
         self.ttl_ms = int(ttl_s * 1000)
-        self.redis = client if client is not None else connect(url, timeout_s)
+        self.redis = connect(url, timeout_s)
         self.local = MemorySummaryStore()
         self.circuit = RedisCircuit("pruning summaries")
 

@@ -309,17 +309,9 @@ def _loop_of(messages: Sequence[Any], turn: Turn, policy: PruningPolicy, factor:
                 for block in content:
                     if not isinstance(block, dict):
                         continue
-                    kind = block.get("type")
-                    if kind == "text":  # ``fast_block_tokens`` inlined for the common blocks (same figures)
-                        text = block.get("text")
-                        size += int(len(text) * factor / 4) + 1 if isinstance(text, str) else 1
-                        continue
-                    inner = block.get("content") if kind == "tool_result" else None
-                    if isinstance(inner, str):
-                        tokens = 4 + int(len(inner) * factor / 4)
-                    else:
-                        tokens = fast_block_tokens(block, factor)
+                    tokens = fast_block_tokens(block, factor)
                     size += tokens
+                    kind = block.get("type")
                     if kind == "tool_result":
                         results += 1
                         if _elidable(block, tokens, min_tokens):
@@ -621,25 +613,23 @@ def render(body: Mapping[str, Any], plan: Plan, memory: str | None) -> tuple[dic
     messages: list[Any] = body["messages"]
     out: list[Any] = []
     delta = 0
+
+    def elide(message: Any) -> Any:
+        nonlocal delta
+        elided = _elide_message(message, plan.elide_min_tokens, plan.factor)
+        if elided is not message:
+            delta += _message_tokens(elided, plan.factor) - _message_tokens(message, plan.factor)
+        return elided
+
     for index in (*range(plan.opening), *plan.kept):
         turn = plan.turns[index]
-        for message in messages[turn.start : turn.end]:
-            if plan.elide:
-                elided = _elide_message(message, plan.elide_min_tokens, plan.factor)
-                if elided is not message:
-                    delta += _message_tokens(elided, plan.factor) - _message_tokens(message, plan.factor)
-                message = elided
-            out.append(message)
+        out.extend(elide(m) if plan.elide else m for m in messages[turn.start : turn.end])
     tail = plan.turns[plan.boundary].start
     offset = len(out) - tail
     out.extend(messages[tail:])
     for positions in plan.loop_elided.values():  # older steps of the tail's tool loops
         for i in positions:
-            message = messages[i]
-            elided = _elide_message(message, plan.elide_min_tokens, plan.factor)
-            if elided is not message:
-                delta += _message_tokens(elided, plan.factor) - _message_tokens(message, plan.factor)
-                out[offset + i] = elided
+            out[offset + i] = elide(messages[i])
     if memory is not None:
         position = plan.turns[plan.opening].start  # the opening's messages come first, one for one
         out[position] = _with_memory(out[position], memory)
