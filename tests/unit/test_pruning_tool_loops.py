@@ -198,3 +198,51 @@ def test_keep_recent_tool_results_none_leaves_the_turn_in_progress_alone() -> No
     settings = policy(keep_recent_tool_results=None)
     body = request(loop(30))
     assert PruningStage(settings, BOOK).prune_body(body, settings).body is body
+
+
+def test_the_frontier_prefix_is_byte_identical_on_the_next_request_even_at_a_compaction_point() -> None:
+    """With the planner on, pruning names a frontier message (``cache_frontier``) the planner keeps a breakpoint
+    on; everything up to it must be what the next request sends too, or that entry would never be read."""
+    settings = policy()
+    stage = PruningStage(settings, BOOK, planner_enabled=True)
+    history = loop(40)
+    outcomes = [stage.prune_body(request(history[: 1 + 2 * steps]), settings) for steps in range(1, 41)]
+    assert all(o.cache_frontier is not None for o in outcomes)
+    for previous, current in itertools.pairwise(outcomes):
+        assert previous.cache_frontier is not None
+        end = previous.cache_frontier + 1
+        assert stripped(current.body["messages"][:end]) == stripped(previous.body["messages"][:end])
+    points = [i for i, o in enumerate(outcomes) if o.decision == "compacted-new"]
+    assert len(points) >= 2
+    frontiers = [o.cache_frontier for o in outcomes]
+    assert frontiers[0] == 0 and frontiers[-1] is not None and frontiers[-1] > 20  # it moves with the loop
+
+
+def test_a_cached_frontier_makes_elision_pay_sooner_and_book_only_what_follows_it() -> None:
+    settings = policy()
+    history = loop(40)
+    runs = {}
+    for planner in (False, True):
+        stage = PruningStage(settings, BOOK, planner_enabled=planner)
+        runs[planner] = [stage.prune_body(request(history[: 1 + 2 * n]), settings) for n in range(1, 41)]
+    first = {p: next(i for i, o in enumerate(r) if o.decision == "compacted-new") for p, r in runs.items()}
+    assert first[True] <= first[False]
+    assert runs[True][-1].tokens_after < runs[False][-1].tokens_after
+    # once the frontier's prefix is long enough to be cached, a compaction point books only what follows it
+    points = [o.plan for o in runs[True] if o.decision == "compacted-new" and o.plan is not None]
+    assert points[0].loop_reused_tokens == 0  # the task alone is below Sonnet's 1,024-token minimum
+    assert all(plan.loop_reused_tokens > 0 for plan in points[2:])
+    assert all(o.cache_frontier is None for o in runs[False])
+
+
+def test_no_frontier_without_a_free_breakpoint_slot() -> None:
+    settings = policy()
+    stage = PruningStage(settings, BOOK, planner_enabled=True)
+    body = request(loop(12))
+    body["tools"] = [
+        {"name": n, "description": "x", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}
+        for n in ("a", "b")
+    ]  # with the system and newest-block markers: four, no slot left for the planner
+    assert stage.prune_body(body, settings).cache_frontier is None
+    body["tools"][0].pop("cache_control")  # three: the tail is the client's, the frontier gets the last slot
+    assert stage.prune_body(body, settings).cache_frontier is not None

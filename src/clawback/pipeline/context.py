@@ -83,6 +83,9 @@ class RequestContext:
     started: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
     cache_status: str | None = None
+    cache_frontier: int | None = None
+    """Set by pruning: the index of the last message whose prefix stays byte-identical until the next
+    compaction point; the prompt-cache planner keeps a breakpoint there so a compaction rewrites only after it."""
     upstream_auth: dict[str, str] = field(default_factory=dict)
     original_body: dict[str, Any] = field(init=False)
 

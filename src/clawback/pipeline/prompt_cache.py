@@ -17,11 +17,15 @@ What it does to a request, only ever *adding* ``{"type": "ephemeral"[, "ttl": "1
 breakpoints, TTLs and ``scope`` stay exactly as sent; nothing else in the body changes unless
 ``prompt_cache.stabilize_tools`` is configured):
 
-1. Candidates, best first: the conversation's tail (the last cacheable block: the next turn reads it), a
-   *bridge* (a block whose prefix we know is cached but that sits beyond the tail's 20-position lookback, as
-   in long agent loops), the end of the system prompt, the end of the tools. A candidate is dropped when its
-   prefix is below the model's minimum, when the client already has a breakpoint there, when its kind has
-   stopped paying back (below) or when the four slots are used.
+1. Candidates, best first: the conversation's tail (the last cacheable block: the next turn reads it), the
+   pruning *frontier* (the end of the prefix pruning keeps byte-identical until its next compaction point,
+   ``RequestContext.cache_frontier``: with an entry there, a compaction rewrites only what follows it instead of
+   the whole history), a *bridge* (a block whose prefix we know is cached but that sits beyond the tail's
+   20-position lookback, as in long agent loops), the end of the system prompt, the end of the tools. A
+   candidate is dropped when its prefix is below the model's minimum, when the client already has a breakpoint
+   there, when its kind has stopped paying back (below) or when the four slots are used. Bridges and the
+   frontier are never backed off: a bridge's prefix is cached already, and the frontier sits inside the prefix
+   the tail writes in the same request, so it adds no write of its own, only an entry a later request reads.
 2. TTL per candidate from the reuse intervals observed for that prefix family: each interval is a read if it
    is shorter than the TTL, else a rewrite; 1h wins when ``w1h + Σ(read | w1h)`` is below ``w5m + Σ(read | w5m)``
    with the model's own write and read prices. Then the ordering rule is enforced against the client's TTLs.
@@ -81,7 +85,7 @@ _VOLATILE = re.compile(
     r"|\b[0-9a-f]{16,}\b"  # hex ids
     r"|\d+"  # numbers, dates, times
 )
-_KINDS = ("tail", "bridge", "system", "tools")
+_KINDS = ("tail", "frontier", "bridge", "system", "tools")
 PromptKey = tuple[str, str, bytes]  # scope, model, prefix digest
 
 
@@ -231,12 +235,16 @@ def plan_request(
     known: Callable[[int, bytes], bool] = lambda index, digest: False,
     blocks: list[PromptBlock] | None = None,
     digests: list[bytes] | None = None,
+    frontier: int | None = None,
 ) -> Plan:
     """Decide the breakpoints for ``body`` (pure: the planner's state comes in through the callables).
 
     ``allowed(kind)``: payback allows this kind; ``ttl_for(kind)``: the TTL its reuse intervals favour;
     ``known(index, digest)``: we believe the prefix ending at block ``index`` is cached now.
     ``blocks`` / ``digests``: ``prompt_blocks(body)`` and ``prefix_digests`` when the caller has them already.
+    ``frontier``: a message whose prefix stays byte-identical until pruning's next compaction point
+    (``RequestContext.cache_frontier``); a breakpoint on its last block keeps that prefix cached, so the
+    compaction rewrites only what follows it.
     """
     if blocks is None:
         blocks, _ = prompt_blocks(body)
@@ -273,6 +281,12 @@ def plan_request(
         candidates.append(("tail", tail))
         first_message = static_index + 1 if static_index is not None else 0
         bridge = next((i for i in range(tail - 1, first_message - 1, -1) if known(i, digests[i])), None)
+        if frontier is not None:
+            where = f"messages.{frontier}."
+            spot = next((i for i in range(tail, first_message - 1, -1)
+                         if blocks[i].path.startswith(where) and _eligible(blocks[i].block)), None)  # fmt: skip
+            if spot is not None and spot != tail:
+                candidates.append(("frontier", spot))
         if bridge is not None and lookback_positions(blocks, bridge, tail) > LOOKBACK_POSITIONS:
             candidates.append(("bridge", bridge))
     systems = [i for i, pb in enumerate(blocks) if pb.section == "system"]
@@ -289,7 +303,7 @@ def plan_request(
             plan.skipped[kind] = "the client has a breakpoint there"
         elif cumulative[index] < price.min_cacheable_tokens:
             plan.skipped[kind] = f"prefix below the model's minimum ({price.min_cacheable_tokens} tokens)"
-        elif kind != "bridge" and not allowed(kind):
+        elif kind not in ("bridge", "frontier") and not allowed(kind):
             plan.skipped[kind] = "backed off: writes have not paid back"
         else:
             chosen.append((kind, index))
@@ -534,6 +548,7 @@ class PromptCachePlanner:
             known=lambda index, digest: self._live((scope, model, digest), now),
             blocks=blocks,
             digests=digests,
+            frontier=ctx.cache_frontier,
         )
         self.planned += 1
         if plan.added or plan.body is not ctx.body:

@@ -22,7 +22,16 @@ import orjson
 
 from clawback.tokens import MESSAGE_OVERHEAD, estimate_block_tokens
 
-__all__ = ["Turn", "block_text", "fast_block_tokens", "fold", "is_turn_start", "message_text", "split_turns"]
+__all__ = [
+    "Turn",
+    "block_text",
+    "fast_block_tokens",
+    "fold",
+    "is_turn_start",
+    "loop_start",
+    "message_text",
+    "split_turns",
+]
 
 _THINKING = frozenset({"thinking", "redacted_thinking"})
 _MEDIA = frozenset({"image", "document"})
@@ -46,6 +55,16 @@ def is_turn_start(message: Mapping[str, Any]) -> bool:
     if isinstance(content, list):
         return not any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
     return True
+
+
+def loop_start(messages: Sequence[Any]) -> int | None:
+    """The index of the message that opened the turn in progress, when a tool loop has followed it (the
+    request answers at least one round of tool results); ``None`` otherwise. Scans from the end: cheap."""
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if isinstance(message, dict) and is_turn_start(message):
+            return index if index < len(messages) - 1 else None
+    return None
 
 
 def _chars_tokens(chars: int, factor: float) -> int:

@@ -7,13 +7,17 @@ request, in four set-ups priced by the simulator's prompt-cache model and the pr
 * ``cache``: prompt caching on (the client's breakpoints plus automatic caching of the whole prefix, a
   top-level ``cache_control``), the bar pruning has to beat;
 * ``pruned``: the pruned requests with the client's own breakpoints;
-* ``pruned+cache``: the pruned requests with caching on (the pruner then prices its compactions as cached).
+* ``pruned+cache``: the pruned requests with caching on (the pruner then prices its compactions as cached),
+  and the prompt-cache planner's ``frontier`` breakpoint where pruning asks for one (``plan_request``).
 
 Reported per strategy: input tokens (whole request, and the conversation history alone: what pruning can
 act on), input + output cost of each set-up, and fact retention: the share of the facts a turn needs (the
 workload's labels, read here and only here, never by the pruner) whose exact string is still in the request
-that reaches the upstream. Figures are given for all requests and for requests whose conversation has reached
-``long_turns`` turns (20 by default), for the workloads together and for each one (``workloads`` in the JSON).
+that reaches the upstream. Tokens and facts are counted for both pruned set-ups (``pruned``, and ``_cached``:
+``pruned+cache``, where pruning prices its decisions as cached and elides sooner once the planner's frontier
+breakpoint makes a compaction cheap; the tables show them as "pruned / cached"). Figures are given for all
+requests and for requests whose conversation has reached ``long_turns`` turns (20 by default), for the
+workloads together and for each one (``workloads`` in the JSON).
 
 What a turn is depends on the workload. In chat traffic, a human turn (a user message that is not tool
 results). In agentic traffic (``Workload.turns_are_round_trips``: the ``agentic`` workload), an API round trip,
@@ -33,6 +37,7 @@ import orjson
 
 from clawback.api.usage import Usage
 from clawback.config import PruningPolicy, PruningSettings, Settings
+from clawback.pipeline.prompt_cache import plan_request
 from clawback.pipeline.pruning.conversation import is_turn_start
 from clawback.pipeline.pruning.stage import PruningStage
 from clawback.pricing import PriceBook
@@ -61,33 +66,42 @@ def strategy_policies(base: PruningPolicy | None = None) -> dict[str, PruningSet
     }
 
 
+_SENT = ("original", "pruned", "pruned+cache")  # the bodies whose tokens and facts are counted
+
+
 @dataclass(slots=True)
 class _Tally:
     requests: int = 0
-    input_tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("original", "pruned"), 0))
-    history_tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("original", "pruned"), 0))
+    input_tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SENT, 0))
+    history_tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SENT, 0))
     cost: dict[str, Decimal] = field(default_factory=lambda: dict.fromkeys(SETUPS, Decimal(0)))
     facts_needed: int = 0
-    facts_kept: int = 0
+    facts_kept: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SENT[1:], 0))
 
     def as_dict(self) -> dict[str, Any]:
-        def cut(pair: dict[str, int]) -> float:
-            return round(1 - pair["pruned"] / pair["original"], 4) if pair["original"] else 0.0
+        def cut(tokens: dict[str, int], setup: str = "pruned") -> float:
+            return round(1 - tokens[setup] / tokens["original"], 4) if tokens["original"] else 0.0
+
+        def kept(setup: str) -> float:
+            return round(self.facts_kept[setup] / self.facts_needed, 4) if self.facts_needed else 1.0
 
         costs = {k: round(float(v), 6) for k, v in self.cost.items()}
         return {
             "requests": self.requests,
             "input_tokens": dict(self.input_tokens),
             "input_token_reduction": cut(self.input_tokens),
+            "input_token_reduction_cached": cut(self.input_tokens, "pruned+cache"),
             "history_tokens": dict(self.history_tokens),
             "history_token_reduction": cut(self.history_tokens),
+            "history_token_reduction_cached": cut(self.history_tokens, "pruned+cache"),
             "cost_usd": costs,
             "cost_reduction_vs_cache": round(1 - costs["pruned+cache"] / costs["cache"], 4) if costs["cache"] else 0.0,
             "cost_reduction_vs_baseline": (
                 round(1 - costs["pruned+cache"] / costs["baseline"], 4) if costs["baseline"] else 0.0
             ),
             "facts_needed": self.facts_needed,
-            "fact_retention": round(self.facts_kept / self.facts_needed, 4) if self.facts_needed else 1.0,
+            "fact_retention": kept("pruned"),
+            "fact_retention_cached": kept("pruned+cache"),
         }
 
 
@@ -187,10 +201,15 @@ def _replay(
         mine = per_workload.setdefault(workload, (_Tally(), _Tally()))
         original: dict[str, Any] = step.request
         model = str(original["model"])
-        pruned = plain.prune_body(original, policy).body
-        pruned_cached = _cached(planned.prune_body(original, policy).body)
-        bodies = {"baseline": original, "cache": _cached(original), "pruned": pruned, "pruned+cache": pruned_cached}
         price = book.get(model)
+        pruned = plain.prune_body(original, policy).body
+        outcome = planned.prune_body(original, policy)
+        pruned_cached = _cached(outcome.body)
+        if outcome.cache_frontier is not None:  # the planner's frontier breakpoint (its only one here)
+            pruned_cached = plan_request(
+                pruned_cached, price, allowed=lambda kind: False, frontier=outcome.cache_frontier
+            ).body
+        bodies = {"baseline": original, "cache": _cached(original), "pruned": pruned, "pruned+cache": pruned_cached}
         cost: dict[str, Decimal] = {}
         for setup, body in bodies.items():
             account = caches[setup].account(
@@ -207,19 +226,20 @@ def _replay(
         if longest.get(step.labels.session, 0) >= long_turns and item.turns >= long_turns:
             tallies += [tally_long, mine[1]]
         needed = step.labels.needed_facts
-        kept = _fact_hits(pruned, needed) if needed else 0
-        tokens = (count_request_tokens(original), count_request_tokens(pruned))
-        history = (_history_tokens(original), _history_tokens(pruned))
+        sent = {"original": original, "pruned": pruned, "pruned+cache": outcome.body}
+        tokens = {name: count_request_tokens(body) for name, body in sent.items()}
+        history = {name: _history_tokens(body) for name, body in sent.items()}
+        kept = {name: _fact_hits(sent[name], needed) if needed else 0 for name in _SENT[1:]}
         for tally in tallies:
             tally.requests += 1
-            tally.input_tokens["original"] += tokens[0]
-            tally.input_tokens["pruned"] += tokens[1]
-            tally.history_tokens["original"] += history[0]
-            tally.history_tokens["pruned"] += history[1]
+            for name in _SENT:
+                tally.input_tokens[name] += tokens[name]
+                tally.history_tokens[name] += history[name]
             for setup, value in cost.items():
                 tally.cost[setup] += value
             tally.facts_needed += len(needed)
-            tally.facts_kept += kept
+            for name in _SENT[1:]:
+                tally.facts_kept[name] += kept[name]
     workloads = {name: {"all": a.as_dict(), "long": b.as_dict()} for name, (a, b) in per_workload.items()}
     return StrategyReport(strategy, tally_all.as_dict(), tally_long.as_dict(), workloads)
 
@@ -259,16 +279,19 @@ def eval_command(settings: Settings, workloads: Sequence[str], *, json_output: b
     for label, key in (("all requests", "all"), (long_label, "long")):
         table = Table(title=f"pruning on {', '.join(workloads)}: {label}")
         for column in ("strategy", "workload", "reqs", "input -%", "history -%", "$ cache", "$ pruned+cache",
-                       "vs cache", "facts kept"):  # fmt: skip
+                       "vs cache", "facts kept", "facts kept (cached)"):  # fmt: skip
             table.add_column(column, justify="left" if column in ("strategy", "workload") else "right", no_wrap=True)
+        table.columns[3].header, table.columns[4].header = "input -% (pruned / cached)", "history -% (same)"
         for report in reports:
             for scope in scopes:
                 row = getattr(report, key) if scope == "all" else report.workloads[scope][key]
                 table.add_row(
                     report.strategy if scope == scopes[0] else "", scope, str(row["requests"]),
-                    f"{row['input_token_reduction']:.1%}", f"{row['history_token_reduction']:.1%}",
+                    f"{row['input_token_reduction']:.1%} / {row['input_token_reduction_cached']:.1%}",
+                    f"{row['history_token_reduction']:.1%} / {row['history_token_reduction_cached']:.1%}",
                     f"{row['cost_usd']['cache']:.4f}", f"{row['cost_usd']['pruned+cache']:.4f}",
                     f"{-row['cost_reduction_vs_cache']:+.1%}", f"{row['fact_retention']:.1%}/{row['facts_needed']}",
+                    f"{row['fact_retention_cached']:.1%}",
                     end_section=scope == scopes[-1],
                 )  # fmt: skip
         console.print(table)

@@ -34,9 +34,10 @@ from decimal import Decimal
 from typing import Any
 
 from clawback.api.errors import InvalidRequestError
-from clawback.api.messages import count_cache_breakpoints, validate_messages_request
+from clawback.api.messages import MAX_CACHE_BREAKPOINTS, count_cache_breakpoints, validate_messages_request
 from clawback.config import PruningPolicy, PruningSettings
 from clawback.pipeline.context import Reply, RequestContext, Tenant
+from clawback.pipeline.pruning.conversation import loop_start
 from clawback.pipeline.pruning.pruner import (
     CacheRates,
     Plan,
@@ -52,6 +53,7 @@ from clawback.pipeline.pruning.summary import Summarizer, make_summary_store, tr
 from clawback.pipeline.stage import CallNext, Pipeline
 from clawback.pricing import ModelPrice, PriceBook
 from clawback.storage.summary_store import SummaryStore
+from clawback.tokens import count_request_tokens
 
 __all__ = ["PruneOutcome", "PruningStage", "policy_for"]
 
@@ -75,7 +77,7 @@ def policy_for(settings: PruningSettings, tenant: Tenant) -> PruningPolicy:
 class PruneOutcome:
     """What pruning did to one request."""
 
-    __slots__ = ("body", "decision", "plan", "saved_micro_usd", "tokens_after", "tokens_before")
+    __slots__ = ("body", "cache_frontier", "decision", "plan", "saved_micro_usd", "tokens_after", "tokens_before")
 
     def __init__(
         self,
@@ -85,6 +87,7 @@ class PruneOutcome:
         tokens_before: int = 0,
         tokens_after: int = 0,
         saved_micro_usd: int = 0,
+        cache_frontier: int | None = None,
     ) -> None:
         self.body = body
         self.decision = decision
@@ -92,6 +95,9 @@ class PruneOutcome:
         self.tokens_before = tokens_before
         self.tokens_after = tokens_after
         self.saved_micro_usd = saved_micro_usd
+        self.cache_frontier = cache_frontier
+        """The message of ``body`` the planner should put a ``frontier`` breakpoint on (``None``: none), so that
+        the next compaction point rewrites the cache only after it."""
 
 
 class PruningStage:
@@ -137,6 +143,7 @@ class PruningStage:
         if not policy.enabled:
             return await call_next(ctx)
         outcome = await self.prune(ctx, policy)
+        ctx.cache_frontier = outcome.cache_frontier
         labels = ctx.tenant.labels
         labels["pruning"] = outcome.decision
         if outcome.plan is not None:
@@ -170,9 +177,15 @@ class PruningStage:
         price = self.price_book.get(str(body.get("model", "")))
         cached = self.is_cached(body, policy)
         rates = CacheRates(float(price.input), float(price.cache_write_5m), float(price.cache_read))
-        plan = plan_pruning(body, policy, rates=rates if cached else None, scorer=self.scorer)
+        frontier = self.frontier_cached(body, policy, cached)
+        floor = None
+        if frontier:  # the frontier's prefix is cached only from the model's minimum on, tools and system included
+            floor = max(0, price.min_cacheable_tokens - count_request_tokens({**body, "messages": []}))
+        plan = plan_pruning(body, policy, rates=rates if cached else None, scorer=self.scorer, frontier_floor=floor)
         if plan is None:
-            return PruneOutcome(body, "none")
+            messages = body.get("messages")
+            start = loop_start(messages) if frontier and isinstance(messages, list) else None
+            return PruneOutcome(body, "none", cache_frontier=start)
         if memory is not None and "text" in memory:
             text = memory["text"]
         elif policy.fact_memory == "off" or memory is not None:
@@ -198,7 +211,25 @@ class PruningStage:
                 log.error("pruning produced an invalid request (%s); sending the original", problem)
                 return PruneOutcome(body, "skipped:pruning_bug")
         memory_tokens = int(len(text) * plan.factor / 4) + 1 if text else 0
-        return self._account(pruned, plan, price, cached, memory_tokens + elided)
+        outcome = self._account(pruned, plan, price, cached, memory_tokens + elided)
+        if frontier and plan.loop_frontier is not None:
+            outcome.cache_frontier = plan.output_index(plan.loop_frontier)
+        return outcome
+
+    def frontier_cached(self, body: dict[str, Any], policy: PruningPolicy, cached: bool) -> bool:
+        """Whether the planner will keep a breakpoint on the tool-loop frontier (``PruneOutcome.cache_frontier``):
+        it is on, the request is cached, tool loops are elided, and the client's breakpoints leave it a slot
+        once the tail has one (the planner's first candidate)."""
+        if not (cached and self.planner_enabled and policy.tool_elision and policy.keep_recent_tool_results):
+            return False
+        messages = body.get("messages")
+        last = messages[-1] if isinstance(messages, list) and messages else None
+        content = last.get("content") if isinstance(last, dict) else None
+        tail_marked = bool(body.get("cache_control")) or (
+            isinstance(content, list) and bool(content) and isinstance(content[-1], dict)
+            and bool(content[-1].get("cache_control"))
+        )  # fmt: skip
+        return count_cache_breakpoints(body) + (1 if tail_marked else 2) <= MAX_CACHE_BREAKPOINTS
 
     def is_cached(self, body: dict[str, Any], policy: PruningPolicy) -> bool:
         """Whether the history is (going to be) cached: a breakpoint in the messages or a top-level one, or the
@@ -226,8 +257,8 @@ class PruningStage:
                 opening = sum(t.tokens for t in plan.turns[: plan.opening])
                 current = plan.turns[-1].tokens
                 rewritten = max(0, after - opening - current)
-            if plan.loop_new:  # the whole history is written again, its newest step would have been anyway
-                rewritten = max(rewritten, after - plan.loop_last_step_tokens)
+            if plan.loop_new:  # written again from the frontier (or the start); its newest step would be anyway
+                rewritten = max(rewritten, after - plan.loop_reused_tokens - plan.loop_last_step_tokens)
             saved -= Decimal(rewritten) * (price.cache_write_5m - price.cache_read)
         else:
             saved = Decimal(removed) * price.input
