@@ -191,6 +191,32 @@ def test_facts_are_found_the_way_real_traffic_states_them() -> None:
     ]
 
 
+def test_an_agent_turn_keeps_its_instruction_whole_and_the_failure_lines_of_its_tool_outputs() -> None:
+    run_log = "\n".join(
+        [*(f"tests/test_scoring.py::test_rank_{i} PASSED" for i in range(30)),
+         "tests/test_scoring.py::test_rank_30 FAILED", "E   AssertionError: 3 != 4",
+         *(f"tests/test_export.py::test_csv_{i} FAILED" for i in range(8)),
+         "==== 30 passed, 9 failed in 2.31s ===="]
+    )  # fmt: skip
+    instruction = "Use the existing logger in storage.py instead of print statements."
+    messages = [
+        {"role": "user", "content": instruction},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": run_log}]},
+        {"role": "assistant", "content": "Two failures; I'll fix test_rank_30 first."},
+    ]
+    facts = extract_facts(messages)
+    assert facts[0] == ("user", instruction)  # whole: the sentence splitter would cut it at "storage."
+    failures = [text for role, text in facts if role == "tool"]
+    assert failures == [
+        "tests/test_scoring.py::test_rank_30 FAILED", "E AssertionError: 3 != 4",  # whitespace folded
+        *(f"tests/test_export.py::test_csv_{i} FAILED" for i in range(3)),
+    ]  # fmt: skip
+    # the same words in a turn without tool calls are read sentence by sentence, as before
+    chat = [{"role": "user", "content": instruction}, {"role": "assistant", "content": "Sure."}]
+    assert ("user", instruction) not in extract_facts(chat)
+
+
 def test_bm25_prefers_the_turn_that_shares_rare_terms() -> None:
     documents = ["We love the garden in Eastfield.", "Parking needs two spaces.", "Closing takes 30 days."]
     assert select_relevant(Bm25Scorer(), "How many parking spaces?", documents, max_items=1, min_score=0.1) == [1]

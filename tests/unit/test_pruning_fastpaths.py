@@ -132,3 +132,18 @@ def test_split_turns_collects_the_message_texts_and_the_same_turns(messages: lis
     assert split_turns(messages, factor, texts) == split_turns(messages, factor)
     expected = [(m.get("role"), message_text(m)) if isinstance(m, dict) else None for m in messages]
     assert texts == expected
+
+
+_LOG_PIECES = ["FAILED", "ERROR", "Error", "Traceback", "PASSED", "ok", "tests/a.py::t", " ", "\n", "\n\n", "x"]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(_LOG_PIECES), max_size=40).map("".join))
+def test_failure_lines_are_the_plain_line_scan(text: str) -> None:
+    expected: list[str] = []
+    for line in text.split("\n"):
+        if any(mark in line for mark in facts._FAILURE_MARKS):
+            clipped = " ".join(line.strip().split())
+            if clipped not in expected:
+                expected.append(clipped)
+    assert facts.failure_lines.__wrapped__(text) == tuple(expected[: facts._MAX_FAILURE_LINES])

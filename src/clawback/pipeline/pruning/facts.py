@@ -8,6 +8,13 @@ negation. Small talk, thanks and bare questions to the assistant are left out. A
 only when they record a commitment with specifics (a booked time, a quoted figure), since the assistant's
 explanations can be regenerated but its promises cannot. Duplicates are dropped (first occurrence wins).
 
+An agent's turn (one whose tool calls were answered: a coding agent's, say) is read differently. The human
+message that opened it is an instruction, and an instruction is kept whole: "Use the logger in storage.py
+instead of print statements." holds no number or first-person signal, yet dropping it changes the work.
+Tool outputs are not read for sentences (they are code, listings, logs), but the lines that report a failure
+(a test marked ``FAILED``, an ``ERROR`` / ``Error`` line, a ``Traceback``) are kept, at most five a turn: the
+failing test is what the agent is fixing long after the run that showed it has been compacted away.
+
 The result is a compact block grouped by turn, e.g. ``t3 user: We're pre-approved for $450k.``; it is a
 pure function of the dropped messages, so the same history always yields the same bytes.
 """
@@ -19,9 +26,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from clawback.pipeline.pruning.conversation import fold, message_text
+from clawback.pipeline.pruning.conversation import block_text, fold, message_text
 
-__all__ = ["extract_facts", "facts_of_texts", "render_memory", "sentences"]
+__all__ = ["extract_facts", "facts_of_texts", "facts_of_turn", "failure_lines", "render_memory", "sentences"]
 
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
 _NUMBER = re.compile(r"\d")
@@ -53,6 +60,8 @@ _FILLER = re.compile(
 _LABELLED = re.compile(r"^[A-Za-z][\w /&'-]{0,30}:\s*\S")  # "Pets: two indoor cats."
 _SHORT_WORDS = 12
 _MAX_SENTENCE_CHARS = 400
+_FAILURE_MARKS = ("FAILED", "ERROR", "Error", "Traceback")
+_MAX_FAILURE_LINES = 5
 
 
 class _Words:
@@ -179,10 +188,52 @@ def _clip(sentence: str) -> str:
     return " ".join(sentence.split())
 
 
+@functools.lru_cache(maxsize=16_384)
+def failure_lines(text: str) -> tuple[str, ...]:
+    """The first ``_MAX_FAILURE_LINES`` distinct lines of a tool output that report a failure, in order, found
+    with ``str.find`` (a 10 kB output costs a few substring searches, not a regex pass). Memoized like
+    ``_text_facts``. Each mark's own first five distinct lines are enough: a line among the first five overall
+    is among the first five of any mark it holds (the unit tests compare it with a plain line-by-line scan)."""
+    found: dict[str, int] = {}  # line -> where it first occurs
+    for mark in _FAILURE_MARKS:
+        mine: set[str] = set()
+        at = text.find(mark)
+        while at >= 0 and len(mine) < _MAX_FAILURE_LINES:
+            start = text.rfind("\n", 0, at) + 1
+            end = text.find("\n", at)
+            line = _clip(text[start : end if end >= 0 else len(text)].strip())
+            mine.add(line)
+            if line not in found or found[line] > start:
+                found[line] = start
+            at = text.find(mark, end) if end >= 0 else -1
+    return tuple(sorted(found, key=found.__getitem__)[:_MAX_FAILURE_LINES])
+
+
+def facts_of_turn(messages: Sequence[Any], texts: Sequence[tuple[Any, str]]) -> list[tuple[str, str]]:
+    """The facts of one turn: ``messages`` (its messages, in order) and ``texts`` (``(role, message_text)`` of
+    its dict messages, as ``split_turns`` collects them). An agent's turn (one with ``tool_result`` blocks)
+    keeps its opening instruction whole and the failure lines of its tool outputs (see the module doc)."""
+    failures: list[tuple[str, str]] = []
+    agent = False
+    for message in messages[1:]:
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list) or message.get("role") != "user":
+            continue
+        for block in content:
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                agent = True
+                if len(failures) < _MAX_FAILURE_LINES:
+                    failures.extend(("tool", line) for line in failure_lines(block_text(block)))
+    if not agent or not texts or texts[0][0] != "user" or not texts[0][1].strip():
+        return facts_of_texts(texts)
+    instruction = ("user", _clip(texts[0][1].strip()))
+    return [instruction, *facts_of_texts(texts[1:]), *failures[:_MAX_FAILURE_LINES]]
+
+
 def extract_facts(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """``(role, sentence)`` for every fact-bearing sentence of ``messages``, in order (duplicates kept:
-    ``render_memory`` drops them across the whole compacted span)."""
-    return facts_of_texts([(message.get("role"), message_text(message)) for message in messages])
+    """``(role, sentence)`` for every fact of the turn ``messages``, in order (duplicates kept: ``render_memory``
+    drops them across the whole compacted span)."""
+    return facts_of_turn(messages, [(message.get("role"), message_text(message)) for message in messages])
 
 
 def facts_of_texts(texts: Sequence[tuple[Any, str]]) -> list[tuple[str, str]]:

@@ -61,7 +61,7 @@ import orjson
 from clawback.api.messages import MAX_CACHE_BREAKPOINTS
 from clawback.config import PruningPolicy
 from clawback.pipeline.pruning.conversation import Turn, block_text, fast_block_tokens, message_text, split_turns
-from clawback.pipeline.pruning.facts import extract_facts, facts_of_texts, render_memory
+from clawback.pipeline.pruning.facts import extract_facts, facts_of_turn, render_memory
 from clawback.pipeline.pruning.relevance import Bm25Scorer, Scorer, select_relevant
 from clawback.tokens import MESSAGE_OVERHEAD, tokenizer_factor
 
@@ -172,7 +172,8 @@ class _Estimates:
         """The facts of turn ``index`` (extracted once per call: the schedule and the memory both need them)."""
         found = self.facts.get(index)
         if found is None:
-            found = self.facts[index] = facts_of_texts(self.texts(index))
+            turn = self.turns[index]
+            found = self.facts[index] = facts_of_turn(self.messages[turn.start : turn.end], self.texts(index))
         return found
 
     def compacted(self, index: int) -> int:
