@@ -8,8 +8,9 @@ import httpx
 import orjson
 import pytest
 
-from clawback.config import PruningSettings
+from clawback.config import PromptCacheSettings, PruningSettings
 from clawback.storage.ledger import LedgerReader
+from clawback.tokens import prompt_blocks
 from tests.conftest import wait_for
 
 MODEL = "claude-sonnet-4-6"
@@ -21,8 +22,13 @@ def pruning() -> PruningSettings:
 
 
 @pytest.fixture
-def gateway_settings(gateway_settings, pruning):
-    return gateway_settings.model_copy(update={"pruning": pruning})
+def prompt_cache() -> PromptCacheSettings:
+    return PromptCacheSettings(enabled=False)  # as in tests/conftest.py: the planner off unless a test asks
+
+
+@pytest.fixture
+def gateway_settings(gateway_settings, pruning, prompt_cache):
+    return gateway_settings.model_copy(update={"pruning": pruning, "prompt_cache": prompt_cache})
 
 
 @pytest.fixture
@@ -148,3 +154,99 @@ def test_an_agent_tool_loop_is_elided_validly_and_recorded(http, sim_admin, gate
     assert int(labels[-1]["pruning_elided_steps"]) >= steps // 2
     assert all(r.counterfactual_micro_usd == r.cost_micro_usd + sum(r.savings_micro_usd.values()) for r in records)
     assert sum(r.cost_micro_usd for r in records) < sum(r.counterfactual_micro_usd for r in records)
+
+
+def marked_messages(body: dict[str, Any]) -> list[int]:
+    """The message of each breakpoint in ``body``, in prompt order (-1: in the tools or the system prompt)."""
+    marked = [pb for pb in prompt_blocks(body)[0] if pb.block.get("cache_control")]
+    return [int(pb.path.split(".")[1]) if pb.section == "messages" else -1 for pb in marked]
+
+
+def prefix_tokens(body: dict[str, Any], message: int) -> int:
+    """Tokens of ``body``'s prompt up to the end of ``messages[message]``, as the simulator bills them."""
+    blocks, _ = prompt_blocks(body)
+    end = max(i for i, pb in enumerate(blocks) if pb.path.startswith(f"messages.{message}."))
+    return sum(pb.tokens for pb in blocks[: end + 1])
+
+
+def unmarked(messages: list[dict[str, Any]]) -> list[Any]:
+    """``messages`` as the cache keys them: no markers, a string content as its one text block."""
+
+    def blocks(content: Any) -> list[Any]:
+        if isinstance(content, str):
+            return [{"type": "text", "text": content}]
+        return [{k: v for k, v in block.items() if k != "cache_control"} for block in content]
+
+    return [{**m, "content": blocks(m["content"])} for m in messages]
+
+
+@pytest.mark.parametrize("pruning", [PruningSettings(enabled=True)])
+@pytest.mark.parametrize("prompt_cache", [PromptCacheSettings(enabled=True), PromptCacheSettings(enabled=False)],
+                         ids=["planner", "no-planner"])  # fmt: skip
+def test_with_the_planner_a_tool_loop_compaction_reads_the_frontier_prefix(
+    http, sim_admin, gateway_settings, prompt_cache
+) -> None:
+    """A coding agent's tool loop (its one moving breakpoint on the newest block) through pruning: with the
+    planner on, every compaction point reads the prefix up to the previous request's frontier breakpoint from
+    the cache and rewrites only what follows it; without it, a compaction point reads nothing."""
+    planner = prompt_cache.enabled
+    rule = "Rule {}: read the code before editing it, keep changes minimal and run the tests after each edit."
+    system = " ".join(rule.format(i) for i in range(35))  # below Sonnet's 1,024-token minimum on its own...
+    trace = 'Trace line {}: File "/repo/scoring.py", line {}, in score_lead; AssertionError: expected tier A.'
+    task = "The scoring test fails; find out why and fix it. " + " ".join(trace.format(i, 7 * i) for i in range(12))
+    history: list[dict[str, Any]] = [{"role": "user", "content": task}]  # ...and cacheable with the task
+    steps = 30
+    usage: list[dict[str, int]] = []
+    for n in range(steps):
+        history.append({"role": "assistant", "content": [
+            {"type": "text", "text": "Let me read the next module."},
+            {"type": "tool_use", "id": f"toolu_{n:04d}", "name": "Read", "input": {"file_path": f"/repo/m{n}.py"}},
+        ]})  # fmt: skip
+        source = "\n".join(f"{i:6d}\tdef score_{n}_{i}(lead): return lead.get('budget', 0) > {i}" for i in range(120))
+        history.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": f"toolu_{n:04d}", "content": source},
+        ]})  # fmt: skip
+        messages = [{**m} for m in history]
+        messages[-1] = {
+            "role": "user",
+            "content": [{**history[-1]["content"][0], "cache_control": {"type": "ephemeral"}}],
+        }
+        body = {"model": MODEL, "max_tokens": 20, "system": system, "messages": messages}
+        response = http.post("/v1/messages", json=body)
+        assert response.status_code == 200, response.text  # the simulator rejects any invalid request
+        usage.append(response.json()["usage"])
+    bodies = received(sim_admin)
+    assert len(bodies) == steps
+    elided = [
+        sum(m["content"][0]["content"].startswith("[clawback: earlier tool output elided") for m in b["messages"][2::2])
+        for b in bodies
+    ]
+    points = [r for r in range(1, steps) if elided[r] > elided[r - 1]]  # the requests reaching a compaction point
+    assert len(points) >= 4, elided
+    marks = [marked_messages(b) for b in bodies]
+    assert all(len(m) <= 4 for m in marks), marks
+    assert all(m[-1] == len(b["messages"]) - 1 for m, b in zip(marks, bodies, strict=True))  # the client's, kept
+    if planner:
+        # the frontier: a breakpoint on an earlier message, on every request (system + task pass the minimum)
+        assert all(any(0 <= i < m[-1] for i in m) for m in marks), marks
+        for r in points:
+            frontier = max(i for i in marks[r - 1] if 0 <= i < marks[r - 1][-1])
+            kept = slice(0, frontier + 1)
+            assert unmarked(bodies[r]["messages"][kept]) == unmarked(bodies[r - 1]["messages"][kept])
+            # the compaction reads exactly the previous frontier's prefix and writes only what follows it
+            assert usage[r]["cache_read_input_tokens"] == prefix_tokens(bodies[r], frontier) > 0, (r, usage[r])
+    else:
+        assert all(m == [len(b["messages"]) - 1] for m, b in zip(marks, bodies, strict=True)), marks
+        # the one moving breakpoint looks back 20 positions: a compaction point rewrites the whole history
+        assert all(usage[r]["cache_read_input_tokens"] == 0 for r in points), [usage[r] for r in points]
+    assert all(usage[r]["cache_read_input_tokens"] > 0 for r in range(1, steps) if r not in points)
+
+    def rows():
+        with LedgerReader(gateway_settings.ledger.url) as reader:
+            found = [r for r in reader.rows() if r.endpoint == "messages"]
+        return found if len(found) == steps else None
+
+    records = wait_for(rows)
+    new = sorted(int(r.labels["pruning_elided_steps"]) for r in records if r.labels.get("pruning") == "compacted-new")
+    assert new == [elided[r] for r in points]  # the ledger names the same compaction points
+    assert all(r.counterfactual_micro_usd == r.cost_micro_usd + sum(r.savings_micro_usd.values()) for r in records)
