@@ -235,14 +235,18 @@ def test_a_cached_frontier_makes_elision_pay_sooner_and_book_only_what_follows_i
     assert all(o.cache_frontier is None for o in runs[False])
 
 
-def test_no_frontier_without_a_free_breakpoint_slot() -> None:
+def test_the_frontier_does_not_depend_on_the_clients_markers() -> None:
+    """The loop's decisions replay on every request: a client that adds or moves breakpoints must not change
+    them (the planner simply places no frontier when the client has used all four slots)."""
     settings = policy()
     stage = PruningStage(settings, BOOK, planner_enabled=True)
-    body = request(loop(12))
-    body["tools"] = [
+    body = request(loop(24))
+    full = {**body, "tools": [
         {"name": n, "description": "x", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}
         for n in ("a", "b")
-    ]  # with the system and newest-block markers: four, no slot left for the planner
-    assert stage.prune_body(body, settings).cache_frontier is None
-    body["tools"][0].pop("cache_control")  # three: the tail is the client's, the frontier gets the last slot
-    assert stage.prune_body(body, settings).cache_frontier is not None
+    ]}  # fmt: skip
+    plain, crowded = stage.prune_body(body, settings), stage.prune_body(full, settings)
+    assert plain.cache_frontier is not None and crowded.cache_frontier == plain.cache_frontier
+    assert stripped(crowded.body["messages"]) == stripped(plain.body["messages"])
+    off = policy(keep_recent_tool_results=None)
+    assert stage.prune_body(body, off).cache_frontier is None

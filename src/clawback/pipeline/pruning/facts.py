@@ -213,6 +213,8 @@ def facts_of_turn(messages: Sequence[Any], texts: Sequence[tuple[Any, str]]) -> 
     """The facts of one turn: ``messages`` (its messages, in order) and ``texts`` (``(role, message_text)`` of
     its dict messages, as ``split_turns`` collects them). An agent's turn (one with ``tool_result`` blocks)
     keeps its opening instruction whole and the failure lines of its tool outputs (see the module doc)."""
+    if len(messages) < 3:  # a tool result needs a human message and a tool call before it
+        return facts_of_texts(texts)
     failures: list[tuple[str, str]] = []
     agent = False
     for message in messages[1:]:

@@ -34,7 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 from clawback.api.errors import InvalidRequestError
-from clawback.api.messages import MAX_CACHE_BREAKPOINTS, count_cache_breakpoints, validate_messages_request
+from clawback.api.messages import count_cache_breakpoints, validate_messages_request
 from clawback.config import PruningPolicy, PruningSettings
 from clawback.pipeline.context import Reply, RequestContext, Tenant
 from clawback.pipeline.pruning.conversation import loop_start
@@ -177,7 +177,7 @@ class PruningStage:
         price = self.price_book.get(str(body.get("model", "")))
         cached = self.is_cached(body, policy)
         rates = CacheRates(float(price.input), float(price.cache_write_5m), float(price.cache_read))
-        frontier = self.frontier_cached(body, policy, cached)
+        frontier = self.frontier_cached(policy, cached)
         floor = None
         if frontier:  # the frontier's prefix is cached only from the model's minimum on, tools and system included
             floor = max(0, price.min_cacheable_tokens - count_request_tokens({**body, "messages": []}))
@@ -216,20 +216,13 @@ class PruningStage:
             outcome.cache_frontier = plan.output_index(plan.loop_frontier)
         return outcome
 
-    def frontier_cached(self, body: dict[str, Any], policy: PruningPolicy, cached: bool) -> bool:
-        """Whether the planner will keep a breakpoint on the tool-loop frontier (``PruneOutcome.cache_frontier``):
-        it is on, the request is cached, tool loops are elided, and the client's breakpoints leave it a slot
-        once the tail has one (the planner's first candidate)."""
-        if not (cached and self.planner_enabled and policy.tool_elision and policy.keep_recent_tool_results):
-            return False
-        messages = body.get("messages")
-        last = messages[-1] if isinstance(messages, list) and messages else None
-        content = last.get("content") if isinstance(last, dict) else None
-        tail_marked = bool(body.get("cache_control")) or (
-            isinstance(content, list) and bool(content) and isinstance(content[-1], dict)
-            and bool(content[-1].get("cache_control"))
-        )  # fmt: skip
-        return count_cache_breakpoints(body) + (1 if tail_marked else 2) <= MAX_CACHE_BREAKPOINTS
+    def frontier_cached(self, policy: PruningPolicy, cached: bool) -> bool:
+        """Whether the planner keeps a breakpoint on the tool-loop frontier (``PruneOutcome.cache_frontier``): it
+        is on, the request is cached and tool loops are elided. Deliberately blind to the request's own markers:
+        the loop's decisions are replayed on every request and must come out the same each time, whatever a
+        client does with its breakpoints. A client that fills all four slots gets no frontier from the planner,
+        and its compactions are then priced as a little cheaper than they are."""
+        return cached and self.planner_enabled and policy.tool_elision and policy.keep_recent_tool_results is not None
 
     def is_cached(self, body: dict[str, Any], policy: PruningPolicy) -> bool:
         """Whether the history is (going to be) cached: a breakpoint in the messages or a top-level one, or the
