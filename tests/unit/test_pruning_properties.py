@@ -240,17 +240,21 @@ def test_the_next_turn_keeps_the_pruned_prefix_until_the_next_compaction_point(
     cached=st.booleans(),
     keep=st.sampled_from([1, 2, 3]),
     per_tool=st.booleans(),
+    planner=st.booleans(),
 )
 def test_each_round_trip_of_a_tool_loop_keeps_the_previous_ones_pruned_prefix_until_a_compaction_point(
-    body: dict[str, Any], strategy: str, cached: bool, keep: int, per_tool: bool
+    body: dict[str, Any], strategy: str, cached: bool, keep: int, per_tool: bool, planner: bool
 ) -> None:
     """Replay the request's turn in progress round trip by round trip, as the agent sent it (priced the same way
-    throughout: a client whose requests turn cached midway has no cached prefix to keep before that)."""
+    throughout: a client whose requests turn cached midway has no cached prefix to keep before that). With the
+    planner, the prefix up to the frontier a request names survives the next request, compaction point or not:
+    the planner's breakpoint there is what that compaction reads."""
     policy = _loop_policy(strategy, keep, per_tool).model_copy(update={"assume_prompt_cache": cached})
-    stage = PruningStage(policy, BOOK)
+    stage = PruningStage(policy, BOOK, planner_enabled=planner)
     messages = body["messages"]
     ends = [i + 1 for i in range(_current_turn_start(messages) + 1, len(messages)) if _is_results(messages[i])]
     previous: list[Any] | None = None
+    frontier: int | None = None
     for end in ends:
         request = {**body, "messages": messages[:end]}
         outcome = stage.prune_body(request, policy)
@@ -259,7 +263,14 @@ def test_each_round_trip_of_a_tool_loop_keeps_the_previous_ones_pruned_prefix_un
         assert sent[-1] == messages[end - 1]  # the newest tool results, as they came
         if previous is not None and outcome.decision != "compacted-new":
             assert orjson.dumps(sent[: len(previous)]) == orjson.dumps(previous)
-        previous = sent
+        if previous is not None and frontier is not None:
+            assert orjson.dumps(sent[: frontier + 1]) == orjson.dumps(previous[: frontier + 1])
+        if planner and cached:
+            assert outcome.cache_frontier is not None and outcome.cache_frontier < len(sent) - 1
+            assert sent[outcome.cache_frontier] is not None
+        else:
+            assert outcome.cache_frontier is None
+        previous, frontier = sent, outcome.cache_frontier
 
 
 @st.composite

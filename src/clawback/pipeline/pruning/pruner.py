@@ -529,6 +529,8 @@ def plan_pruning(
             frontier = state.frontier
             loop_fields["loop_frontier"] = loop.positions[frontier - 1] if frontier else current_turn.start
             loop_fields["loop_reused_tokens"] = state.reused
+        elif current_turn.end - current_turn.start > 1:  # a loop too short to elide: its human message, as
+            loop_fields["loop_frontier"] = current_turn.start  # ``loop_start`` gives it when nothing is compacted
     if point is None:
         if not loops:
             return None
