@@ -1,8 +1,9 @@
 """Pruning a 100-turn conversation: p50 / p99 latency of the pruning stage's work, without the summarizer.
 
-Usage: ``.venv/bin/python benchmarks/pruning_bench.py [--runs 500]``. Two conversations of 100 human turns:
-the longest lead chat of the ``lead_chat`` workload extended to 100 turns, and a tool-using variant (every
-turn a tool_use / tool_result pair with a 1.5 kB output). Two regimes:
+Usage: ``.venv/bin/python benchmarks/pruning_bench.py [--runs 500]``. Three conversations: the longest lead chat
+of the ``lead_chat`` workload extended to 100 human turns, a tool-using variant (every turn a tool_use /
+tool_result pair with a 1.5 kB output), and a coding agent's loop of 100 round trips after the longest
+``agentic`` session (for agents a turn is a round trip; the planner is on, so the frontier is priced in). Two regimes:
 
 * ``warm``: the gateway's steady state. The same history reached the gateway one turn earlier, so each
   message's extracted facts and relevance terms are memoized (bounded LRU caches keyed by message text).
@@ -53,6 +54,37 @@ def tool_chat_100() -> dict[str, Any]:
     return {**base, "messages": [*messages, base["messages"][-1]]}
 
 
+def agent_loop_100() -> dict[str, Any]:
+    """A coding agent's long tool loop: the longest session of the ``agentic`` workload (its earlier turns kept
+    as they are), then one human instruction followed by 100 round trips, cycling through every tool round trip
+    of that session (file reads, searches, test runs) with fresh tool ids. For agents a "turn" is a round trip."""
+    workload = build_workload("agentic")
+    longest = max((s.request for s in workload), key=lambda r: len(r["messages"]))
+    history = longest["messages"]
+    pairs = [
+        (history[i], history[i + 1]) for i in range(len(history) - 1)
+        if history[i]["role"] == "assistant" and isinstance(history[i]["content"], list)
+        and any(b.get("type") == "tool_use" for b in history[i]["content"])
+    ]  # fmt: skip
+    messages = [
+        *history,
+        {"role": "assistant", "content": "Done: the tests pass."},
+        {"role": "user", "content": "Now add the same checks to the export module."},
+    ]
+    for n in range(100):
+        call, result = (dict(m) for m in pairs[n % len(pairs)])
+        ident = f"toolu_bench_{n:04d}"
+        call["content"] = [{**b, "id": ident} if b.get("type") == "tool_use" else b for b in call["content"]]
+        result["content"] = [
+            {**{k: v for k, v in b.items() if k != "cache_control"}, "tool_use_id": ident}
+            if b.get("type") == "tool_result" else b for b in result["content"]
+        ]  # fmt: skip
+        messages += [call, result]
+    last = messages[-1]["content"]
+    last[-1] = {**last[-1], "cache_control": {"type": "ephemeral"}}  # the agent's moving breakpoint
+    return {**longest, "messages": messages}
+
+
 def clear_memos() -> None:
     facts._text_facts.cache_clear()
     if hasattr(facts, "failure_lines"):  # (absent before b997096: the script also measures older checkouts)
@@ -87,11 +119,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=500)
     args = parser.parse_args()
-    for name, body in (("lead chat, 100 turns", lead_chat_100()), ("tool-using chat, 100 turns", tool_chat_100())):
+    bodies = (
+        ("lead chat, 100 turns", lead_chat_100()),
+        ("tool-using chat, 100 turns", tool_chat_100()),
+        ("agent loop, 100 round trips", agent_loop_100()),
+    )
+    for name, body in bodies:
         for regime in ("warm", "cold"):
             r = measure(body, args.runs, cold=regime == "cold")
             print(
-                f"{name:28s} {regime}: p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+                f"{name:29s} {regime}: p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
                 f"(CPU p50 {r['cpu_p50_ms']:.2f} ms, p99 {r['cpu_p99_ms']:.2f} ms)  [{len(body['messages'])} messages]"
             )
 

@@ -617,14 +617,15 @@ def extractive_memory(body: Mapping[str, Any], plan: Plan, summary: str | None =
     return render_memory(plan.dropped[0], plan.dropped[-1], len(plan.dropped), facts, summary)
 
 
-def _elide_block(block: Mapping[str, Any], min_tokens: int, factor: float) -> Mapping[str, Any]:
+def _elide_block(block: Mapping[str, Any], min_tokens: int, factor: float) -> tuple[Mapping[str, Any], int]:
     """The block with its content replaced by a short placeholder (the block, its ``tool_use_id``, ``is_error``
-    and ``cache_control`` stay), or the block itself when it is not a large tool result."""
+    and ``cache_control`` stay), or the block itself when it is not a large tool result; and the change in its
+    ``fast_block_tokens`` (zero or negative)."""
     if block.get("type") != "tool_result":
-        return block
+        return block, 0
     tokens = fast_block_tokens(block, factor)
     if not _elidable(block, tokens, min_tokens):
-        return block
+        return block, 0
     text = block_text(block)
     preview = " ".join(text[: _PREVIEW_CHARS * 4].split())  # a prefix of the whole text's (words only cut)
     if len(preview) < _PREVIEW_CHARS and len(text) > _PREVIEW_CHARS * 4:
@@ -634,24 +635,31 @@ def _elide_block(block: Mapping[str, Any], min_tokens: int, factor: float) -> Ma
     placeholder += f'; it began: "{preview}"' if preview else ""
     placeholder += "; call the tool again if the output is needed]"
     if 4 + int(len(placeholder) * factor / 4) >= tokens:
-        return block  # no shorter than the output itself (a tiny ``tool_elision_min_tokens``)
+        return block, 0  # no shorter than the output itself (a tiny ``tool_elision_min_tokens``)
     out = dict(block)
     out["content"] = placeholder
-    return out
+    return out, fast_block_tokens(out, factor) - tokens
 
 
-def _elide_message(message: Any, min_tokens: int, factor: float) -> Any:
+def _elide_message(message: Any, min_tokens: int, factor: float) -> tuple[Any, int]:
+    """The message with its large tool results elided (itself when none is), and the change in tokens."""
     if not isinstance(message, dict):
-        return message
+        return message, 0
     content = message.get("content")
     if not isinstance(content, list):
-        return message
-    blocks = [_elide_block(b, min_tokens, factor) if isinstance(b, dict) else b for b in content]
-    if all(a is b for a, b in zip(blocks, content, strict=True)):
-        return message
+        return message, 0
+    blocks: list[Any] = []
+    delta = 0
+    for block in content:
+        if isinstance(block, dict):
+            block, change = _elide_block(block, min_tokens, factor)
+            delta += change
+        blocks.append(block)
+    if not delta and all(a is b for a, b in zip(blocks, content, strict=True)):
+        return message, 0
     out = dict(message)
     out["content"] = blocks
-    return out
+    return out, delta
 
 
 def _with_memory(message: Mapping[str, Any], memory: str) -> dict[str, Any]:
@@ -675,9 +683,8 @@ def render(body: Mapping[str, Any], plan: Plan, memory: str | None) -> tuple[dic
 
     def elide(message: Any) -> Any:
         nonlocal delta
-        elided = _elide_message(message, plan.elide_min_tokens, plan.factor)
-        if elided is not message:
-            delta += _message_tokens(elided, plan.factor) - _message_tokens(message, plan.factor)
+        elided, change = _elide_message(message, plan.elide_min_tokens, plan.factor)
+        delta += change
         return elided
 
     for index in (*range(plan.opening), *plan.kept):
@@ -695,13 +702,6 @@ def render(body: Mapping[str, Any], plan: Plan, memory: str | None) -> tuple[dic
     result = dict(body)
     result["messages"] = out
     return result, delta
-
-
-def _message_tokens(message: Mapping[str, Any], factor: float) -> int:
-    content = message.get("content")
-    if not isinstance(content, list):
-        return 0
-    return sum(fast_block_tokens(b, factor) for b in content if isinstance(b, dict))
 
 
 def dropped_turns_valid(body: Mapping[str, Any], plan: Plan, pruned_breakpoints: int) -> bool:
