@@ -192,10 +192,11 @@ class PruningPolicy(_Section):
         ),
     )
     keep_latest_per_tool: bool = Field(
-        True,
+        False,
         description=(
             "Tool loops: also keep the newest result of each tool (the last test run, the last edit) until the "
-            "same tool is called again"
+            "same tool is called again. Off by default, as in the API's clear_tool_uses: an elided output keeps "
+            "its failure lines (a failing test, an error) in its placeholder, which is what this protected"
         ),
     )
     tool_loop_trigger_tokens: int = Field(

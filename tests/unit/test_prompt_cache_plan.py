@@ -77,4 +77,5 @@ def test_a_compaction_point_reads_the_frontier_prefix_instead_of_rewriting_the_l
     assert len(reads[False]) >= 3 and len(reads[True]) >= 3
     assert all(read == 0 for read in reads[False])  # the system prompt alone is below the minimum
     # the first points come before the frontier's prefix reaches Sonnet's 1,024-token minimum; then every one reads
-    assert all(read > 0 for read in reads[True][2:])
+    first = next(i for i, read in enumerate(reads[True]) if read > 0)
+    assert first <= 3 and all(read > 0 for read in reads[True][first:]) and len(reads[True]) - first >= 3

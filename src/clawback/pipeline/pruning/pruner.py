@@ -61,7 +61,7 @@ import orjson
 from clawback.api.messages import MAX_CACHE_BREAKPOINTS
 from clawback.config import PruningPolicy
 from clawback.pipeline.pruning.conversation import Turn, block_text, fast_block_tokens, message_text, split_turns
-from clawback.pipeline.pruning.facts import extract_facts, facts_of_turn, render_memory
+from clawback.pipeline.pruning.facts import extract_facts, facts_of_turn, failure_lines, render_memory
 from clawback.pipeline.pruning.relevance import Bm25Scorer, Scorer, select_relevant
 from clawback.tokens import MESSAGE_OVERHEAD, tokenizer_factor
 
@@ -633,6 +633,9 @@ def _elide_block(block: Mapping[str, Any], min_tokens: int, factor: float) -> tu
     preview = preview[:_PREVIEW_CHARS]
     placeholder = f"[clawback: earlier tool output elided, about {tokens} tokens"
     placeholder += f'; it began: "{preview}"' if preview else ""
+    failures = failure_lines(text)
+    if failures:  # a test run's failures outlive the run: the agent is still fixing them
+        placeholder += "; its failure lines: " + " | ".join(failures)
     placeholder += "; call the tool again if the output is needed]"
     if 4 + int(len(placeholder) * factor / 4) >= tokens:
         return block, 0  # no shorter than the output itself (a tiny ``tool_elision_min_tokens``)
