@@ -111,25 +111,29 @@ def test_the_summarizer_goes_through_the_pipeline_and_is_booked(http, sim_admin,
     assert all(r.labels.get("pruning") == "summary" for r in booked)
 
 
+def read_round_trip(history: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """Append round trip ``n`` (a Read call and its 120-line output) to ``history``; return the messages as a coding
+    agent sends them, with its one moving breakpoint on the newest block."""
+    history.append({"role": "assistant", "content": [
+        {"type": "text", "text": "Let me read the next module."},
+        {"type": "tool_use", "id": f"toolu_{n:04d}", "name": "Read", "input": {"file_path": f"/repo/m{n}.py"}},
+    ]})  # fmt: skip
+    source = "\n".join(f"{i:6d}\tdef score_{n}_{i}(lead): return lead.get('budget', 0) > {i}" for i in range(120))
+    history.append({"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": f"toolu_{n:04d}", "content": source},
+    ]})  # fmt: skip
+    messages = [{**m} for m in history]
+    messages[-1] = {"role": "user", "content": [{**history[-1]["content"][0], "cache_control": {"type": "ephemeral"}}]}
+    return messages
+
+
 @pytest.mark.parametrize("pruning", [PruningSettings(enabled=True)])
 def test_an_agent_tool_loop_is_elided_validly_and_recorded(http, sim_admin, gateway_settings) -> None:
     """One human instruction, then round trips with large tool outputs, sent as a coding agent sends them."""
     history: list[dict[str, Any]] = [{"role": "user", "content": "The scoring test fails; find out why and fix it."}]
     steps = 18
     for n in range(steps):
-        history.append({"role": "assistant", "content": [
-            {"type": "text", "text": "Let me read the next module."},
-            {"type": "tool_use", "id": f"toolu_{n:04d}", "name": "Read", "input": {"file_path": f"/repo/m{n}.py"}},
-        ]})  # fmt: skip
-        source = "\n".join(f"{i:6d}\tdef score_{n}_{i}(lead): return lead.get('budget', 0) > {i}" for i in range(120))
-        history.append({"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": f"toolu_{n:04d}", "content": source},
-        ]})  # fmt: skip
-        messages = [{**m} for m in history]
-        messages[-1] = {
-            "role": "user",
-            "content": [{**history[-1]["content"][0], "cache_control": {"type": "ephemeral"}}],
-        }
+        messages = read_round_trip(history, n)
         body = {"model": MODEL, "max_tokens": 20, "messages": messages}
         response = http.post("/v1/messages", json=body)
         assert response.status_code == 200, response.text  # the simulator rejects any invalid request
@@ -198,19 +202,7 @@ def test_with_the_planner_a_tool_loop_compaction_reads_the_frontier_prefix(
     steps = 30
     usage: list[dict[str, int]] = []
     for n in range(steps):
-        history.append({"role": "assistant", "content": [
-            {"type": "text", "text": "Let me read the next module."},
-            {"type": "tool_use", "id": f"toolu_{n:04d}", "name": "Read", "input": {"file_path": f"/repo/m{n}.py"}},
-        ]})  # fmt: skip
-        source = "\n".join(f"{i:6d}\tdef score_{n}_{i}(lead): return lead.get('budget', 0) > {i}" for i in range(120))
-        history.append({"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": f"toolu_{n:04d}", "content": source},
-        ]})  # fmt: skip
-        messages = [{**m} for m in history]
-        messages[-1] = {
-            "role": "user",
-            "content": [{**history[-1]["content"][0], "cache_control": {"type": "ephemeral"}}],
-        }
+        messages = read_round_trip(history, n)
         body = {"model": MODEL, "max_tokens": 20, "system": system, "messages": messages}
         response = http.post("/v1/messages", json=body)
         assert response.status_code == 200, response.text  # the simulator rejects any invalid request
