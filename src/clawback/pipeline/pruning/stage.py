@@ -12,7 +12,10 @@ markers, or the planner is on), plain input otherwise. The request that reaches 
 pays to write everything after the point into the cache again; that premium is subtracted, so such a request
 may book a negative saving. The point of a history compaction is new on the request that opens a human turn
 (the turn's later round trips replay it). A new elision point in the tool loop of the turn in progress makes
-the whole history a cache write again (see ``pruner``), all but its newest step, which is a write anyway.
+the history a cache write again (see ``pruner``), all but its newest step, which is a write anyway: from the start
+of ``messages``, or, with the prompt-cache planner on, only from the loop's *frontier*. The stage names that
+message in ``ctx.cache_frontier`` on every request of the loop and the planner keeps a breakpoint on it, so the
+prefix up to it is read, not rewritten, at the next compaction point.
 Token figures are the pruner's fast estimates; the ledger's cost comes from the upstream's usage as always.
 The decision is recorded in the ledger row's labels: ``pruning`` (``compacted``, ``compacted-new``, or why
 not; a tool-loop elision counts as a compaction), ``pruning_tokens_before`` / ``_after``,
