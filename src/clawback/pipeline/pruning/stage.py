@@ -7,16 +7,19 @@ policy says ``respect_context_management: false``): two pruners fighting over on
 invalidate the other's cache.
 
 Money, honestly. The saving booked for a request is the price of the tokens it no longer sends, at the rate
-they would have been billed in the caller's original request: cache reads when the request is cached (client
-markers, or the planner is on), plain input otherwise. The request that reaches a new compaction point also
-pays to write everything after the point into the cache again; that premium is subtracted, so such a request
-may book a negative saving. The point of a history compaction is new on the request that opens a human turn
+they would have been billed in the caller's original request: cache reads when the caller's own markers cache
+its history, plain input otherwise (with the planner on, the planner books what caching the pruned request
+saves, premiums included, so that the two add up to the whole saving and nothing is counted twice). The request
+that reaches a new compaction point also pays to write everything after the point into the cache again; that
+premium is subtracted, so such a request may book a negative saving. The figures are settled once the upstream
+has answered (``PruningStage.settle``: its token count calibrates the fast estimates, and a history the cache
+had let expire was written, not read). The point of a history compaction is new on the request that opens a human turn
 (the turn's later round trips replay it). A new elision point in the tool loop of the turn in progress makes
 the history a cache write again (see ``pruner``), all but its newest step, which is a write anyway: from the start
 of ``messages``, or, with the prompt-cache planner on, only from the loop's *frontier*. The stage names that
 message in ``ctx.cache_frontier`` on every request of the loop and the planner keeps a breakpoint on it, so the
 prefix up to it is read, not rewritten, at the next compaction point.
-Token figures are the pruner's fast estimates; the ledger's cost comes from the upstream's usage as always.
+The labels' token figures are the pruner's fast estimates; the ledger's cost comes from the upstream's usage.
 The decision is recorded in the ledger row's labels: ``pruning`` (``compacted``, ``compacted-new``, or why
 not; a tool-loop elision counts as a compaction), ``pruning_tokens_before`` / ``_after``,
 ``pruning_boundary_turn``, ``pruning_dropped_turns``, ``pruning_elided_steps`` (steps of the turn in progress
@@ -33,11 +36,13 @@ original's; when they do not, the whole original is checked, as before.)
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from clawback.api.errors import InvalidRequestError
 from clawback.api.messages import count_cache_breakpoints, validate_messages_request
+from clawback.api.usage import Usage
 from clawback.config import PruningPolicy, PruningSettings
 from clawback.pipeline.context import Reply, RequestContext, Tenant
 from clawback.pipeline.pruning.conversation import loop_start
@@ -56,9 +61,9 @@ from clawback.pipeline.pruning.summary import Summarizer, make_summary_store, tr
 from clawback.pipeline.stage import CallNext, Pipeline
 from clawback.pricing import ModelPrice, PriceBook
 from clawback.storage.summary_store import SummaryStore
-from clawback.tokens import count_request_tokens
+from clawback.tokens import count_request_tokens, estimate_block_tokens
 
-__all__ = ["PruneOutcome", "PruningStage", "policy_for"]
+__all__ = ["Booking", "PruneOutcome", "PruningStage", "policy_for"]
 
 log = logging.getLogger("clawback.pruning")
 
@@ -77,10 +82,40 @@ def policy_for(settings: PruningSettings, tenant: Tenant) -> PruningPolicy:
     return policy
 
 
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """The pruner's fast token estimates behind a saving, and what pricing them needs."""
+
+    price: ModelPrice
+    cached: bool  # the caller's own request caches its history: the saving is priced so (see ``settle``)
+    removed: int  # tokens the request no longer sends (dropped turns and elided outputs, less the memory)
+    rewritten: int  # tokens a new compaction point writes to the cache again
+    kept: int  # tokens of the history sent, the memory block left out
+    memory_tokens: int
+    memory_text: str | None
+    static_tokens: int  # tools and system prompt (the simulator's count): what precedes the history
+    model: str
+
+
+def _saving(price: ModelPrice, removed: float, rewritten: float, mode: str) -> int:
+    """Micro-dollars saved: ``removed`` tokens at the rate the history was billed at (``mode``: ``read`` from the
+    cache, ``write`` to it, or plain ``input``), less the premium of rewriting ``rewritten`` tokens that would
+    otherwise have been read."""
+    if mode == "read":
+        value = Decimal(removed) * price.cache_read - Decimal(rewritten) * (price.cache_write_5m - price.cache_read)
+    elif mode == "write":
+        value = Decimal(removed) * price.cache_write_5m
+    else:
+        value = Decimal(removed) * price.input
+    return int(value)
+
+
 class PruneOutcome:
     """What pruning did to one request."""
 
-    __slots__ = ("body", "cache_frontier", "decision", "plan", "saved_micro_usd", "tokens_after", "tokens_before")
+    __slots__ = (
+        "body", "booking", "cache_frontier", "decision", "plan", "saved_micro_usd", "tokens_after", "tokens_before",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -101,6 +136,8 @@ class PruneOutcome:
         self.cache_frontier = cache_frontier
         """The message of ``body`` the planner should put a ``frontier`` breakpoint on (``None``: none), so that
         the next compaction point rewrites the cache only after it."""
+        self.booking: Booking | None = None
+        """What ``PruningStage.settle`` needs to book the saving once the upstream's usage is known."""
 
 
 class PruningStage:
@@ -155,10 +192,51 @@ class PruningStage:
             labels["pruning_boundary_turn"] = str(outcome.plan.boundary)
             labels["pruning_dropped_turns"] = str(len(outcome.plan.dropped))
             labels["pruning_elided_steps"] = str(outcome.plan.loop_steps)
-        if outcome.body is not ctx.body:
-            ctx.savings.add(self.name, outcome.saved_micro_usd)
-            ctx.replace_body(outcome.body)
-        return await call_next(ctx)
+        if outcome.body is ctx.body:
+            return await call_next(ctx)
+        ctx.replace_body(outcome.body)
+        reply = await call_next(ctx)
+
+        def book(done: Reply) -> None:
+            ctx.savings.add(self.name, self.settle(outcome, done.usage, done.status))
+
+        if reply.stream is None:
+            book(reply)
+        else:  # the usage is final when the stream ends (before the ledger records: it closes last)
+            reply.on_close.insert(0, book)
+        return reply
+
+    @staticmethod
+    def settle(outcome: PruneOutcome, usage: Usage, status: int) -> int:
+        """The saving booked once the upstream has said how it billed the pruned request.
+
+        A failed request saved nothing. Otherwise the estimate (``saved_micro_usd``) is priced again with two
+        corrections from the upstream's usage. The pruner's token figures are fast estimates (chars / 4: low on
+        code, high on some prose), so the removed tokens are scaled by how far the same estimate was from the
+        upstream's count of the history actually sent (the memory block, denser than the turns it replaces, is
+        counted exactly and left out of that ratio). And when a cached request's history turns out not to have
+        been read (the cache had expired after a pause longer than its TTL, or was never written), the removed
+        tokens would have been written too, or sent as plain input, and are priced so; the request's compaction
+        premium would have been paid anyway. On the reference workloads this books within a few percent of the
+        saving measured by replaying them without pruning (``benchmarks/README.md``)."""
+        booking = outcome.booking
+        if status != 200 or booking is None:
+            return 0
+        memory = 0
+        if booking.memory_text:
+            memory = estimate_block_tokens({"type": "text", "text": booking.memory_text}, booking.model)
+        counted = usage.total_input_tokens - booking.static_tokens - memory
+        scale = min(2.0, max(0.5, counted / booking.kept)) if booking.kept > 0 and counted > 0 else 1.0
+        removed = max(0.0, (booking.removed + booking.memory_tokens) * scale - memory)
+        # Read from the cache beyond the tools and system prompt (5 % slack: the upstream counts them its own way)?
+        read = usage.cache_read_input_tokens > booking.static_tokens * 1.05 + 16
+        if not booking.cached:
+            mode = "input"
+        elif outcome.decision == "compacted-new" or read:
+            mode = "read"  # the history was read from the cache (a new point rewrites it: its premium stands)
+        else:
+            mode = "write" if usage.cache_creation_input_tokens else "input"
+        return _saving(booking.price, removed, booking.rewritten * scale, mode)
 
     async def prune(self, ctx: RequestContext, policy: PruningPolicy) -> PruneOutcome:
         """Prune ``ctx.body`` under ``policy`` (the summary, when asked for, goes through the pipeline)."""
@@ -181,9 +259,10 @@ class PruningStage:
         cached = self.is_cached(body, policy)
         rates = CacheRates(float(price.input), float(price.cache_write_5m), float(price.cache_read))
         frontier = self.frontier_cached(policy, cached)
-        floor = None
+        floor = static = None
         if frontier:  # the frontier's prefix is cached only from the model's minimum on, tools and system included
-            floor = max(0, price.min_cacheable_tokens - count_request_tokens({**body, "messages": []}))
+            static = count_request_tokens({**body, "messages": []})
+            floor = max(0, price.min_cacheable_tokens - static)
         plan = plan_pruning(body, policy, rates=rates if cached else None, scorer=self.scorer, frontier_floor=floor)
         if plan is None:
             messages = body.get("messages")
@@ -214,9 +293,17 @@ class PruningStage:
                 log.error("pruning produced an invalid request (%s); sending the original", problem)
                 return PruneOutcome(body, "skipped:pruning_bug")
         memory_tokens = int(len(text) * plan.factor / 4) + 1 if text else 0
-        outcome = self._account(pruned, plan, price, cached, memory_tokens + elided)
+        outcome, rewritten = self._account(pruned, plan, price, cached, memory_tokens + elided)
         if frontier and plan.loop_frontier is not None:
             outcome.cache_frontier = plan.output_index(plan.loop_frontier)
+        client_cached = cached if not self.planner_enabled else self.is_cached(body, policy, planner=False)
+        removed = outcome.tokens_before - outcome.tokens_after
+        outcome.booking = Booking(
+            price=price, cached=client_cached, removed=removed, rewritten=rewritten,
+            kept=outcome.tokens_after - memory_tokens, memory_tokens=memory_tokens, memory_text=text,
+            static_tokens=static if static is not None else count_request_tokens({**body, "messages": []}),
+            model=str(body.get("model", "")),
+        )  # fmt: skip
         return outcome
 
     def frontier_cached(self, policy: PruningPolicy, cached: bool) -> bool:
@@ -227,18 +314,28 @@ class PruningStage:
         and its compactions are then priced as a little cheaper than they are."""
         return cached and self.planner_enabled and policy.tool_elision and policy.keep_recent_tool_results is not None
 
-    def is_cached(self, body: dict[str, Any], policy: PruningPolicy) -> bool:
+    def is_cached(self, body: dict[str, Any], policy: PruningPolicy, *, planner: bool = True) -> bool:
         """Whether the history is (going to be) cached: a breakpoint in the messages or a top-level one, or the
-        planner downstream. A breakpoint on the system prompt alone leaves the history uncached."""
+        planner downstream (``planner=False``: the caller's own request alone). A breakpoint on the system
+        prompt alone leaves the history uncached."""
         if policy.assume_prompt_cache is not None:
             return policy.assume_prompt_cache
-        if self.planner_enabled or body.get("cache_control"):
+        if (planner and self.planner_enabled) or body.get("cache_control"):
             return True
         messages = body.get("messages")
-        return isinstance(messages, list) and count_cache_breakpoints({"messages": messages}) > 0
+        if not isinstance(messages, list):
+            return False
+        for message in reversed(messages):  # a client that caches its history marks its newest block: found at once
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, list) and any(isinstance(b, dict) and b.get("cache_control") for b in content):
+                return True
+        return False
 
-    def _account(self, pruned: dict[str, Any], plan: Plan, price: ModelPrice, cached: bool, added: int) -> PruneOutcome:
-        """Tokens before / after and the net saving (see the module docstring for the cache arithmetic).
+    def _account(
+        self, pruned: dict[str, Any], plan: Plan, price: ModelPrice, cached: bool, added: int
+    ) -> tuple[PruneOutcome, int]:
+        """Tokens before / after and the net saving (see the module docstring for the cache arithmetic), and the
+        tokens a new compaction point rewrites.
 
         ``added`` is what the pruned form costs beyond the turns it keeps (the memory block, minus what
         tool-result elision took out of the kept turns and the tool loops).
@@ -246,20 +343,17 @@ class PruningStage:
         before = plan.tokens_before
         after = max(0, before - sum(plan.turns[i].tokens for i in plan.dropped) + added)
         removed = max(0, before - after)
+        rewritten = 0
         if cached:
-            saved = Decimal(removed) * price.cache_read
-            rewritten = 0
             if plan.new_compaction:
                 opening = sum(t.tokens for t in plan.turns[: plan.opening])
                 current = plan.turns[-1].tokens
                 rewritten = max(0, after - opening - current)
             if plan.loop_new:  # written again from the frontier (or the start); its newest step would be anyway
                 rewritten = max(rewritten, after - plan.loop_reused_tokens - plan.loop_last_step_tokens)
-            saved -= Decimal(rewritten) * (price.cache_write_5m - price.cache_read)
-        else:
-            saved = Decimal(removed) * price.input
+        saved = _saving(price, removed, rewritten, "read" if cached else "input")
         decision = "compacted-new" if plan.new_compaction or plan.loop_new else "compacted"
-        return PruneOutcome(pruned, decision, plan, before, after, int(saved))
+        return PruneOutcome(pruned, decision, plan, before, after, saved), rewritten
 
     async def _summary(
         self, ctx: RequestContext, body: dict[str, Any], plan: Plan, policy: PruningPolicy
