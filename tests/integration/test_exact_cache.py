@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from clawback.api.usage import Usage
-from clawback.config import ExactCacheSettings
+from clawback.config import ExactCacheSettings, PromptCacheSettings
 from clawback.pipeline.exact_cache import cache_key
 from clawback.storage.keys import KeyStore
 from clawback.storage.ledger import LedgerReader
@@ -32,10 +32,15 @@ def backend(request):
 
 
 @pytest.fixture
-def gateway_settings(gateway_settings, backend):
+def prompt_cache() -> PromptCacheSettings:
+    return PromptCacheSettings(enabled=False)  # as in conftest: each test turns on what it tests
+
+
+@pytest.fixture
+def gateway_settings(gateway_settings, backend, prompt_cache):
     cache = ExactCacheSettings(enabled=True, backend=backend, redis_prefix=f"cbtest:{uuid.uuid4().hex[:8]}:")
     gateway = gateway_settings.gateway.model_copy(update={"admin_token": SecretStr(ADMIN)})
-    return gateway_settings.model_copy(update={"exact_cache": cache, "gateway": gateway})
+    return gateway_settings.model_copy(update={"exact_cache": cache, "gateway": gateway, "prompt_cache": prompt_cache})
 
 
 @pytest.fixture
@@ -72,6 +77,30 @@ def test_json_hit_is_free_and_saves_the_whole_call(http, gateway, gateway_settin
     assert hit.cost_micro_usd == 0 and hit.input_tokens == 0
     assert hit.savings_micro_usd == {"exact_cache": miss.cost_micro_usd} and miss.cost_micro_usd > 0
     assert hit.counterfactual_micro_usd == miss.cost_micro_usd
+
+
+@pytest.mark.parametrize("prompt_cache", [PromptCacheSettings(enabled=True)])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_with_the_planner_a_hit_books_what_the_callers_own_request_would_have_cost(
+    http, gateway, gateway_settings, stream
+) -> None:
+    """The stored call was cheaper than the caller's request because the planner cached its prefix; a hit's
+    saving adds that back (stored with the entry), so its counterfactual is the caller's own request."""
+    policies = "\n".join(f"Policy {i}: answer from the listings, never invent a price or a date." for i in range(160))
+    ask = {**ASK, "system": policies, "stream": stream}
+    warm = http.post("/v1/messages", json={**ask, "messages": [{"role": "user", "content": "Warm up."}]})
+    assert warm.status_code == 200
+    miss = http.post("/v1/messages", json=ask)
+    assert miss.headers["x-clawback-cache"] == "miss"
+    flush(gateway)
+    hit = http.post("/v1/messages", json=ask)
+    assert hit.headers["x-clawback-cache"] == "hit"
+    with LedgerReader(gateway_settings.ledger.url) as reader:
+        rows = wait_for(lambda: (r := reader.rows()) and len(r) >= 3 and r)
+    _, stored, served = sorted(rows, key=lambda r: r.started_at)
+    assert stored.savings_micro_usd.get("prompt_cache", 0) > 0  # the warm-up wrote the prefix, the fill read it
+    assert served.savings_micro_usd == {"exact_cache": stored.cost_micro_usd + stored.savings_micro_usd["prompt_cache"]}
+    assert served.counterfactual_micro_usd == stored.counterfactual_micro_usd
 
 
 def test_streamed_fill_and_streamed_hit_pass_the_sdk_parser(gateway, gateway_key, sim_admin):
@@ -150,6 +179,14 @@ def test_admin_api_is_off_without_a_token(simulator, tmp_path):
 
 def entry(key: str, size: int = 100, *, namespace: str = "ns", tags: tuple[str, ...] = ()) -> CachedReply:
     return CachedReply(key=key, body=b"x" * size, model=MODEL, usage=Usage(10, 5), namespace=namespace, tags=tags)
+
+
+def test_a_stored_reply_keeps_the_saving_below_the_cache_and_older_entries_load_without_it():
+    stored = CachedReply(key="k", body=b'{"x": 1}', model=MODEL, usage=Usage(10, 5), namespace="ns", saved_micro_usd=42)
+    assert CachedReply.loads(stored.dumps()) == stored
+    head, _, body = stored.dumps().partition(b"\n")
+    older = head.replace(b',"saved_micro_usd":42', b"") + b"\n" + body  # as entries stored before the field
+    assert b"saved_micro_usd" not in older and CachedReply.loads(older).saved_micro_usd == 0
 
 
 def test_memory_backend_is_bounded_in_bytes():

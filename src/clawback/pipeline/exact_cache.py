@@ -26,10 +26,12 @@ Replay. A hit is answered as JSON or, for ``stream: true``, as the documented SS
 (``message_start`` → per block ``content_block_start`` / ``content_block_delta`` / ``content_block_stop`` →
 ``message_delta`` → ``message_stop``, https://docs.anthropic.com/en/api/messages-streaming) that the official
 SDKs' stream parsers accept. The ledger records a hit at cost 0 with ``cache_status="hit"`` and
-``savings["exact_cache"]`` = what the stored call cost (its usage priced by the pricing module for this
-model). Responses carry ``x-clawback-cache: hit | miss | bypass`` and, when keyed, ``x-clawback-cache-key``
-(what ``POST /admin/cache/invalidate {"key": …}`` takes). Namespace: ``x-clawback-cache-namespace`` (default:
-the tenant's scope); tags: ``x-clawback-cache-tags: a,b``; per-request TTL: ``x-clawback-cache-ttl`` seconds.
+``savings["exact_cache"]`` = what the stored call would have cost the caller without clawback: its usage priced
+by the pricing module for this model, plus what the stages below the cache saved on it (the planner's caching,
+pruning; stored with the entry), so that a hit's counterfactual is the caller's own request. Responses carry
+``x-clawback-cache: hit | miss | bypass`` and, when keyed, ``x-clawback-cache-key`` (what
+``POST /admin/cache/invalidate {"key": …}`` takes). Namespace: ``x-clawback-cache-namespace`` (default: the
+tenant's scope); tags: ``x-clawback-cache-tags: a,b``; per-request TTL: ``x-clawback-cache-ttl`` seconds.
 
 Filling from a stream tees the SSE bytes as they pass (the relay itself is never held back) and stores only
 after ``message_stop`` arrived with no error.
@@ -279,10 +281,10 @@ class ExactCacheStage:
             tags = tuple(t.strip() for t in (ctx.header(TAGS_HEADER) or "").split(",") if t.strip())
             ttl = self._ttl(ctx)
             if reply.stream is None:
-                if reply.body:
-                    self._store(key, ctx.model, namespace, tags, ttl, reply.body, None)
+                if reply.body:  # the stages below have booked their savings on this reply already
+                    self._store(key, ctx.model, namespace, tags, ttl, reply.body, None, ctx.savings.total)
             else:
-                reply.stream = self._tee(reply, reply.stream, key, ctx.model, namespace, tags, ttl)
+                reply.stream = self._tee(ctx, reply, reply.stream, key, namespace, tags, ttl)
         return reply
 
     def _ttl(self, ctx: RequestContext) -> float:
@@ -297,12 +299,8 @@ class ExactCacheStage:
         self.hits += 1
         ctx.cache_status = "hit"
         request = ctx.request
-        ctx.savings.add(
-            self.name,
-            self.price_book.cost(
-                ctx.model, entry.usage, inference_geo=request.inference_geo, speed=request.speed
-            ).micro_usd,
-        )
+        cost = self.price_book.cost(ctx.model, entry.usage, inference_geo=request.inference_geo, speed=request.speed)
+        ctx.savings.add(self.name, cost.micro_usd + entry.saved_micro_usd)
         age = str(max(0, int(time.time() - entry.created_at)))
         headers = [(CACHE_HEADER, "hit"), ("x-clawback-cache-key", entry.key), ("age", age)]
         if ctx.stream:
@@ -319,10 +317,11 @@ class ExactCacheStage:
         return reply
 
     async def _tee(
-        self, reply: Reply, inner: AsyncIterator[bytes], key: str, model: str, namespace: str,
+        self, ctx: RequestContext, reply: Reply, inner: AsyncIterator[bytes], key: str, namespace: str,
         tags: tuple[str, ...], ttl: float,
     ) -> AsyncIterator[bytes]:  # fmt: skip
-        """Relay ``inner`` unchanged, keeping a copy (up to ``max_entry_bytes``) to store after ``message_stop``."""
+        """Relay ``inner`` unchanged, keeping a copy (up to ``max_entry_bytes``) to store after ``message_stop``
+        (by then the upstream relay has closed and the stages below have booked their savings)."""
         chunks: list[bytes] | None = []
         size = 0
         limit = self.settings.max_entry_bytes * 2  # SSE framing roughly doubles a message
@@ -342,10 +341,10 @@ class ExactCacheStage:
         if chunks is not None and reply.finished and reply.error_type is None:
             message = assemble_message(b"".join(chunks))
             if message is not None:
-                self._store(key, model, namespace, tags, ttl, orjson.dumps(message), message)
+                self._store(key, ctx.model, namespace, tags, ttl, orjson.dumps(message), message, ctx.savings.total)
 
     def _store(self, key: str, model: str, namespace: str, tags: tuple[str, ...], ttl: float, body: bytes,
-               message: dict[str, Any] | None) -> None:  # fmt: skip
+               message: dict[str, Any] | None, saved: int) -> None:  # fmt: skip
         if len(body) > self.settings.max_entry_bytes:
             return
         if message is None:
@@ -361,7 +360,7 @@ class ExactCacheStage:
                for b in message.get("content") or []):  # fmt: skip
             return
         entry = CachedReply(key=key, body=body, model=model, usage=Usage.from_api(message.get("usage")),
-                            namespace=namespace, tags=tags)  # fmt: skip
+                            namespace=namespace, tags=tags, saved_micro_usd=saved)  # fmt: skip
         task = asyncio.get_running_loop().create_task(self._put(entry, ttl))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

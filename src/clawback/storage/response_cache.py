@@ -46,6 +46,9 @@ class CachedReply:
     tags: tuple[str, ...] = ()
     created_at: float = field(default_factory=time.time)
     expires_at: float = 0.0
+    saved_micro_usd: int = 0
+    """What the pipeline's stages below the cache saved on the stored call (the planner's caching, pruning): a
+    hit adds it to the stored call's cost, so that it books what the caller's own request would have cost."""
 
     @property
     def size(self) -> int:
@@ -60,6 +63,7 @@ class CachedReply:
             "tags": list(self.tags),
             "created_at": self.created_at,
             "expires_at": self.expires_at,
+            "saved_micro_usd": self.saved_micro_usd,
         }
         return orjson.dumps(meta) + b"\n" + self.body
 
@@ -76,6 +80,7 @@ class CachedReply:
             tags=tuple(str(t) for t in meta.get("tags", ())),
             created_at=float(meta.get("created_at", 0.0)),
             expires_at=float(meta.get("expires_at", 0.0)),
+            saved_micro_usd=int(meta.get("saved_micro_usd", 0)),  # absent in entries stored before it existed
         )
 
 
