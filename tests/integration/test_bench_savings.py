@@ -11,7 +11,14 @@ import orjson
 from typer.testing import CliRunner
 
 from clawback.bench.harness import BASELINE, replay
-from clawback.bench.savings import FULL, optimization_names, run_savings, summarize, with_optimizations
+from clawback.bench.savings import (
+    FULL,
+    booked_share,
+    optimization_names,
+    run_savings,
+    summarize,
+    with_optimizations,
+)
 from clawback.cli import app
 from clawback.config import Settings
 from clawback.workloads import build_workload
@@ -36,6 +43,10 @@ def test_harness_dollars_equal_ledger_and_simulator():
             assert run.consistent
         if workload == "lead_chat":
             assert base.facts_needed > 0 and base.fact_retention == 1.0  # the client's own request keeps all
+        # the ledger proves the dollars saved: what the stages booked is the saving measured against the baseline
+        for run in runs[1:]:
+            share = booked_share(run, base.simulator_micro_usd)
+            assert share is None or 0.95 <= share <= 1.03, (workload, run.config, share)
         if workload == "faq" and "exact_cache" in names:
             exact = next(r for r in runs if r.config == "exact_cache")
             assert exact.cache_hits > 0 and exact.false_hits == 0  # byte-equal requests only

@@ -86,11 +86,15 @@ def summarize(results: dict[str, list[RunResult]], elapsed_s: float, *, seed: in
             "optimized_cost_usd": _usd(full.simulator_micro_usd),
             "cost_reduction": _reduction(base.simulator_micro_usd, full.simulator_micro_usd),
             "baseline": base.to_json(),
-            "optimized": full.to_json(),
+            "optimized": {
+                **full.to_json(),
+                "ledger_booked_share": _share(booked_share(full, base.simulator_micro_usd)),
+            },
             "by_optimization": {
                 run.config: {
                     **run.to_json(),
                     "cost_reduction": _reduction(base.simulator_micro_usd, run.simulator_micro_usd),
+                    "ledger_booked_share": _share(booked_share(run, base.simulator_micro_usd)),
                 }
                 for run in runs
                 if run.config not in (BASELINE, FULL)
@@ -153,13 +157,26 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
+def _share(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def booked_share(run: RunResult, baseline_micro_usd: int) -> float | None:
+    """What the gateway's ledger says the stages saved, as a share of the saving measured against the baseline
+    (the simulator's bills of both runs): 100 % means the ledger proves exactly the dollars saved."""
+    saved = baseline_micro_usd - run.simulator_micro_usd
+    if run.config == BASELINE or saved <= 0:
+        return None
+    return sum(run.savings_by_stage.values()) / saved
+
+
 def render(results: dict[str, list[RunResult]], console: Console) -> None:
     """One table per workload: configurations as rows, money, tokens, traffic, latency, quality."""
     for name, runs in results.items():
         base = runs[0].simulator_micro_usd
         table = Table(title=f"{name}  ({runs[0].requests} requests)", title_justify="left")
-        for column in ("config", "cost $", "saved", "input", "cache write", "cache read", "output", "upstream",
-                       "p50 ms", "p99 ms", "fact retention", "cache hits", "false-hit rate"):  # fmt: skip
+        for column in ("config", "cost $", "saved", "booked", "input", "cache write", "cache read", "output",
+                       "upstream", "p50 ms", "p99 ms", "fact retention", "cache hits", "false-hit rate"):  # fmt: skip
             table.add_column(column, justify="left" if column == "config" else "right")
         for run in runs:
             figures = run.to_json()
@@ -167,6 +184,7 @@ def render(results: dict[str, list[RunResult]], console: Console) -> None:
                 run.config + ("" if run.consistent else " [red](ledger/sim mismatch)[/]"),
                 f"{run.simulator_micro_usd / 1e6:,.4f}",
                 _pct(1 - run.simulator_micro_usd / base) if base and run.config != BASELINE else "",
+                _pct(booked_share(run, base)),
                 f"{run.usage.input_tokens:,}",
                 f"{run.usage.cache_creation_input_tokens:,}",
                 f"{run.usage.cache_read_input_tokens:,}",
