@@ -26,14 +26,13 @@ in practice from the start of ``messages``, so the whole history is priced as re
 prompt-cache planner is on: then every request of the loop carries a ``frontier`` breakpoint at the end of the
 prefix that keeps its form until the next compaction point (``Plan.loop_frontier``: the turn's human message
 until the first elision, then the last step before the oldest one a later compaction may still change), that
-entry is read at the next compaction, and only what follows it is priced as rewritten. On the agentic workload
-(``clawback eval pruning``, 20+ round trips) that took the cost with caching on from $1.0904 to $0.9629 at
-the same horizon, and the seeds on which eliding had cost more than caching alone (seed 3: $0.7797 against
-$0.7579) now cost less ($0.7289). A turn's elision is
-decided while it is in progress and never changes afterwards (a completed turn in the verbatim tail keeps the
-form its last request had, so a new human turn does not bring old outputs back); older turns are compacted by
-the schedule as before. The step being answered is never elided, nor are thinking blocks, tool_use blocks or
-anything but the ``content`` of a ``tool_result``.
+entry is read at the next compaction, and only what follows it is priced as rewritten (on the agentic workload
+that cut the cost with caching on by 12 % at the same settings, and made the seeds on which eliding had cost more
+than caching alone cost less: ``benchmarks/README.md``). A turn's elision is decided while it is in progress
+and never changes afterwards (a completed turn in the verbatim tail keeps the form its last request had, so a
+new human turn does not bring old outputs back); older turns are compacted by the schedule as before. The step
+being answered is never elided, nor are thinking blocks, tool_use blocks or anything but the ``content`` of a
+``tool_result``.
 
 Does a compaction pay? With prompt caching the long prefix costs only cache reads (0.1x of input on most
 models, 0.05x or 0.025x on some) while a compaction makes everything after it a new cache write (1.25x). At a
@@ -374,7 +373,7 @@ def _replay_loop(
     The frontier: the steps before the first one a later compaction may still change (the oldest step not
     yet decided, or kept as the newest of its tool) keep their form until the next compaction point, and so
     does the history before the turn. With ``frontier_floor`` set (the prompt-cache planner puts a breakpoint
-    on the frontier's last message, ``Plan.cache_frontier``), a compaction rewrites the cache only from the
+    on the frontier's last message, ``Plan.loop_frontier``), a compaction rewrites the cache only from the
     frontier on; without it, from the start of ``messages`` (a client's one moving breakpoint reads back 20
     blocks at most, and a long loop has moved further than that since its last compaction).
     ``frontier_floor``: the message tokens the frontier's prefix needs before the API caches it at all (the
