@@ -269,12 +269,12 @@ def test_an_elided_test_run_keeps_its_failure_lines_in_the_placeholder() -> None
 
 def test_the_saving_is_settled_on_the_upstreams_usage() -> None:
     """``settle``: what the ledger books once the upstream has said how it billed the pruned request. The fast
-    estimates are calibrated on the history sent, placeholders included, so on removed outputs denser in
-    tokens than the rest (code, here 10-18 % low): never more than 5 % high, never more than 20 % low. On the
-    reference workloads the ledger's total is within 2.3 % of the saving measured (``benchmarks/README.md``)."""
+    estimates are calibrated on the history sent, placeholders left out; on removed outputs denser in
+    tokens than the rest (code, here 4-9 % low): never more than 5 % high, never more than 15 % low. On the
+    reference workloads the ledger's total is within 3 % of the saving measured (``benchmarks/README.md``)."""
 
     def near(booked: int, exact: float) -> bool:
-        return 0.80 * exact <= booked <= 1.05 * exact
+        return 0.85 * exact <= booked <= 1.05 * exact
 
     settings = policy(keep_recent_tool_results=1, tool_loop_trigger_tokens=1)
     stage = PruningStage(settings, BOOK)

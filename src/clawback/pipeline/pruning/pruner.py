@@ -616,15 +616,15 @@ def extractive_memory(body: Mapping[str, Any], plan: Plan, summary: str | None =
     return render_memory(plan.dropped[0], plan.dropped[-1], len(plan.dropped), facts, summary)
 
 
-def _elide_block(block: Mapping[str, Any], min_tokens: int, factor: float) -> tuple[Mapping[str, Any], int]:
+def _elide_block(block: Mapping[str, Any], min_tokens: int, factor: float) -> tuple[Mapping[str, Any], int, int]:
     """The block with its content replaced by a short placeholder (the block, its ``tool_use_id``, ``is_error``
-    and ``cache_control`` stay), or the block itself when it is not a large tool result; and the change in its
-    ``fast_block_tokens`` (zero or negative)."""
+    and ``cache_control`` stay), or the block itself when it is not a large tool result; and its
+    ``fast_block_tokens`` before and after (both zero when it stays)."""
     if block.get("type") != "tool_result":
-        return block, 0
+        return block, 0, 0
     tokens = fast_block_tokens(block, factor)
     if not _elidable(block, tokens, min_tokens):
-        return block, 0
+        return block, 0, 0
     text = block_text(block)
     preview = " ".join(text[: _PREVIEW_CHARS * 4].split())  # a prefix of the whole text's (words only cut)
     if len(preview) < _PREVIEW_CHARS and len(text) > _PREVIEW_CHARS * 4:
@@ -637,31 +637,32 @@ def _elide_block(block: Mapping[str, Any], min_tokens: int, factor: float) -> tu
         placeholder += "; its failure lines: " + " | ".join(failures)
     placeholder += "; call the tool again if the output is needed]"
     if 4 + int(len(placeholder) * factor / 4) >= tokens:
-        return block, 0  # no shorter than the output itself (a tiny ``tool_elision_min_tokens``)
+        return block, 0, 0  # no shorter than the output itself (a tiny ``tool_elision_min_tokens``)
     out = dict(block)
     out["content"] = placeholder
-    return out, fast_block_tokens(out, factor) - tokens
+    return out, tokens, fast_block_tokens(out, factor)
 
 
-def _elide_message(message: Any, min_tokens: int, factor: float) -> tuple[Any, int]:
-    """The message with its large tool results elided (itself when none is), and the change in tokens."""
+def _elide_message(message: Any, min_tokens: int, factor: float) -> tuple[Any, int, int]:
+    """The message with its large tool results elided (itself when none is), and the tokens of the elided
+    blocks before and after."""
     if not isinstance(message, dict):
-        return message, 0
+        return message, 0, 0
     content = message.get("content")
     if not isinstance(content, list):
-        return message, 0
+        return message, 0, 0
     blocks: list[Any] = []
-    delta = 0
+    before = after = 0
     for block in content:
         if isinstance(block, dict):
-            block, change = _elide_block(block, min_tokens, factor)
-            delta += change
+            block, old, new = _elide_block(block, min_tokens, factor)
+            before, after = before + old, after + new
         blocks.append(block)
-    if not delta and all(a is b for a, b in zip(blocks, content, strict=True)):
-        return message, 0
+    if not before:
+        return message, 0, 0
     out = dict(message)
     out["content"] = blocks
-    return out, delta
+    return out, before, after
 
 
 def _with_memory(message: Mapping[str, Any], memory: str) -> dict[str, Any]:
@@ -672,21 +673,23 @@ def _with_memory(message: Mapping[str, Any], memory: str) -> dict[str, Any]:
     return out
 
 
-def render(body: Mapping[str, Any], plan: Plan, memory: str | None) -> tuple[dict[str, Any], int]:
-    """The pruned request (a new top-level dict; unchanged messages are the caller's own objects), and the
-    change in tokens that elision made to the kept turns (zero or negative).
+def render(body: Mapping[str, Any], plan: Plan, memory: str | None) -> tuple[dict[str, Any], int, int]:
+    """The pruned request (a new top-level dict; unchanged messages are the caller's own objects), the change
+    in tokens that elision made to the kept turns (zero or negative), and the tokens of the placeholders it put
+    in (all fast estimates).
 
     The memory goes first in the first turn after the opening (a kept older turn, or the verbatim tail), which
     always begins with a user message that opens a turn.
     """
     messages: list[Any] = body["messages"]
     out: list[Any] = []
-    delta = 0
+    delta = placeholders = 0
 
     def elide(message: Any) -> Any:
-        nonlocal delta
-        elided, change = _elide_message(message, plan.elide_min_tokens, plan.factor)
-        delta += change
+        nonlocal delta, placeholders
+        elided, before, after = _elide_message(message, plan.elide_min_tokens, plan.factor)
+        delta += after - before
+        placeholders += after
         return elided
 
     for index in (*range(plan.opening), *plan.kept):
@@ -703,7 +706,7 @@ def render(body: Mapping[str, Any], plan: Plan, memory: str | None) -> tuple[dic
         out[position] = _with_memory(out[position], memory)
     result = dict(body)
     result["messages"] = out
-    return result, delta
+    return result, delta, placeholders
 
 
 def dropped_turns_valid(body: Mapping[str, Any], plan: Plan, pruned_breakpoints: int) -> bool:
