@@ -352,10 +352,8 @@ class PruningStage:
         removed = max(0, before - after)
         rewritten = 0
         if cached:
-            if plan.new_compaction:
-                opening = sum(t.tokens for t in plan.turns[: plan.opening])
-                current = plan.turns[-1].tokens
-                rewritten = max(0, after - opening - current)
+            if plan.new_compaction:  # the opening too: no breakpoint ever ended there, so no entry does
+                rewritten = max(0, after - plan.turns[-1].tokens)
             if plan.loop_new:  # written again from the frontier (or the start); its newest step would be anyway
                 rewritten = max(rewritten, after - plan.loop_reused_tokens - plan.loop_last_step_tokens)
         saved = _saving(price, removed, rewritten, "read" if cached else "input")
