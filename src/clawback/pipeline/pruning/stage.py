@@ -41,7 +41,7 @@ from decimal import Decimal
 from typing import Any
 
 from clawback.api.errors import InvalidRequestError
-from clawback.api.messages import count_cache_breakpoints, validate_messages_request
+from clawback.api.messages import content_blocks, count_cache_breakpoints, validate_messages_request
 from clawback.api.usage import Usage
 from clawback.config import PruningPolicy, PruningSettings
 from clawback.pipeline.context import Reply, RequestContext, Tenant
@@ -88,10 +88,8 @@ class Booking:
 
     price: ModelPrice
     cached: bool  # the caller's own request caches its history: the saving is priced so (see ``settle``)
-    removed: int  # tokens the request no longer sends (dropped turns and elided outputs, less the memory)
     rewritten: int  # tokens a new compaction point writes to the cache again
-    kept: int  # tokens of the history sent, the memory block left out
-    placeholder_tokens: int  # of which elision placeholders (prose: their fast estimate is close to the count)
+    placeholder_tokens: int  # of the history sent, those of elision placeholders (prose: estimated about right)
     memory_tokens: int
     memory_text: str | None
     static_tokens: int  # tools and system prompt (the simulator's count): what precedes the history
@@ -231,9 +229,10 @@ class PruningStage:
         # the history sent as the upstream counted it, memory and placeholders left out, against the estimate
         placeholders = booking.placeholder_tokens
         counted = usage.total_input_tokens - booking.static_tokens - memory - placeholders
-        estimated = booking.kept - placeholders
+        estimated = outcome.tokens_after - booking.memory_tokens - placeholders  # the turns and outputs sent
         scale = min(2.0, max(0.5, counted / estimated)) if estimated > 0 and counted > 0 else 1.0
-        removed = max(0.0, (booking.removed + booking.memory_tokens + placeholders) * scale - memory - placeholders)
+        dropped = outcome.tokens_before - outcome.tokens_after + booking.memory_tokens + placeholders
+        removed = max(0.0, dropped * scale - memory - placeholders)
         # Read from the cache beyond the tools and system prompt (5 % slack: the upstream counts them its own way)?
         read = usage.cache_read_input_tokens > booking.static_tokens * 1.05 + 16
         if not booking.cached:
@@ -303,10 +302,8 @@ class PruningStage:
         if frontier and plan.loop_frontier is not None:
             outcome.cache_frontier = plan.output_index(plan.loop_frontier)
         client_cached = cached if not self.planner_enabled else self.is_cached(body, policy, planner=False)
-        removed = outcome.tokens_before - outcome.tokens_after
         outcome.booking = Booking(
-            price=price, cached=client_cached, removed=removed, rewritten=rewritten,
-            kept=outcome.tokens_after - memory_tokens, placeholder_tokens=placeholders,
+            price=price, cached=client_cached, rewritten=rewritten, placeholder_tokens=placeholders,
             memory_tokens=memory_tokens, memory_text=text,
             static_tokens=static if static is not None else count_request_tokens({**body, "messages": []}),
             model=str(body.get("model", "")),
@@ -332,11 +329,10 @@ class PruningStage:
         messages = body.get("messages")
         if not isinstance(messages, list):
             return False
-        for message in reversed(messages):  # a client that caches its history marks its newest block: found at once
-            content = message.get("content") if isinstance(message, dict) else None
-            if isinstance(content, list) and any(isinstance(b, dict) and b.get("cache_control") for b in content):
-                return True
-        return False
+        # newest first: a client that caches its history marks its newest block, so this stops at once
+        return any(
+            isinstance(m, dict) and any(b.get("cache_control") for b in content_blocks(m)) for m in reversed(messages)
+        )
 
     def _account(
         self, pruned: dict[str, Any], plan: Plan, price: ModelPrice, cached: bool, added: int
