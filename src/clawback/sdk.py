@@ -50,11 +50,11 @@ from clawback.config import GatewaySettings, LedgerSettings, Settings
 from clawback.gateway.auth import Authenticator
 from clawback.pipeline.build import build_pipeline
 from clawback.pipeline.context import Reply, RequestContext, Tenant, new_request_id
+from clawback.pipeline.forward import Forwarder
 from clawback.pricing import load_price_book
 from clawback.storage.ledger import LedgerWriter
 from clawback.storage.migrate import migrate
 from clawback.upstream.client import UpstreamClient, UpstreamUnavailable
-from clawback.upstream.forward import Forwarder
 from clawback.upstream.headers import CREDENTIAL_HEADERS
 
 __all__ = ["wrap"]

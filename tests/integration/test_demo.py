@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from clawback.demo import run_demo
+from clawback.cli.demo import run_demo
 from clawback.storage.ledger import LedgerReader
 
 

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from clawback.api.usage import Usage
+from clawback.bench.whatif import LogError, read_log, whatif
 from clawback.cli import app
 from clawback.pricing import load_price_book
-from clawback.whatif import LogError, read_log, whatif
 from clawback.workloads import build_workload
 
 

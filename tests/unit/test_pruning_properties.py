@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from clawback.api.errors import InvalidRequestError
 from clawback.api.messages import count_cache_breakpoints, validate_messages_request
+from clawback.bench.pruning_eval import strategy_policies
 from clawback.config import PruningSettings
-from clawback.pipeline.pruning.evaluate import strategy_policies
 from clawback.pipeline.pruning.stage import PruningStage
 from clawback.pricing import PriceBook
 

@@ -33,13 +33,13 @@ from clawback.gateway.auth import Authenticator
 from clawback.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from clawback.pipeline.build import build_pipeline
 from clawback.pipeline.context import Reply, RequestContext, new_request_id
+from clawback.pipeline.forward import Forwarder
 from clawback.pipeline.stage import Pipeline
 from clawback.pricing import PriceBook, load_price_book
 from clawback.storage.keys import KeyStore
 from clawback.storage.ledger import LedgerRecord, LedgerWriter
 from clawback.storage.migrate import migrate
 from clawback.upstream.client import UpstreamClient
-from clawback.upstream.forward import Forwarder
 
 __all__ = ["Gateway", "GatewayApp", "create_gateway_app", "resolve_upstream"]
 

@@ -1,4 +1,4 @@
-"""``clawback eval pruning``: what each pruning strategy does to the reference workloads.
+"""What each pruning strategy does to the reference workloads.
 
 For every strategy the labelled conversations (``clawback.workloads``) are replayed in time order, request by
 request, in four set-ups priced by the simulator's prompt-cache model and the pricing module:
@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from clawback.api.usage import Usage
-from clawback.config import PruningPolicy, PruningSettings, Settings
+from clawback.config import PruningPolicy, PruningSettings
 from clawback.pipeline.prompt_cache import plan_request
 from clawback.pipeline.pruning.conversation import is_turn_start
 from clawback.pipeline.pruning.stage import PruningStage
@@ -242,56 +242,3 @@ def _replay(
                 tally.facts_kept[name] += kept[name]
     workloads = {name: {"all": a.as_dict(), "long": b.as_dict()} for name, (a, b) in per_workload.items()}
     return StrategyReport(strategy, tally_all.as_dict(), tally_long.as_dict(), workloads)
-
-
-def eval_command(settings: Settings, workloads: Sequence[str], *, json_output: bool, seed: int, scale: float) -> None:
-    """``clawback eval pruning``: tables per strategy, or one JSON object with ``--json``."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from clawback.bench.cli import wide_console
-
-    reports = evaluate(workloads, seed=seed, scale=scale, base=settings.pruning)
-    units = reports[0].turn_units if reports else {}
-    result = {
-        "workloads": list(workloads),
-        "seed": seed,
-        "scale": scale,
-        "turns": units,
-        "strategies": {
-            r.strategy: {
-                "all_requests": r.all,
-                "long_conversations": r.long,
-                "workloads": {
-                    name: {"all_requests": w["all"], "long_conversations": w["long"]} for name, w in r.workloads.items()
-                },
-            }
-            for r in reports
-        },
-    }
-    if json_output:
-        Console().print_json(orjson.dumps(result).decode())
-        return
-    console = wide_console()
-    trips = [name for name, unit in units.items() if unit == "round trips"]
-    long_label = "conversations at 20+ turns" + (f" ({', '.join(trips)}: 20+ API round trips)" if trips else "")
-    scopes = ["all", *workloads] if len(workloads) > 1 else list(workloads)
-    for label, key in (("all requests", "all"), (long_label, "long")):
-        table = Table(title=f"pruning on {', '.join(workloads)}: {label}")
-        for column in ("strategy", "workload", "reqs", "input -%", "history -%", "$ cache", "$ pruned+cache",
-                       "vs cache", "facts kept", "facts kept (cached)"):  # fmt: skip
-            table.add_column(column, justify="left" if column in ("strategy", "workload") else "right", no_wrap=True)
-        table.columns[3].header, table.columns[4].header = "input -% (pruned / cached)", "history -% (same)"
-        for report in reports:
-            for scope in scopes:
-                row = getattr(report, key) if scope == "all" else report.workloads[scope][key]
-                table.add_row(
-                    report.strategy if scope == scopes[0] else "", scope, str(row["requests"]),
-                    f"{row['input_token_reduction']:.1%} / {row['input_token_reduction_cached']:.1%}",
-                    f"{row['history_token_reduction']:.1%} / {row['history_token_reduction_cached']:.1%}",
-                    f"{row['cost_usd']['cache']:.4f}", f"{row['cost_usd']['pruned+cache']:.4f}",
-                    f"{-row['cost_reduction_vs_cache']:+.1%}", f"{row['fact_retention']:.1%}/{row['facts_needed']}",
-                    f"{row['fact_retention_cached']:.1%}",
-                    end_section=scope == scopes[-1],
-                )  # fmt: skip
-        console.print(table)

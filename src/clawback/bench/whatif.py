@@ -1,4 +1,4 @@
-"""``clawback whatif LOG.jsonl``: what clawback would have saved on your own traffic, before you deploy it.
+"""What clawback would have saved on your own traffic, before you deploy it.
 
 The log holds one Messages API request per line with a timestamp, in any of these shapes::
 
@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import typer
 from rich.console import Console
 
 from clawback.api.errors import ApiError
@@ -44,7 +43,7 @@ from clawback.config import Settings
 from clawback.pricing import load_price_book
 from clawback.workloads.model import Step, StepLabels, Workload
 
-__all__ = ["LoggedRequest", "read_log", "whatif", "whatif_command"]
+__all__ = ["ESTIMATED", "MEASURED", "LogError", "LoggedRequest", "read_log", "whatif"]
 
 _NOT_REQUEST_KEYS = {"timestamp", "ts", "time", "request", "body", "response", "usage"}
 DEFAULT_OUTPUT_TOKENS = 256
@@ -192,35 +191,3 @@ def whatif(
         "estimated": ESTIMATED,
         "_results": results,
     }
-
-
-def whatif_command(
-    settings: Settings, log: Path, *, json_output: bool, output_tokens: int = DEFAULT_OUTPUT_TOKENS
-) -> None:
-    from clawback.bench.cli import wide_console
-    from clawback.bench.savings import render
-
-    out, err = wide_console(), Console(stderr=True)
-    try:
-        report = whatif(log, settings=settings, output_tokens=output_tokens, console=err)
-    except (LogError, OSError) as exc:
-        err.print(f"[bold red]clawback:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-    render(report.pop("_results"), out)
-    logged = report["logged_cost_usd"]
-    out.print(f"\n[bold]{report['requests']} requests[/] over {report['span_s'] / 3600:.1f} h, "
-              f"{report['exact_repeats']} exact repeats.", highlight=False)  # fmt: skip
-    if logged is not None:
-        out.print(f"Measured: your log's usage prices at ${logged:,.4f}"
-                  + (f"; clawback's token estimate is {report['token_estimate_ratio']:.2f}x the logged input tokens."
-                     if report["token_estimate_ratio"] else "."), highlight=False)  # fmt: skip
-    out.print(
-        f"Estimated: ${report['simulated_baseline_cost_usd']:,.4f} -> ${report['simulated_optimized_cost_usd']:,.4f} "
-        f"in the simulator ({report['cost_reduction']:.1%} less); about ${report['estimated_savings_usd']:,.4f} "
-        f"saved on the {report['savings_basis']}.",
-        highlight=False,
-    )
-    out.print("[bold]measured[/]: " + "; ".join(MEASURED), highlight=False)
-    out.print("[bold]estimated[/]: " + "; ".join(ESTIMATED), highlight=False)
-    if json_output:
-        print(orjson.dumps(report).decode(), flush=True)

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clawback.cli_config import ConfigOption, settings_or_exit
+from clawback.cli.options import ConfigOption, settings_or_exit
 from clawback.pricing import ModelPrice, PriceBook, PriceTableError, load_price_book, user_price_file
 
 __all__ = ["pricing_app"]

@@ -1,15 +1,18 @@
-"""The ``clawback bench`` commands' bodies (imported lazily by ``clawback.cli``)."""
+"""``clawback bench savings``: what each optimization saves on the reference workloads."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import orjson
 import typer
 from rich.console import Console
 
 from clawback.bench.savings import render, run_savings, summarize, workload_names
+from clawback.cli.options import ConfigOption, settings_or_exit
 from clawback.config import Settings
 
-__all__ = ["savings_command", "wide_console"]
+__all__ = ["bench_app", "savings_command", "wide_console"]
 
 
 def wide_console() -> Console:
@@ -41,3 +44,18 @@ def savings_command(settings: Settings, workload: str, *, json_output: bool, see
         print(orjson.dumps(report).decode(), flush=True)
     if not report["consistent"]:
         raise typer.Exit(1)
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Measure what clawback saves, in dollars and quality.")
+
+
+@bench_app.command("savings")
+def bench_savings(
+    workload: Annotated[str, typer.Option(help="A reference workload, or all")] = "all",
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line")] = False,
+    seed: Annotated[int, typer.Option(help="Workload seed")] = 0,
+    scale: Annotated[float, typer.Option(help="Workload size (1.0 = reference size)", min=0.01)] = 1.0,
+    config: ConfigOption = None,
+) -> None:
+    """Replay workloads through the simulator: baseline, full pipeline, each optimization alone."""
+    savings_command(settings_or_exit(config), workload, json_output=json_output, seed=seed, scale=scale)

@@ -16,7 +16,7 @@ import orjson
 import typer
 from rich.console import Console
 
-from clawback.cli_config import ConfigOption, err_console, settings_or_exit
+from clawback.cli.options import ConfigOption, err_console, settings_or_exit
 from clawback.config import Settings
 
 __all__ = ["cache_app"]

@@ -11,7 +11,9 @@ optimization is what each stage recorded in the ledger.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -22,7 +24,7 @@ from clawback.config import Settings
 from clawback.pricing import load_price_book
 from clawback.workloads import real_estate_mix
 
-__all__ = ["run_demo"]
+__all__ = ["demo", "run_demo"]
 
 
 def _row(label: str, run: RunResult) -> list[str]:
@@ -110,3 +112,13 @@ def run_demo(ledger: Path, *, scale: float = 0.25, console: Console | None = Non
         soft_wrap=True,
     )
     return baseline, optimized
+
+
+def demo(
+    ledger: Annotated[
+        Path, typer.Option(help="SQLite file the demo's ledger is written to (replaced on each run)")
+    ] = Path("clawback-demo.db"),
+    scale: Annotated[float, typer.Option(help="Size of the replayed traffic", min=0.01)] = 0.25,
+) -> None:
+    """Run the simulator and the gateway, replay a real-estate assistant's traffic, show the savings."""
+    run_demo(ledger, scale=scale)

@@ -1,0 +1,70 @@
+"""``clawback version``, ``simulate`` and ``serve``: the commands that start a server."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from clawback import __version__
+from clawback.cli.options import ConfigOption, err_console, settings_or_exit
+from clawback.config import ConfigError
+from clawback.pricing import PriceTableError
+
+__all__ = ["serve", "simulate", "version"]
+
+console = Console()
+
+
+def version() -> None:
+    """Print the version."""
+    console.print(f"clawback {__version__}")
+
+
+def simulate(
+    config: ConfigOption = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8788)")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface (default 127.0.0.1)")] = None,
+) -> None:
+    """Run a faithful stand-in for the Anthropic API (no key, no network)."""
+    from clawback.serving import run_app
+    from clawback.upstream.simulator.app import create_simulator_app
+
+    settings = settings_or_exit(config)
+    sim = settings.simulator.model_copy(update={k: v for k, v in {"port": port, "host": host}.items() if v})
+    console.print(
+        f"clawback simulator on http://{sim.host}:{sim.port}  (ANTHROPIC_BASE_URL=http://{sim.host}:{sim.port})"
+    )
+    run_app(create_simulator_app(sim), sim.host, sim.port)
+
+
+def serve(
+    config: ConfigOption = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8787)")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface (default 127.0.0.1)")] = None,
+    upstream: Annotated[
+        str | None,
+        typer.Option(help="Upstream base URL (the simulator, say); default: the real API if ANTHROPIC_API_KEY"),
+    ] = None,
+) -> None:
+    """Run the Anthropic-compatible gateway. Point clients at it with ANTHROPIC_BASE_URL."""
+    from clawback.gateway.app import create_gateway_app
+    from clawback.serving import run_app
+
+    settings = settings_or_exit(config)
+    updates = {k: v for k, v in {"port": port, "host": host}.items() if v}
+    settings.gateway = settings.gateway.model_copy(update=updates)
+    if upstream:
+        settings.upstream = settings.upstream.model_copy(update={"url": upstream})
+    try:
+        app_ = create_gateway_app(settings)
+    except (ConfigError, PriceTableError) as exc:  # a price table the user named and cannot be used
+        err_console.print(f"[bold red]clawback:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    gw = settings.gateway
+    console.print(f"clawback gateway on http://{gw.host}:{gw.port} -> {app_.gateway.upstream_url}")
+    console.print(f"  ANTHROPIC_BASE_URL=http://{gw.host}:{gw.port}  (ledger: {settings.ledger.url})")
+    stages = " -> ".join(stage.name for stage in app_.gateway.pipeline.stages)
+    console.print(f"  pipeline: {stages} -> upstream")
+    run_app(app_, gw.host, gw.port)
