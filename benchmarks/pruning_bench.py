@@ -21,6 +21,7 @@ import statistics
 import time
 from typing import Any
 
+from clawback.bench.pruning_eval import above_planner
 from clawback.config import PruningSettings
 from clawback.pipeline.pruning import facts, relevance
 from clawback.pipeline.pruning.stage import PruningStage
@@ -94,7 +95,8 @@ def clear_memos() -> None:
 
 def measure(body: dict[str, Any], runs: int, *, cold: bool) -> dict[str, float]:
     policy = PruningSettings(enabled=True)
-    stage = PruningStage(policy, PriceBook.bundled(), planner_enabled=True)
+    book = PriceBook.bundled()
+    stage = above_planner(PruningStage(policy, book), book)
     stage.prune_body(body, policy)  # warm-up (imports, the first compaction)
     wall: list[float] = []
     cpu: list[float] = []

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from clawback.api.usage import Usage
 from clawback.config import ExactCacheSettings, PromptCacheSettings
-from clawback.pipeline.exact_cache import cache_key
+from clawback.pipeline.exact_cache import ExactCacheStage, cache_key
 from clawback.storage.keys import KeyStore
 from clawback.storage.ledger import LedgerReader
 from clawback.storage.response_cache import CachedReply, MemoryResponseCache, RedisResponseCache
@@ -50,7 +50,7 @@ def http(gateway, gateway_key):
 
 
 def flush(gateway):
-    stage = gateway.app.gateway.stage("exact_cache")
+    stage = gateway.app.gateway.pipeline.find(ExactCacheStage)
     loop = gateway.loop if hasattr(gateway, "loop") else None
     if loop is not None:
         asyncio.run_coroutine_threadsafe(stage.flush(), loop).result(5)

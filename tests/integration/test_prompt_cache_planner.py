@@ -10,6 +10,7 @@ import pytest
 
 from clawback.api.messages import count_cache_breakpoints
 from clawback.config import PromptCacheSettings, SimulatorSettings
+from clawback.pipeline.prompt_cache import PromptCachePlanner
 from clawback.storage.ledger import LedgerReader
 from tests.conftest import wait_for
 
@@ -39,7 +40,7 @@ def http(gateway, gateway_key):
 
 
 def planner(gateway):
-    return gateway.app.gateway.stage("prompt_cache")
+    return gateway.app.gateway.pipeline.find(PromptCachePlanner)
 
 
 def send(http, body):

@@ -33,9 +33,7 @@ def replica(store: RedisSummaryStore | MemorySummaryStore, asked: list[str]) -> 
         return Reply(status=200, headers=[], body=b"{}")
 
     stage = PruningStage(settings, BOOK, store=store)
-    pipeline = Pipeline([stage], terminal)
-    stage.attach(pipeline)
-    return pipeline
+    return Pipeline([stage], terminal)  # binds the summarizer to it
 
 
 async def conversation_through(replicas: list[Pipeline]) -> list[tuple[str | None, bytes]]:

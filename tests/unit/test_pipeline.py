@@ -19,11 +19,27 @@ def ctx(**kw):
 class Recorder:
     def __init__(self, name, log):
         self.name, self.log = name, log
+        self.below = None
+
+    def bind(self, chain):
+        self.below = [stage.name for stage in chain.below]
+
+    async def aclose(self):
+        self.log.append(f"close {self.name}")
 
     async def handle(self, ctx, call_next):
         self.log.append(f"{self.name}>")
         reply = await call_next(ctx)
         self.log.append(f"<{self.name}")
+        return reply
+
+
+class Booker(Recorder):
+    """Books a saving once a stream ends, as pruning and the planner do."""
+
+    async def handle(self, ctx, call_next):
+        reply = await call_next(ctx)
+        reply.on_close(lambda done: ctx.savings.add(self.name, 7))
         return reply
 
 
@@ -37,6 +53,33 @@ def test_stages_run_as_an_onion_in_declared_order():
     pipeline = Pipeline([Recorder("a", log), Recorder("b", log)], terminal)
     asyncio.run(pipeline(ctx()))
     assert log == ["a>", "b>", "upstream", "<b", "<a"]
+
+
+def test_each_stage_is_bound_to_those_below_it_and_closed_in_order():
+    log = []
+    a, b = Recorder("a", log), Recorder("b", log)
+    pipeline = Pipeline([a, b], terminal=None)
+    assert a.below == ["b"] and b.below == []
+    asyncio.run(pipeline.aclose())
+    assert log == ["close a", "close b"]
+    assert pipeline.find(Recorder) is a and pipeline.find(LedgerStage) is None
+
+
+def test_a_streams_close_callbacks_run_inside_out_so_the_ledger_records_every_saving():
+    records = []
+
+    async def chunks():
+        yield b"data"
+
+    async def terminal(ctx):
+        return Reply(status=200, headers=[], stream=chunks())
+
+    stages = [LedgerStage(PriceBook.bundled(), [records.append]), Booker("outer", []), Booker("inner", [])]
+    reply = asyncio.run(Pipeline(stages, terminal)(ctx()))
+    reply.closed()
+    (record,) = records
+    assert record.savings_micro_usd == {"inner": 7, "outer": 7}
+    assert list(record.savings_micro_usd) == ["inner", "outer"]
 
 
 def test_a_stage_that_changes_the_request_drops_the_raw_bytes():
@@ -90,6 +133,5 @@ def test_a_stream_is_recorded_when_it_closes():
     reply = asyncio.run(Pipeline([LedgerStage(PriceBook.bundled(), [records.append])], terminal)(ctx()))
     assert records == []  # not yet: the stream is still open
     reply.usage = Usage(input_tokens=10, output_tokens=3)
-    for callback in reply.on_close:
-        callback(reply)
+    reply.closed()
     assert records[0].output_tokens == 3 and records[0].stream is False

@@ -9,6 +9,7 @@ from clawback.pipeline.prompt_cache import plan_request
 from clawback.pipeline.pruning.stage import PruningStage
 from clawback.pricing import PriceBook
 from clawback.upstream.simulator.prompt_cache import PromptCache
+from tests.unit.test_pruning import with_planner
 from tests.unit.test_pruning_tool_loops import MODEL, loop, policy, request
 
 BOOK = PriceBook.bundled()
@@ -62,7 +63,7 @@ def test_a_compaction_point_reads_the_frontier_prefix_instead_of_rewriting_the_l
     history = loop(40)
     reads: dict[bool, list[int]] = {}
     for frontier in (False, True):
-        stage = PruningStage(settings, BOOK, planner_enabled=frontier)
+        stage = with_planner(PruningStage(settings, BOOK), frontier)
         cache = PromptCache(clock=lambda: 0.0)
         reads[frontier] = []
         for n in range(1, 41):

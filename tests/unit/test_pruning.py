@@ -9,6 +9,7 @@ import orjson
 
 from clawback.api.messages import validate_messages_request
 from clawback.api.usage import Usage
+from clawback.bench.pruning_eval import above_planner
 from clawback.config import PruningPolicy, PruningSettings
 from clawback.pipeline import Pipeline, Reply, RequestContext
 from clawback.pipeline.context import Tenant
@@ -43,6 +44,11 @@ def conversation(turns: int, *, current: str = "Which homes fit everything I tol
 
 def body(turns: int, **extra: Any) -> dict[str, Any]:
     return {"model": MODEL, "max_tokens": 100, "system": "You are Maya.", "messages": conversation(turns), **extra}
+
+
+def with_planner(stage: PruningStage, planner: bool) -> PruningStage:
+    """``stage`` bound above the prompt-cache planner when ``planner`` is true (as ``build.py`` puts them)."""
+    return above_planner(stage, BOOK) if planner else stage
 
 
 def run(stage: PruningStage, request: dict[str, Any], endpoint: str = "messages", **kw: Any) -> RequestContext:
@@ -238,8 +244,7 @@ def test_the_summary_is_asked_once_per_compaction_point_through_the_pipeline() -
 
     settings = policy(fact_memory="summary")
     stage = PruningStage(settings, BOOK)
-    pipeline = Pipeline([stage], terminal)
-    stage.attach(pipeline)
+    pipeline = Pipeline([stage], terminal)  # binds the summarizer to it
     sent = []
     for turns in range(20, 27):
         request = body(turns)

@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 
 from clawback.api.errors import InvalidRequestError
 from clawback.api.messages import count_cache_breakpoints, validate_messages_request
-from clawback.bench.pruning_eval import strategy_policies
+from clawback.bench.pruning_eval import above_planner, strategy_policies
 from clawback.config import PruningSettings
 from clawback.pipeline.pruning.stage import PruningStage
 from clawback.pricing import PriceBook
+from tests.unit.test_pruning import with_planner
 
 BOOK = PriceBook.bundled()
 SMALL = PruningSettings(
@@ -164,7 +165,7 @@ def test_no_strategy_emits_an_invalid_conversation(
 ) -> None:
     validate_messages_request(body, strict=True)  # the generator makes valid histories
     policy = _loop_policy(strategy, keep, per_tool)
-    stage = PruningStage(policy, BOOK, planner_enabled=planner)
+    stage = with_planner(PruningStage(policy, BOOK), planner)
     before = orjson.dumps(body)
     outcome = stage.prune_body(body, policy)
     pruned = outcome.body
@@ -219,7 +220,7 @@ def test_the_next_turn_keeps_the_pruned_prefix_until_the_next_compaction_point(
     body: dict[str, Any], strategy: str, per_tool: bool
 ) -> None:
     policy = _loop_policy(strategy, 1, per_tool)
-    stage = PruningStage(policy, BOOK, planner_enabled=True)
+    stage = above_planner(PruningStage(policy, BOOK), BOOK)
     first = stage.prune_body(body, policy)
     grown = {
         **body,
@@ -250,7 +251,7 @@ def test_each_round_trip_of_a_tool_loop_keeps_the_previous_ones_pruned_prefix_un
     planner, the prefix up to the frontier a request names survives the next request, compaction point or not:
     the planner's breakpoint there is what that compaction reads."""
     policy = _loop_policy(strategy, keep, per_tool).model_copy(update={"assume_prompt_cache": cached})
-    stage = PruningStage(policy, BOOK, planner_enabled=planner)
+    stage = with_planner(PruningStage(policy, BOOK), planner)
     messages = body["messages"]
     ends = [i + 1 for i in range(_current_turn_start(messages) + 1, len(messages)) if _is_results(messages[i])]
     previous: list[Any] | None = None
@@ -308,7 +309,7 @@ def test_an_invalid_original_goes_out_untouched_whatever_turns_pruning_drops(
     """The stage validates the original whole only when the pruned form does not vouch for it: the decision
     must be the one a full validation of the original gives."""
     policy = POLICIES[strategy]
-    stage = PruningStage(policy, BOOK, planner_enabled=planner)
+    stage = with_planner(PruningStage(policy, BOOK), planner)
     try:
         validate_messages_request(body, strict=True)
         valid = True

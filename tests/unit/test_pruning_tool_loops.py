@@ -9,11 +9,12 @@ import orjson
 
 from clawback.api.messages import count_cache_breakpoints, strip_cache_control, validate_messages_request
 from clawback.api.usage import Usage
+from clawback.bench.pruning_eval import above_planner
 from clawback.config import PruningSettings
 from clawback.pipeline.pruning.stage import PruningStage
 from clawback.pricing import PriceBook
 from clawback.tokens import count_request_tokens
-from tests.unit.test_pruning import run
+from tests.unit.test_pruning import run, with_planner
 
 BOOK = PriceBook.bundled()
 MODEL = "claude-sonnet-4-6"
@@ -206,7 +207,7 @@ def test_the_frontier_prefix_is_byte_identical_on_the_next_request_even_at_a_com
     """With the planner on, pruning names a frontier message (``cache_frontier``) the planner keeps a breakpoint
     on; everything up to it must be what the next request sends too, or that entry would never be read."""
     settings = policy()
-    stage = PruningStage(settings, BOOK, planner_enabled=True)
+    stage = above_planner(PruningStage(settings, BOOK), BOOK)
     history = loop(40)
     outcomes = [stage.prune_body(request(history[: 1 + 2 * steps]), settings) for steps in range(1, 41)]
     assert all(o.cache_frontier is not None for o in outcomes)
@@ -225,7 +226,7 @@ def test_a_cached_frontier_makes_elision_pay_sooner_and_book_only_what_follows_i
     history = loop(40)
     runs = {}
     for planner in (False, True):
-        stage = PruningStage(settings, BOOK, planner_enabled=planner)
+        stage = with_planner(PruningStage(settings, BOOK), planner)
         runs[planner] = [stage.prune_body(request(history[: 1 + 2 * n]), settings) for n in range(1, 41)]
     first = {p: next(i for i, o in enumerate(r) if o.decision == "compacted-new") for p, r in runs.items()}
     assert first[True] <= first[False]
@@ -242,7 +243,7 @@ def test_the_frontier_does_not_depend_on_the_clients_markers() -> None:
     """The loop's decisions replay on every request: a client that adds or moves breakpoints must not change
     them (the planner simply places no frontier when the client has used all four slots)."""
     settings = policy()
-    stage = PruningStage(settings, BOOK, planner_enabled=True)
+    stage = above_planner(PruningStage(settings, BOOK), BOOK)
     body = request(loop(24))
     full = orjson.loads(orjson.dumps(body))
     for i in (2, 4):  # with the system and newest-block markers: four, no slot left for the planner
@@ -295,7 +296,7 @@ def test_the_saving_is_settled_on_the_upstreams_usage() -> None:
     assert near(expired, removed * float(price.cache_write_5m))
     assert PruningStage.settle(outcome, Usage(), 529) == 0  # a failed request saved nothing
     # with the planner on but no marker of the caller's own, the caller's request would have sent them as input
-    planned = PruningStage(settings, BOOK, planner_enabled=True)
+    planned = above_planner(PruningStage(settings, BOOK), BOOK)
     bare = request(loop(16), cached=False, marker=False)
     outcome = planned.prune_body(bare, settings)
     assert outcome.booking is not None and not outcome.booking.cached

@@ -36,15 +36,17 @@ from typing import Any
 import orjson
 
 from clawback.api.usage import Usage
-from clawback.config import PruningPolicy, PruningSettings
-from clawback.pipeline.prompt_cache import plan_request
+from clawback.config import PromptCacheSettings, PruningPolicy, PruningSettings
+from clawback.pipeline.context import Reply, RequestContext
+from clawback.pipeline.prompt_cache import PromptCachePlanner, plan_request
 from clawback.pipeline.pruning.conversation import is_turn_start
 from clawback.pipeline.pruning.stage import PruningStage
+from clawback.pipeline.stage import Pipeline
 from clawback.pricing import PriceBook
 from clawback.tokens import count_request_tokens
 from clawback.upstream.simulator.prompt_cache import PromptCache
 
-__all__ = ["STRATEGIES", "StrategyReport", "evaluate", "strategy_policies"]
+__all__ = ["STRATEGIES", "StrategyReport", "above_planner", "evaluate", "strategy_policies"]
 
 STRATEGIES: dict[str, dict[str, Any]] = {
     "window": {"relevance": False, "fact_memory": "off", "tool_elision": False},
@@ -182,6 +184,17 @@ def evaluate(
     return reports
 
 
+async def _offline(ctx: RequestContext) -> Reply:
+    raise RuntimeError("offline evaluation: nothing goes upstream")
+
+
+def above_planner(stage: PruningStage, price_book: PriceBook) -> PruningStage:
+    """``stage`` bound above the prompt-cache planner, as ``build.py`` puts it when both are on (offline use:
+    ``prune_body`` only, nothing is sent)."""
+    Pipeline([stage, PromptCachePlanner(PromptCacheSettings(), price_book)], _offline)
+    return stage
+
+
 def _replay(
     strategy: str,
     policy: PruningSettings,
@@ -192,7 +205,7 @@ def _replay(
     book: PriceBook,
 ) -> StrategyReport:
     plain = PruningStage(policy, book)
-    planned = PruningStage(policy, book, planner_enabled=True)
+    planned = above_planner(PruningStage(policy, book), book)
     caches = {setup: PromptCache(clock=lambda: 0.0) for setup in SETUPS}
     tally_all, tally_long = _Tally(), _Tally()
     per_workload: dict[str, tuple[_Tally, _Tally]] = {}

@@ -121,16 +121,9 @@ class Gateway:
         await self.ledger.start()
 
     async def aclose(self) -> None:
-        for stage in self.pipeline.stages:
-            close = getattr(stage, "aclose", None)
-            if close is not None:
-                await close()
+        await self.pipeline.aclose()
         await self.upstream.aclose()
         await self.ledger.aclose()
-
-    def stage(self, name: str) -> Any:
-        """The pipeline stage called ``name``, or None when it is not configured."""
-        return next((s for s in self.pipeline.stages if s.name == name), None)
 
 
 def _usage_of(record: LedgerRecord) -> Usage:
@@ -298,20 +291,17 @@ def create_gateway_app(settings: Settings, price_book: PriceBook | None = None) 
         fields = {k: spec.get(k) for k in ("key", "namespace", "tag")} if isinstance(spec, dict) else {}
         if not any(isinstance(v, str) and v for v in fields.values()):
             return _json(error_body("invalid_request_error", "give at least one of key, namespace, tag"), 400)
-        stage = gateway.stage("exact_cache")
-        if stage is None:
-            return _json({"invalidated": 0, "enabled": False})
-        count = await stage.backend.invalidate(**{k: v for k, v in fields.items() if isinstance(v, str) and v})
-        return _json({"invalidated": count, "enabled": True})
+        stages = gateway.pipeline.invalidators()
+        selectors = {k: v for k, v in fields.items() if isinstance(v, str) and v}
+        count = sum([await stage.invalidate(**selectors) for stage in stages])
+        return _json({"invalidated": count, "enabled": bool(stages)})
 
     async def cache_stats(request: Request) -> Response:
         """``GET /admin/cache/stats``: exact-cache counters, planner payback per prefix family, recent churn."""
         denied = admin_denied(request)
         if denied is not None:
             return denied
-        exact, planner = gateway.stage("exact_cache"), gateway.stage("prompt_cache")
-        return _json({"exact_cache": exact.stats() if exact else None, "prompt_cache": planner.report() if planner
-                      else None})  # fmt: skip
+        return _json({stage.name: stage.report() for stage in gateway.pipeline.reporters()})
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)

@@ -26,13 +26,8 @@ def build_pipeline(
     stages: list[Stage] = [LedgerStage(price_book, sinks)]
     if settings.exact_cache.enabled:  # after flags and budget, before semantic cache and pruning
         stages.append(ExactCacheStage(settings.exact_cache, price_book))
-    pruning: PruningStage | None = None
     if settings.pruning.enabled or settings.pruning.overrides:  # after the caches, before the planner
-        pruning = PruningStage(settings.pruning, price_book, planner_enabled=settings.prompt_cache.enabled)
-        stages.append(pruning)
+        stages.append(PruningStage(settings.pruning, price_book))
     if settings.prompt_cache.enabled:  # after pruning (it plans the pruned body), before coalesce
         stages.append(PromptCachePlanner(settings.prompt_cache, price_book))
-    pipeline = Pipeline(stages, terminal)
-    if pruning is not None:
-        pruning.attach(pipeline)  # its optional summarizer's requests go through the whole pipeline
-    return pipeline
+    return Pipeline(stages, terminal)  # binds each stage to the ones below it (``Stage.bind``)

@@ -128,7 +128,7 @@ class Reply:
 
     Exactly one of ``body`` (a whole JSON response) or ``stream`` (raw SSE bytes, relayed as they arrive)
     is set. ``usage`` is final for a JSON reply; for a stream it fills in as events pass and is final once
-    the stream ends, when ``on_close`` callbacks run (the ledger records there, also after a disconnect).
+    the stream ends, when the close callbacks run (the ledger records there, also after a disconnect).
     They are plain functions, not coroutines: they may run while the relay is being cancelled.
     """
 
@@ -141,4 +141,15 @@ class Reply:
     ttft: float | None = None
     upstream_request_id: str | None = None
     finished: bool = False
-    on_close: list[Callable[[Reply], None]] = field(default_factory=list)
+    closing: list[Callable[[Reply], None]] = field(default_factory=list)
+
+    def on_close(self, callback: Callable[[Reply], None]) -> None:
+        """Run ``callback`` when the stream ends, after those added before it. The reply passes the stages from
+        the inside out, so an inner stage's callback runs before an outer one's, and the ledger's, outermost,
+        last: it records what every stage below has booked."""
+        self.closing.append(callback)
+
+    def closed(self) -> None:
+        """The stream has ended (or was cut off): run the close callbacks, in order (the terminal call does)."""
+        for callback in self.closing:
+            callback(self)

@@ -52,7 +52,7 @@ from clawback.api.sse import SSEParser, encode_event
 from clawback.api.usage import Usage
 from clawback.config import ExactCacheSettings
 from clawback.pipeline.context import Reply, RequestContext
-from clawback.pipeline.stage import CallNext
+from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import PriceBook
 from clawback.storage.response_cache import CachedReply, MemoryResponseCache, RedisResponseCache, ResponseCache
 
@@ -229,6 +229,9 @@ class ExactCacheStage:
         self.stored = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def bind(self, chain: Chain) -> None:
+        pass
+
     # -- policy
     def eligible(self, ctx: RequestContext) -> str:
         """``"on"``, ``"refresh"`` (store, do not look up) or ``"off"``: see the module docstring."""
@@ -374,7 +377,11 @@ class ExactCacheStage:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    def stats(self) -> dict[str, Any]:
+    # -- admin operations (``Invalidates``, ``Reports``)
+    async def invalidate(self, *, key: str | None = None, namespace: str | None = None, tag: str | None = None) -> int:
+        return await self.backend.invalidate(key=key, namespace=namespace, tag=tag)
+
+    def report(self) -> dict[str, Any]:
         return {"hits": self.hits, "misses": self.misses, "bypasses": self.bypasses, "stored": self.stored,
                 **self.backend.stats()}  # fmt: skip
 

@@ -79,8 +79,7 @@ class Forwarder:
                 response.release()
             else:
                 response.close()
-            for callback in reply.on_close:
-                callback(reply)
+            reply.closed()
 
 
 def _observe(name: str, data: str, reply: Reply) -> None:

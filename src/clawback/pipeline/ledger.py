@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from clawback.api.errors import ApiError
 from clawback.api.usage import Usage
 from clawback.pipeline.context import Reply, RequestContext
-from clawback.pipeline.stage import CallNext
+from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import PriceBook
 from clawback.storage.ledger import LedgerRecord
 
@@ -40,8 +40,14 @@ class LedgerStage:
         if reply.stream is None:
             self.record_reply(ctx, reply)
         else:
-            reply.on_close.append(lambda done: self.record_reply(ctx, done))
+            reply.on_close(lambda done: self.record_reply(ctx, done))
         return reply
+
+    def bind(self, chain: Chain) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass  # the sinks (the ledger writer) belong to the front door that built them
 
     def record_reply(self, ctx: RequestContext, reply: Reply) -> None:
         self.record(

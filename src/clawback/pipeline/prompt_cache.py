@@ -67,7 +67,7 @@ from clawback.api.messages import MAX_CACHE_BREAKPOINTS, count_cache_breakpoints
 from clawback.api.usage import Usage
 from clawback.config import PromptCacheSettings
 from clawback.pipeline.context import Reply, RequestContext
-from clawback.pipeline.stage import CallNext
+from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import ModelPrice, PriceBook
 from clawback.tokens import PromptBlock, prompt_blocks
 
@@ -522,6 +522,12 @@ class PromptCachePlanner:
             self._entries.popitem(last=False)
 
     # -- the stage
+    def bind(self, chain: Chain) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass  # its state is in memory only
+
     async def handle(self, ctx: RequestContext, call_next: CallNext) -> Reply:
         if ctx.endpoint != "messages" or not ctx.model:
             return await call_next(ctx)
@@ -588,7 +594,7 @@ class PromptCachePlanner:
             self._judge(ctx, plan, family, price, reply.usage, reply.status)
         else:
             reply.stream = self._watch(reply, reply.stream, first_byte, static_key, family, plan, release is not None)
-            reply.on_close.insert(0, lambda done: self._judge(ctx, plan, family, price, done.usage, done.status))
+            reply.on_close(lambda done: self._judge(ctx, plan, family, price, done.usage, done.status))
         return reply
 
     def _fanout_key(self, plan: Plan, scope: str, model: str, price: ModelPrice) -> PromptKey | None:

@@ -45,6 +45,7 @@ from clawback.api.messages import content_blocks, count_cache_breakpoints, valid
 from clawback.api.usage import Usage
 from clawback.config import PruningPolicy, PruningSettings
 from clawback.pipeline.context import Reply, RequestContext, Tenant
+from clawback.pipeline.prompt_cache import PromptCachePlanner
 from clawback.pipeline.pruning.conversation import loop_start
 from clawback.pipeline.pruning.pruner import (
     CacheRates,
@@ -58,7 +59,7 @@ from clawback.pipeline.pruning.pruner import (
 )
 from clawback.pipeline.pruning.relevance import Scorer
 from clawback.pipeline.pruning.summary import Summarizer, make_summary_store, transcript
-from clawback.pipeline.stage import CallNext, Pipeline
+from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import ModelPrice, PriceBook
 from clawback.storage.summary_store import SummaryStore
 from clawback.tokens import count_request_tokens, estimate_block_tokens
@@ -147,13 +148,13 @@ class PruningStage:
         settings: PruningSettings,
         price_book: PriceBook,
         *,
-        planner_enabled: bool = False,
         scorer: Scorer | None = None,
         store: SummaryStore | None = None,
     ) -> None:
         self.settings = settings
         self.price_book = price_book
-        self.planner_enabled = planner_enabled
+        self.planner_below = False
+        """Whether the prompt-cache planner sits below (``bind``): then the history this stage sends is cached."""
         self.scorer = scorer
         self.store = store or make_summary_store(settings)
         self.summarizer = Summarizer()
@@ -162,9 +163,11 @@ class PruningStage:
     async def aclose(self) -> None:
         await self.store.aclose()
 
-    def attach(self, pipeline: Pipeline) -> None:
-        """Give the summarizer the pipeline its requests go through (so the ledger books them)."""
-        self.summarizer.pipeline = pipeline.__call__
+    def bind(self, chain: Chain) -> None:
+        """Learn whether the planner sits below, and give the summarizer the whole pipeline (so the ledger books
+        its requests)."""
+        self.planner_below = chain.has_below(PromptCachePlanner)
+        self.summarizer.pipeline = chain.entry
 
     def policy(self, tenant: Tenant) -> PruningPolicy:
         key = (tenant.team, tenant.feature, tenant.key_id)
@@ -201,8 +204,8 @@ class PruningStage:
 
         if reply.stream is None:
             book(reply)
-        else:  # the usage is final when the stream ends (before the ledger records: it closes last)
-            reply.on_close.insert(0, book)
+        else:  # the usage is final when the stream ends (before the ledger, outermost, records)
+            reply.on_close(book)
         return reply
 
     @staticmethod
@@ -301,7 +304,7 @@ class PruningStage:
         outcome, rewritten = self._account(pruned, plan, price, cached, memory_tokens + elided)
         if frontier and plan.loop_frontier is not None:
             outcome.cache_frontier = plan.output_index(plan.loop_frontier)
-        client_cached = cached if not self.planner_enabled else self.is_cached(body, policy, planner=False)
+        client_cached = cached if not self.planner_below else self.is_cached(body, policy, planner=False)
         outcome.booking = Booking(
             price=price, cached=client_cached, rewritten=rewritten, placeholder_tokens=placeholders,
             memory_tokens=memory_tokens, memory_text=text,
@@ -316,7 +319,7 @@ class PruningStage:
         the loop's decisions are replayed on every request and must come out the same each time, whatever a
         client does with its breakpoints. A client that fills all four slots gets no frontier from the planner,
         and its compactions are then priced as a little cheaper than they are."""
-        return cached and self.planner_enabled and policy.tool_elision and policy.keep_recent_tool_results is not None
+        return cached and self.planner_below and policy.tool_elision and policy.keep_recent_tool_results is not None
 
     def is_cached(self, body: dict[str, Any], policy: PruningPolicy, *, planner: bool = True) -> bool:
         """Whether the history is (going to be) cached: a breakpoint in the messages or a top-level one, or the
@@ -324,7 +327,7 @@ class PruningStage:
         prompt alone leaves the history uncached."""
         if policy.assume_prompt_cache is not None:
             return policy.assume_prompt_cache
-        if (planner and self.planner_enabled) or body.get("cache_control"):
+        if (planner and self.planner_below) or body.get("cache_control"):
             return True
         messages = body.get("messages")
         if not isinstance(messages, list):

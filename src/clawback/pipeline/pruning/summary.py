@@ -46,7 +46,7 @@ def transcript(messages: Sequence[tuple[int, Mapping[str, Any]]]) -> str:
 
 
 class Summarizer:
-    """Asks ``model`` for a summary through ``pipeline`` (set by ``attach`` once the pipeline exists)."""
+    """Asks ``model`` for a summary through ``pipeline`` (set by ``PruningStage.bind`` once the pipeline exists)."""
 
     def __init__(self) -> None:
         self.pipeline: Callable[[RequestContext], Awaitable[Reply]] | None = None
