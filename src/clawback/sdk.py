@@ -45,17 +45,14 @@ import httpx2
 import orjson
 
 from clawback.api.errors import ApiError, ApiTimeoutError
-from clawback.api.messages import parse_json_body, validate_messages_request
 from clawback.config import GatewaySettings, LedgerSettings, Settings
-from clawback.gateway.auth import Authenticator
-from clawback.pipeline.build import build_pipeline
-from clawback.pipeline.context import Reply, RequestContext, Tenant, new_request_id
+from clawback.front.assembly import assemble, open_ledger
+from clawback.front.auth import Authenticator
+from clawback.front.intake import PIPELINE_PATHS, Intake
+from clawback.pipeline.context import Reply, RequestContext, new_request_id
 from clawback.pipeline.forward import Forwarder
-from clawback.pricing import load_price_book
 from clawback.storage.ledger import LedgerWriter
-from clawback.storage.migrate import migrate
 from clawback.upstream.client import UpstreamClient, UpstreamUnavailable
-from clawback.upstream.headers import CREDENTIAL_HEADERS
 
 __all__ = ["wrap"]
 
@@ -63,11 +60,6 @@ log = logging.getLogger("clawback.sdk")
 
 ClientT = TypeVar("ClientT", anthropic.Anthropic, anthropic.AsyncAnthropic)
 T = TypeVar("T")
-
-#: Labels that are ``Tenant`` fields (and ledger columns); any other label goes to ``Tenant.labels``.
-TENANT_FIELDS = ("user", "team", "feature", "session_id", "agent_id")
-
-_PIPELINE_PATHS = {"/v1/messages": "messages", "/v1/messages/count_tokens": "count_tokens"}
 
 
 def wrap(client: ClientT, *, settings: Settings | None = None, labels: Mapping[str, str] | None = None) -> ClientT:
@@ -121,8 +113,7 @@ class _SharedLedgers:
         with self._lock:
             entry = self._writers.get(key)
             if entry is None:
-                migrate(settings.url)
-                writer = LedgerWriter.from_settings(settings)
+                writer = open_ledger(settings)
                 writer.open()
                 entry = (writer, 0)
             self._writers[key] = (entry[0], entry[1] + 1)
@@ -211,17 +202,15 @@ class _Core:
 
     def __init__(self, settings: Settings, base_url: httpx2.URL, labels: dict[str, str]) -> None:
         self.settings = settings
-        self.labels = labels
         self._scheme, self._host, self._port = base_url.scheme, base_url.host, base_url.port
         self._prefix = base_url.raw_path.decode("ascii").partition("?")[0].rstrip("/")
         self._upstream_url = f"{base_url.scheme}://{base_url.netloc.decode('ascii')}{self._prefix}"
         self.ledger = _ledgers.acquire(settings.ledger)
         # The gateway's own rules for who is calling, in its pass-through mode: the caller's key goes
         # upstream as sent and the ledger names it by a hash; the gateway's tenant headers apply.
-        self._auth = Authenticator(GatewaySettings(require_key=False, passthrough_client_keys=True), None, None)
-        self.pipeline = build_pipeline(
-            settings, price_book=load_price_book(settings.pricing), sinks=[self.ledger.submit], terminal=self._forward
-        )
+        auth = Authenticator(GatewaySettings(require_key=False, passthrough_client_keys=True), None, None)
+        self.intake = Intake(auth, labels=labels, caller_credentials=True)
+        self.pipeline = assemble(settings, terminal=self._forward, ledger=self.ledger).pipeline
         self._upstream: UpstreamClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._abandoned: set[asyncio.Future[Any]] = set()
@@ -246,16 +235,6 @@ class _Core:
     async def _forward(self, ctx: RequestContext) -> Reply:
         return await Forwarder(self._client())(ctx)
 
-    def _tenant(self, headers: list[tuple[str, str]]) -> Tenant:
-        tenant, _ = self._auth.authenticate(headers)
-        for key, value in self.labels.items():
-            if key in TENANT_FIELDS:
-                if getattr(tenant, key) is None:  # a per-request header wins over the wrapper's default
-                    setattr(tenant, key, value)
-            else:
-                tenant.labels.setdefault(key, value)
-        return tenant
-
     async def send(
         self,
         method: str,
@@ -271,7 +250,7 @@ class _Core:
         """
         path, query = route
         request_id = new_request_id()
-        endpoint = _PIPELINE_PATHS.get(path) if method == "POST" else None
+        endpoint = PIPELINE_PATHS.get(path) if method == "POST" else None
         try:
             exchange = self._exchange(request_id, endpoint, method, path, query, headers, raw, read_timeout)
             task = asyncio.ensure_future(exchange)
@@ -292,7 +271,7 @@ class _Core:
             headers = [("content-type", "application/json"), *exc.headers.items()]
             return Reply(status=exc.status, headers=headers, body=body, error_type=exc.error_type), None
         if endpoint is not None:
-            reply.headers.append(("x-clawback-request-id", request_id))
+            Intake.stamp(reply, request_id)
         return reply, chunks
 
     async def _exchange(
@@ -306,21 +285,13 @@ class _Core:
         raw: bytes,
         read_timeout: float | None,
     ) -> tuple[Reply, _Chunks | None]:
-        credentials = {k: v for k, v in headers if k.lower() in CREDENTIAL_HEADERS}
+        ctx = self.intake.context(
+            self.intake.caller(headers), request_id=request_id, endpoint=endpoint or "passthrough", method=method,
+            path=path, query=query, headers=headers, raw=raw,
+        )  # fmt: skip
         if endpoint is None:  # batches, models, files, …: forwarded unchanged, as the gateway does
-            ctx = RequestContext(
-                request_id=request_id, endpoint="passthrough", body={}, raw_body=raw or None, method=method,
-                path=path, headers=headers, query=query, upstream_auth=credentials,
-            )  # fmt: skip
             reply = await self._forward(ctx)
         else:
-            body = parse_json_body(raw)
-            if endpoint == "messages":
-                validate_messages_request(body, strict=False)
-            ctx = RequestContext(
-                request_id=request_id, endpoint=endpoint, body=body, raw_body=raw, method=method, path=path,
-                headers=headers, query=query, tenant=self._tenant(headers), upstream_auth=credentials,
-            )  # fmt: skip
             reply = await self.pipeline(ctx)
         if reply.stream is None:
             return reply, None

@@ -25,20 +25,19 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from clawback.api.errors import ApiError, error_body
-from clawback.api.messages import parse_json_body, validate_messages_request
 from clawback.api.usage import Usage
 from clawback.asgi import ClientGone, RelayResponse, read_body, send_response
 from clawback.config import ANTHROPIC_API_URL, ConfigError, Settings
-from clawback.gateway.auth import Authenticator
+from clawback.front.assembly import assemble, open_ledger
+from clawback.front.auth import Authenticator
+from clawback.front.intake import PIPELINE_PATHS, Intake
 from clawback.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from clawback.pipeline.build import build_pipeline
-from clawback.pipeline.context import Reply, RequestContext, new_request_id
+from clawback.pipeline.context import Reply, new_request_id
 from clawback.pipeline.forward import Forwarder
 from clawback.pipeline.stage import Pipeline
-from clawback.pricing import PriceBook, load_price_book
+from clawback.pricing import PriceBook
 from clawback.storage.keys import KeyStore
 from clawback.storage.ledger import LedgerRecord, LedgerWriter
-from clawback.storage.migrate import migrate
 from clawback.upstream.client import UpstreamClient
 
 __all__ = ["Gateway", "GatewayApp", "create_gateway_app", "resolve_upstream"]
@@ -89,7 +88,7 @@ class Gateway:
     upstream: UpstreamClient
     forward: Forwarder
     pipeline: Pipeline
-    auth: Authenticator
+    intake: Intake
     ledger: LedgerWriter
     metrics: GatewayMetrics
     price_book: PriceBook
@@ -97,10 +96,8 @@ class Gateway:
     @classmethod
     def from_settings(cls, settings: Settings, price_book: PriceBook | None = None) -> Gateway:
         upstream_url, upstream_key = resolve_upstream(settings)
-        migrate(settings.ledger.url)
-        price_book = price_book or load_price_book(settings.pricing)
+        ledger = open_ledger(settings.ledger)
         keys = KeyStore(settings.ledger.url)
-        ledger = LedgerWriter.from_settings(settings.ledger)
         metrics = GatewayMetrics()
         client = UpstreamClient(upstream_url, settings.upstream)
         forward = Forwarder(client)
@@ -113,9 +110,9 @@ class Gateway:
                 saved_micro_usd=record.saved_micro_usd,
             )  # fmt: skip
 
-        pipeline = build_pipeline(settings, price_book=price_book, sinks=[ledger.submit, observe], terminal=forward)
-        auth = Authenticator(settings.gateway, keys, upstream_key)
-        return cls(settings, upstream_url, client, forward, pipeline, auth, ledger, metrics, price_book)
+        built = assemble(settings, terminal=forward, ledger=ledger, sinks=[observe], price_book=price_book)
+        intake = Intake(Authenticator(settings.gateway, keys, upstream_key))
+        return cls(settings, upstream_url, client, forward, built.pipeline, intake, ledger, metrics, built.price_book)
 
     async def start(self) -> None:
         await self.ledger.start()
@@ -161,18 +158,15 @@ class PipelineEndpoint:
         started = False
         try:
             headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-            tenant, upstream_auth = self.gateway.auth.authenticate(headers)
+            intake = self.gateway.intake
+            caller = intake.caller(headers)
             raw = await read_body(scope, receive, self.limit)
-            body = parse_json_body(raw)
-            if self.endpoint == "messages":
-                validate_messages_request(body, strict=False)
-            ctx = RequestContext(
-                request_id=request_id, endpoint=self.endpoint, body=body, raw_body=raw, path=scope["path"],
-                headers=headers, query=scope["query_string"].decode("latin-1"), tenant=tenant,
-                upstream_auth=upstream_auth,
+            ctx = intake.context(
+                caller, request_id=request_id, endpoint=self.endpoint, method="POST", path=scope["path"],
+                query=scope["query_string"].decode("latin-1"), headers=headers, raw=raw,
             )  # fmt: skip
             reply = await self.gateway.pipeline(ctx)
-            reply.headers.append(("x-clawback-request-id", request_id))
+            intake.stamp(reply, request_id)
             if reply.stream is not None:
                 started = True
                 await RelayResponse(reply.stream, reply.status, reply.headers)(scope, receive, send)
@@ -200,10 +194,7 @@ class GatewayApp:
     def __init__(self, gateway: Gateway, router: Starlette) -> None:
         self.gateway = gateway
         self.router = router
-        self.fast = {
-            "/v1/messages": PipelineEndpoint(gateway, "messages"),
-            "/v1/messages/count_tokens": PipelineEndpoint(gateway, "count_tokens"),
-        }
+        self.fast = {path: PipelineEndpoint(gateway, endpoint) for path, endpoint in PIPELINE_PATHS.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -222,12 +213,11 @@ def create_gateway_app(settings: Settings, price_book: PriceBook | None = None) 
         """Anything else under /v1/: authenticate, forward unchanged, relay unchanged."""
         try:
             headers = _client_headers(request)
-            tenant, upstream_auth = gateway.auth.authenticate(headers)
+            caller = gateway.intake.caller(headers)
             raw = await read_body(request.scope, request.receive, BATCHES_BODY_LIMIT)
-            ctx = RequestContext(
-                request_id=new_request_id(), endpoint="passthrough", body={}, raw_body=raw or None,
-                method=request.method, path=request.url.path, headers=headers, query=request.url.query,
-                tenant=tenant, upstream_auth=upstream_auth,
+            ctx = gateway.intake.context(
+                caller, request_id=new_request_id(), endpoint="passthrough", method=request.method,
+                path=request.url.path, query=request.url.query, headers=headers, raw=raw,
             )  # fmt: skip
             reply = await gateway.forward(ctx)
         except ApiError as exc:
