@@ -45,7 +45,8 @@ import httpx2
 import orjson
 
 from clawback.api.errors import ApiError, ApiTimeoutError
-from clawback.api.messages import parse_json_body, validate_messages_request
+from clawback.api.gateway_checks import check_gateway_request
+from clawback.api.messages import parse_json_body
 from clawback.config import GatewaySettings, LedgerSettings, Settings
 from clawback.gateway.auth import Authenticator
 from clawback.pipeline.build import build_pipeline
@@ -316,7 +317,7 @@ class _Core:
         else:
             body = parse_json_body(raw)
             if endpoint == "messages":
-                validate_messages_request(body, strict=False)
+                check_gateway_request(body)  # as the gateway: the upstream judges the rest
             ctx = RequestContext(
                 request_id=request_id, endpoint=endpoint, body=body, raw_body=raw, method=method, path=path,
                 headers=headers, query=query, tenant=self._tenant(headers), upstream_auth=credentials,

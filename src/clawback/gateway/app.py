@@ -25,7 +25,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from clawback.api.errors import ApiError, error_body
-from clawback.api.messages import parse_json_body, validate_messages_request
+from clawback.api.gateway_checks import check_gateway_request
+from clawback.api.messages import parse_json_body
 from clawback.api.usage import Usage
 from clawback.asgi import ClientGone, RelayResponse, read_body, send_response
 from clawback.config import ANTHROPIC_API_URL, ConfigError, Settings
@@ -172,7 +173,7 @@ class PipelineEndpoint:
             raw = await read_body(scope, receive, self.limit)
             body = parse_json_body(raw)
             if self.endpoint == "messages":
-                validate_messages_request(body, strict=False)
+                check_gateway_request(body)  # only what the gateway reads: the upstream judges the rest
             ctx = RequestContext(
                 request_id=request_id, endpoint=self.endpoint, body=body, raw_body=raw, path=scope["path"],
                 headers=headers, query=scope["query_string"].decode("latin-1"), tenant=tenant,
