@@ -67,6 +67,7 @@ def test_the_shapes_the_sdk_types_allow_are_accepted(system: dict[str, Any]) -> 
             "messages.1.output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'",
         ),
         ([USER, {"role": "system"}], "messages.1: a system message needs `content` or `output_config`"),
+        ([USER, {"role": "system", "output_config": {}}], "messages.1: a system message needs `content` or"),
         ([{**USER, "clear_at": "never"}], 'messages.0.clear_at: only permitted on role: "system" messages'),
     ],
 )

@@ -165,7 +165,7 @@ def _check_system_message(message: Mapping[str, Any], i: int) -> None:
     (``effort`` only) and ``clear_at``; "a message with neither content nor output_config fields is rejected"."""
     content = message.get("content")
     if "content" not in message or content is None:
-        if message.get("output_config") is None:
+        if not message.get("output_config"):  # ("An empty {} is accepted on a message that carries content")
             raise InvalidRequestError(f"messages.{i}: a system message needs `content` or `output_config`")
     elif isinstance(content, list):
         for j, block in enumerate(content):
