@@ -452,6 +452,10 @@ class PromptBlock:
     role: str | None
     first_in_message: bool
     tokens: int
+    message_fields: bytes = b""
+    """The message's own fields besides ``role`` and ``content`` (a system message's ``output_config`` or
+    ``clear_at``), as JSON, on its first block (a message without blocks passes them on, like its header): they
+    are rendered with the message, so they are part of the cached prefix from there on."""
 
 
 def _thinking_enabled(body: Mapping[str, Any]) -> bool:
@@ -503,11 +507,16 @@ def prompt_blocks(body: Mapping[str, Any]) -> tuple[list[PromptBlock], int]:
     message_list = list(enumerate(messages)) if isinstance(messages, list) else []
     # Thinking of assistant turns before the last human turn is ignored by the API.
     last_turn = max((m for m, msg in message_list if isinstance(msg, dict) and _new_human_turn(msg)), default=-1)
+    fields = b""
     for m, message in message_list:
         if not isinstance(message, dict):
             continue
         pending += MESSAGE_OVERHEAD
         role = message.get("role") if isinstance(message.get("role"), str) else None
+        if len(message) > 2 or "role" not in message or "content" not in message:  # rare: skip the dict walk
+            extra = {k: v for k, v in message.items() if k != "role" and k != "content"}
+            if extra:
+                fields += orjson.dumps(extra, default=str)
         content = message.get("content")
         if isinstance(content, str):
             located = [(f"messages.{m}.content", block) for block in content_blocks(message)]
@@ -518,8 +527,9 @@ def prompt_blocks(body: Mapping[str, Any]) -> tuple[list[PromptBlock], int]:
         for j, (path, block) in enumerate(located):
             dropped = block.get("type") in _THINKING_TYPES and role == "assistant" and m < last_turn
             tokens = (0 if dropped else estimate_block_tokens(block, model)) + pending
-            out.append(PromptBlock("messages", block, path, role, j == 0, tokens))
+            out.append(PromptBlock("messages", block, path, role, j == 0, tokens, fields))
             pending = 0
+            fields = b""
     return out, pending + TAIL_OVERHEAD
 
 

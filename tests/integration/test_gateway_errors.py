@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import httpx
+import orjson
 import pytest
 
 from clawback.config import Settings
@@ -48,8 +49,44 @@ def test_malformed_json(gateway, gateway_key):
         ({**OK, "stream": "yes"}, "stream"),
     ],
 )
-def test_wrong_field_types(gateway, gateway_key, body, fragment):
-    assert fragment in envelope(post(gateway, gateway_key, body), 400, "invalid_request_error")
+def test_wrong_field_types(gateway, gateway_key, simulator, body, fragment):
+    """The gateway checks only what it reads itself (``stream``); the upstream judges the rest, and its own
+    error reaches the client unmodified."""
+    through = post(gateway, gateway_key, body)
+    assert fragment in envelope(through, 400, "invalid_request_error")
+    direct = httpx.post(f"{simulator.url}/v1/messages", json=body, headers={"x-api-key": "sk-direct"}, timeout=30)
+    assert through.json()["error"] == direct.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**OK, "messages": [{"role": "developer", "content": "a role from the future"}]},
+        {**OK, "messages": [{"role": "user", "content": [{"type": "hologram", "frames": 3}]}]},
+        {**OK, "messages": [{"role": "user", "content": 42}]},
+        {**OK, "messages": ["hi"]},
+        {**OK, "system": 7},
+        {**OK, "tools": {"name": "x"}},
+    ],
+)
+def test_shapes_the_gateway_does_not_know_reach_the_upstream_untouched(tmp_path, simulator, sim_admin, body):
+    """With every stage on, a shape no stage understands goes out byte for byte and the upstream answers."""
+    settings = Settings(
+        upstream={"url": simulator.url}, gateway={"require_key": False},
+        pruning={"enabled": True, "trigger_tokens": 10, "target_tokens": 5},
+        prompt_cache={"enabled": True}, exact_cache={"enabled": True, "default_policy": "all"},
+        ledger={"url": f"sqlite:///{tmp_path / 'l.db'}", "journal_path": str(tmp_path / "j")},
+    )  # fmt: skip
+    raw = orjson.dumps(body)
+    with BackgroundServer(create_gateway_app(settings)) as gateway:
+        through = post(gateway, None, raw=raw)
+    assert through.status_code != 500, through.text
+    forwarded = [r for r in sim_admin.get("/_simulator/received").json() if r["path"] == "/v1/messages"]
+    assert [r["body"].encode() for r in forwarded] == [raw]
+    direct = httpx.post(f"{simulator.url}/v1/messages", content=raw, headers={"x-api-key": "sk-direct"}, timeout=30)
+    assert through.status_code == direct.status_code
+    if direct.status_code != 200:  # (the simulator takes block types it does not know, as the gateway does)
+        assert through.json()["error"] == direct.json()["error"]
 
 
 def test_body_over_limit(gateway_settings, simulator):

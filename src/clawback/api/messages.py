@@ -19,6 +19,8 @@ from clawback.api.errors import InvalidRequestError
 
 __all__ = [
     "MAX_CACHE_BREAKPOINTS",
+    "MESSAGE_ROLES",
+    "SYSTEM_MESSAGE_BLOCKS",
     "MessagesRequest",
     "count_cache_breakpoints",
     "iter_prompt_blocks",
@@ -102,7 +104,9 @@ def content_blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
 def iter_prompt_blocks(body: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every block of the prompt in cache-prefix order: tools, then system, then messages.
 
-    Yields ``(section, block)`` with section ``"tools"``, ``"system"`` or ``"messages"``.
+    Yields ``(section, block)`` with section ``"tools"``, ``"system"`` or ``"messages"``. A mid-conversation
+    ``role: "system"`` message is a message like the others here: its blocks come in message order, under
+    ``"messages"`` (the API hashes the prefix "tools, then system, then messages").
     """
     view = MessagesRequest(dict(body))
     for tool in view.tools:
@@ -140,12 +144,73 @@ def _type_error(field: str, expected: str) -> InvalidRequestError:
     return InvalidRequestError(f"{field}: Input should be {expected}")
 
 
-def validate_messages_request(body: Mapping[str, Any], *, strict: bool = True) -> None:
-    """Raise ``InvalidRequestError`` for a request the real API would reject with a 400.
+#: The roles a message may have: ``system`` since the mid-conversation system messages (Opus 4.8 first; the
+#: SDK types ``SystemMessageParam`` / ``BetaSystemMessageParam`` in the ``MessageParam`` union).
+MESSAGE_ROLES = ("user", "assistant", "system")
+#: Block types a system message may carry: text, plus the beta's mid-conversation tool changes.
+SYSTEM_MESSAGE_BLOCKS = ("text", "tool_addition", "tool_removal")
+_EFFORTS = ("low", "medium", "high", "xhigh", "max")
+_CLEAR_AT = ("next_user_message", "never")
 
-    ``strict=False`` checks only the shape (required fields and their types): what a gateway checks
-    before forwarding. ``strict=True`` adds the API's semantic rules (tool_use/tool_result pairing, the
-    breakpoint limit), which the simulator enforces.
+
+def _choices(values: tuple[str, ...]) -> str:
+    """Pydantic's wording for a literal: ``'a', 'b' or 'c'``."""
+    quoted = [f"'{v}'" for v in values]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def _check_system_message(message: Mapping[str, Any], i: int) -> None:
+    """A ``role: "system"`` message as the SDK types it (``BetaSystemMessageParam``, a superset of
+    ``SystemMessageParam``): content a string or text / tool-change blocks, optional ``output_config``
+    (``effort`` only) and ``clear_at``; "a message with neither content nor output_config fields is rejected"."""
+    content = message.get("content")
+    if "content" not in message or content is None:
+        if not message.get("output_config"):  # ("An empty {} is accepted on a message that carries content")
+            raise InvalidRequestError(f"messages.{i}: a system message needs `content` or `output_config`")
+    elif isinstance(content, list):
+        for j, block in enumerate(content):
+            if not isinstance(block, dict) or block.get("type") not in SYSTEM_MESSAGE_BLOCKS:
+                raise _type_error(f"messages.{i}.content.{j}.type", _choices(SYSTEM_MESSAGE_BLOCKS))
+    elif not isinstance(content, str):
+        raise _type_error(f"messages.{i}.content", "a valid string or a list of text blocks")
+    output_config = message.get("output_config")
+    if output_config is not None:
+        if not isinstance(output_config, dict):
+            raise _type_error(f"messages.{i}.output_config", "a valid dictionary")
+        effort = output_config.get("effort")
+        if effort is not None and effort not in _EFFORTS:
+            raise _type_error(f"messages.{i}.output_config.effort", _choices(_EFFORTS))
+    clear_at = message.get("clear_at")
+    if clear_at is not None and clear_at not in _CLEAR_AT:
+        raise _type_error(f"messages.{i}.clear_at", _choices(_CLEAR_AT))
+
+
+def _check_system_placement(messages: list[dict[str, Any]]) -> None:
+    """Where a system message may sit. The docs: Opus 4.8 "accepts role: "system" messages immediately after a
+    user turn in the messages array (subject to placement rules)"; the placement rules as the SDKs apply them:
+    it follows a user message and either ends the array or precedes an assistant message (so never first, and
+    never two in a row). The wording of these messages is ours: the API's exact text is not published."""
+    for i, message in enumerate(messages):
+        if message.get("role") != "system":
+            continue
+        if i == 0 or messages[i - 1].get("role") != "user":
+            raise InvalidRequestError(
+                f"messages.{i}: a system message must immediately follow a user message "
+                "(use the top-level `system` parameter for instructions before the conversation)"
+            )
+        if i + 1 < len(messages) and messages[i + 1].get("role") != "assistant":
+            raise InvalidRequestError(
+                f"messages.{i}: a system message must be the last message or be followed by an assistant message"
+            )
+
+
+def validate_messages_request(body: Mapping[str, Any], *, strict: bool = True) -> None:
+    """Raise ``InvalidRequestError`` for a request the real API would reject with a 400: the simulator's check.
+
+    Not the gateway's: the gateway forwards what it does not understand and lets the upstream answer
+    (``clawback.api.gateway_checks``). ``strict=False`` checks only the shape (required fields and their types,
+    roles, what a system message may hold), as for ``count_tokens``; ``strict=True`` adds the API's semantic
+    rules (system message placement, tool_use/tool_result pairing, the breakpoint limit).
     """
     for field in ("model", "max_tokens", "messages"):
         if field not in body:
@@ -166,11 +231,19 @@ def validate_messages_request(body: Mapping[str, Any], *, strict: bool = True) -
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise _type_error("tools", "a valid list")
+    has_system = False
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise _type_error(f"messages.{i}", "a valid dictionary")
-        if message.get("role") not in ("user", "assistant"):
-            raise InvalidRequestError(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+        role = message.get("role")
+        if role == "system":
+            _check_system_message(message, i)
+            has_system = True
+            continue
+        if role != "user" and role != "assistant":
+            raise InvalidRequestError(f"messages.{i}.role: Input should be {_choices(MESSAGE_ROLES)}")
+        if message.get("clear_at") is not None:
+            raise InvalidRequestError(f'messages.{i}.clear_at: only permitted on role: "system" messages')
         content = message.get("content")
         if isinstance(content, list):
             for j, block in enumerate(content):
@@ -182,6 +255,8 @@ def validate_messages_request(body: Mapping[str, Any], *, strict: bool = True) -
         return
     if not messages:
         raise InvalidRequestError("messages: at least one message is required")
+    if has_system:
+        _check_system_placement(messages)
     _check_tool_pairing(messages)
     breakpoints = count_cache_breakpoints(body)
     if breakpoints > MAX_CACHE_BREAKPOINTS:

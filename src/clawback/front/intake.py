@@ -2,8 +2,8 @@
 
 The door reads the bytes its own way (ASGI ``receive`` or the SDK's ``httpx`` request) and hands them here with
 the headers; this module authenticates, parses the JSON body of the pipeline's endpoints, applies the gateway's
-own checks (only what clawback needs to read the request: ``api.messages.validate_messages_request`` without
-``strict``; the API judges the rest), builds the context and, on the way back, names the request in
+own checks (only what clawback needs to read the request: ``api.gateway_checks.check_gateway_request``; the
+API judges the rest), builds the context and, on the way back, names the request in
 ``x-clawback-request-id``. Keeping it in one place is what makes the two doors book the same request the same way.
 """
 
@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from clawback.api.messages import parse_json_body, validate_messages_request
+from clawback.api.gateway_checks import check_gateway_request
+from clawback.api.messages import parse_json_body
 from clawback.front.auth import Authenticator
 from clawback.pipeline.context import Reply, RequestContext, Tenant
 from clawback.upstream.headers import CREDENTIAL_HEADERS
@@ -84,7 +85,7 @@ class Intake:
             )  # fmt: skip
         body = parse_json_body(raw)
         if endpoint == "messages":
-            validate_messages_request(body, strict=False)
+            check_gateway_request(body)  # only what the gateway reads: the upstream judges the rest
         return RequestContext(
             request_id=request_id, endpoint=endpoint, body=body, raw_body=raw, method=method, path=path,
             headers=headers, query=query, tenant=caller.tenant, upstream_auth=caller.upstream_auth,

@@ -6,6 +6,10 @@ The rules it plans by (https://docs.anthropic.com/en/docs/build-with-claude/prom
 * At most 4 breakpoints per request, the top-level automatic ``cache_control`` included. The prefix order is
   ``tools`` → ``system`` → ``messages``; an entry is written only at a breakpoint; a read looks back at most 20
   block positions from a breakpoint (a run of consecutive ``tool_use`` or ``tool_result`` blocks is one).
+* ``role: "system"`` messages inside ``messages`` are part of the prefix in message order (the mid-conversation
+  system messages page: "Prompt caching hashes the request prefix in order: tools, then system, then
+  messages"): their blocks are candidates and lookback positions like any message block, so a tail breakpoint
+  may sit on one (Claude Code ends a request with one), and appending one keeps every earlier entry readable.
 * A prefix below the model's minimum cacheable length is neither written nor read (``min_cacheable_tokens``
   per model in the price table): a breakpoint there is a wasted slot, so none is placed.
 * TTL ``5m`` (default) or ``1h``; a write costs 1.25x (5m) or 2x (1h) of the input price, a read 0.1x (0.05x,
@@ -145,6 +149,7 @@ def prefix_digests(body: Mapping[str, Any], blocks: Sequence[PromptBlock]) -> li
         hasher.update(salts[pb.section])
         hasher.update(
             orjson.dumps([pb.section, pb.role, pb.first_in_message, strip_cache_control(pb.block)], default=str)
+            + pb.message_fields
         )
         hasher.update(b"\x00")
         out.append(hasher.copy().digest())

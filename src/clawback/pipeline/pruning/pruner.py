@@ -41,6 +41,12 @@ current prefix against writing the shorter one once and reading it afterwards, w
 the pricing module; if it does not pay yet, it waits (the tail keeps growing and the comparison is made again
 on the next turn).
 
+System messages. A ``role: "system"`` message sits right after a user message (the API's placement rule), so it
+is inside a turn; that turn is *pinned*: never dropped into the memory, whatever relevance says (``_pinned``),
+and no rewrite touches a system message (elision edits only ``tool_result`` content, the memory goes into a
+user message). The schedule still prices a pinned turn of the compacted region as compacted, as it does a turn
+kept for relevance.
+
 Validity. Whole turns keep every tool_use / tool_result pair and thinking block together; the turn in progress
 keeps all its blocks (thinking blocks the API requires there stay); tool-result elision rewrites only the
 ``content`` of ``tool_result`` blocks (in kept older turns, and in the older steps of a tool loop), keeping the
@@ -128,6 +134,16 @@ class Plan:
 
 def _turn_messages(messages: Sequence[Any], turn: Turn) -> list[Mapping[str, Any]]:
     return [m for m in messages[turn.start : turn.end] if isinstance(m, dict)]
+
+
+def _pinned(messages: Sequence[Any], turn: Turn) -> bool:
+    """A turn holding a message that is neither ``user`` nor ``assistant`` (a mid-conversation ``role: "system"``
+    instruction) is never dropped: the instruction holds from its place in the conversation onward, so it stays
+    verbatim where the client put it (right after its user message), and the turn around it with it."""
+    for message in messages[turn.start : turn.end]:
+        if isinstance(message, dict) and message.get("role") not in ("user", "assistant"):
+            return True
+    return False
 
 
 class _Estimates:
@@ -556,6 +572,7 @@ def plan_pruning(
                 max_items=policy.relevance_max_turns, min_score=policy.relevance_min_score,
             )  # fmt: skip
             kept = sorted(region[i] for i in chosen)
+        kept = sorted({*kept, *(i for i in region if _pinned(messages, turns[i]))})
         dropped = [i for i in region if i not in set(kept)]
     else:
         kept, dropped = region, []

@@ -28,7 +28,12 @@ whose tool outputs are elided).
 Safety net: a request that is valid goes out pruned only if the pruned form passes the same strict checks
 the simulator applies; otherwise the original is sent and the bug is logged (a pruned request the API would
 reject is a bug, never the caller's problem). A request that is already invalid is forwarded untouched, so
-the caller gets the API's own error. (The original is validated whole only when needed: its shape always,
+the caller gets the API's own error. The gateway itself checks almost nothing (``clawback.api.gateway_checks``),
+so the shape is checked here first, before anything reads the history: a request whose shape pruning does not
+know (a role it has never heard of, content of an unknown kind) is forwarded as is. ``role: "system"``
+messages are understood: a turn holding one is never dropped nor moved (``pruner``), so every system message
+reaches the upstream byte-identical and in the same place in the conversation. (The original is validated
+whole only when needed: its shape always,
 then the strict checks on the pruned form plus ``dropped_turns_valid`` on the turns it left out imply the
 original's; when they do not, the whole original is checked, as before.)
 """
@@ -263,6 +268,10 @@ class PruningStage:
         """The synchronous pruning of one request body (``memory``: a summary to use instead of facts)."""
         if policy.respect_context_management and body.get("context_management"):
             return PruneOutcome(body, "skipped:context_management")
+        try:  # the shape pruning reasons about (roles, content as text or blocks); anything else goes out as is
+            validate_messages_request(body, strict=False)
+        except InvalidRequestError:
+            return PruneOutcome(body, "skipped:invalid_request")  # the caller gets the upstream's own answer
         price = self.price_book.get(str(body.get("model", "")))
         cached = self.is_cached(body, policy)
         rates = CacheRates(float(price.input), float(price.cache_write_5m), float(price.cache_read))
@@ -282,10 +291,6 @@ class PruningStage:
             text = None
         else:
             text = extractive_memory(body, plan)
-        try:
-            validate_messages_request(body, strict=False)  # the shape: what ``render`` relies on
-        except InvalidRequestError:
-            return PruneOutcome(body, "skipped:invalid_request")  # the caller gets the API's own answer
         pruned, elided, placeholders = render(body, plan, text)
         problem: InvalidRequestError | None = None
         try:

@@ -26,6 +26,13 @@ below names the passage it implements.
   matching cache entry. If none exists, it walks backward one block at a time [...] at most 20 positions per
   breakpoint, counting the breakpoint itself as the first [...] a run of consecutive tool_use blocks counts as
   one position, and so does a run of consecutive tool_result blocks". The longest hit over all breakpoints wins.
+* Mid-conversation system messages (``{"role": "system"}`` inside ``messages``): "Prompt caching hashes the request
+  prefix in order: tools, then system, then messages [...] Everything before the new instruction is unchanged,
+  so the existing cache entry still matches, and only the new message is processed as fresh input"
+  (https://platform.claude.com/docs/en/build-with-claude/mid-conversation-system-messages). So their blocks are
+  message blocks in message order (the role is hashed with each block, and the message's own fields such as a
+  per-message ``output_config`` with its first block), each one lookback position like any text block, a
+  ``cache_control`` on one is an ordinary breakpoint, and their tokens are billed as input like the rest.
 * Billing with mixed TTLs: "A: the token count at the highest cache hit (or 0 if no hits). B: the token count
   at the highest 1-hour cache_control block after A (or equals A if none exist). C: the token count at the last
   cache_control block. [...] Cache read tokens for A, 1-hour cache write tokens for (B - A), 5-minute cache
@@ -198,7 +205,8 @@ def _prefix_digests(body: Mapping[str, Any], blocks: Sequence[PromptBlock], upto
     for pb in blocks[: upto + 1]:
         hasher.update(salts[pb.section])
         hasher.update(
-            orjson.dumps([pb.section, pb.role, pb.first_in_message, strip_cache_control(pb.block)], default=str),
+            orjson.dumps([pb.section, pb.role, pb.first_in_message, strip_cache_control(pb.block)], default=str)
+            + pb.message_fields,
         )
         hasher.update(b"\x00")
         digests.append(hasher.copy().digest())
