@@ -25,7 +25,6 @@ import datetime as _dt
 import logging
 import os
 import re
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
@@ -46,9 +45,9 @@ __all__ = [
     "PriceBook",
     "PriceTableError",
     "Rates",
-    "configure",
-    "default_price_book",
+    "from_micro_usd",
     "load_price_book",
+    "usd",
     "user_price_file",
 ]
 
@@ -60,6 +59,16 @@ SCHEMA_VERSION = 1
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
 _MICRO = Decimal("0.000001")
+
+
+def from_micro_usd(micro: int) -> Decimal:
+    """Integer micro-dollars (the ledger's unit, ``Cost.micro_usd``) -> exact ``Decimal`` dollars."""
+    return Decimal(micro).scaleb(-6)
+
+
+def usd(micro: int) -> float:
+    """Integer micro-dollars as float dollars: for display, JSON and metrics only (sums stay in micro-dollars)."""
+    return micro / 1e6
 
 
 class PriceTableError(ValueError):
@@ -579,28 +588,6 @@ def load_price_book(settings: PricingSettings | None = None) -> PriceBook:
             )
         return book
     return PriceBook.bundled(fallback_model=fallback)
-
-
-_lock = threading.Lock()
-_settings: PricingSettings | None = None
-_book: PriceBook | None = None
-
-
-def configure(settings: PricingSettings | None) -> None:
-    """Set the pricing settings the default book is built from (``None``: defaults); drops the cached book."""
-    global _settings, _book
-    with _lock:
-        _settings = settings
-        _book = None
-
-
-def default_price_book() -> PriceBook:
-    """The process-wide price book, loaded once from the configured settings."""
-    global _book
-    with _lock:
-        if _book is None:
-            _book = load_price_book(_settings)
-        return _book
 
 
 # Keep the dataclass field list and the table schema in step: a new rate field must be parsed.

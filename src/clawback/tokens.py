@@ -96,6 +96,7 @@ __all__ = [
     "estimate_block_tokens",
     "estimate_text_tokens",
     "estimate_tool_tokens",
+    "fast_tokens",
     "image_tokens",
     "prompt_blocks",
     "tokenizer_factor",
@@ -114,6 +115,14 @@ PDF_PAGE_TOKENS = 2200
 BLOCK_WRAPPER = 3
 #: Characters per token for content we only measure by size (unknown blocks, encrypted payloads).
 CHARS_PER_TOKEN = 4
+
+
+def fast_tokens(chars: int, factor: float = 1.0) -> int:
+    """The fast estimate of ``chars`` characters of text: characters / 4, scaled by the model's tokenizer
+    ``factor``, rounded down. Pruning plans with it (thousands of blocks per request); the counter above is
+    what bills are checked against."""
+    return int(chars * factor / CHARS_PER_TOKEN)
+
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _PIECE = re.compile(

@@ -21,16 +21,15 @@ import pytest
 from sqlalchemy import event, inspect, text
 
 from clawback.config import LedgerSettings
+from clawback.pricing import Cost, from_micro_usd
 from clawback.storage import (
     LedgerReader,
     LedgerRecord,
     LedgerWriter,
     current_revision,
-    from_micro_usd,
     head_revision,
     make_engine,
     migrate,
-    to_micro_usd,
 )
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -96,14 +95,15 @@ def reader(db: str) -> Iterator[LedgerReader]:
 
 
 def test_micro_dollars_are_exact() -> None:
-    assert to_micro_usd(Decimal("0.000001")) == 1
-    assert to_micro_usd(Decimal("12345678.123456")) == 12_345_678_123_456
-    assert to_micro_usd("0.0000005") == 0  # half to even
-    assert to_micro_usd("0.0000015") == 2
+    def micro(dollars: Decimal) -> int:  # the one conversion to micro-dollars: the pricing module's
+        return Cost(input=dollars).micro_usd
+
+    assert micro(Decimal("0.000001")) == 1
+    assert micro(Decimal("12345678.123456")) == 12_345_678_123_456
+    assert micro(Decimal("0.0000005")) == 0  # half to even
+    assert micro(Decimal("0.0000015")) == 2
     assert from_micro_usd(12_345_678_123_456) == Decimal("12345678.123456")
-    assert to_micro_usd(from_micro_usd(2**62 + 1)) == 2**62 + 1
-    with pytest.raises(TypeError):
-        to_micro_usd(0.1)  # type: ignore[arg-type]
+    assert micro(from_micro_usd(2**62 + 1)) == 2**62 + 1
 
 
 def test_naive_timestamps_are_refused() -> None:

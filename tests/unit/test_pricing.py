@@ -20,8 +20,7 @@ from clawback.pricing import (
     Cost,
     PriceBook,
     PriceTableError,
-    configure,
-    default_price_book,
+    load_price_book,
     user_price_file,
 )
 
@@ -38,9 +37,7 @@ def book() -> PriceBook:
 def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> typing.Iterator[None]:
     # Never read or write the developer's own ~/.config/clawback/prices.yaml.
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    configure(None)
     yield
-    configure(None)
 
 
 # input 1,000 · 5m write 3,000 · 1h write 4,000 · cache read 2,000 · output 500; prompt = 10,000 (no tier)
@@ -386,12 +383,10 @@ def test_duplicate_alias_is_rejected(tmp_path: Path) -> None:
         PriceBook.from_file(_table_with(patch, tmp_path))
 
 
-def test_from_file_and_default_book_honour_settings(tmp_path: Path) -> None:
-    assert default_price_book().as_of == PriceBook.bundled().as_of
+def test_from_file_and_load_price_book_honour_settings(tmp_path: Path) -> None:
+    assert load_price_book(None).as_of == PriceBook.bundled().as_of
     custom = _table_with("", tmp_path)
-    configure(PricingSettings(data_file=str(custom), fallback_model="claude-opus-4-1"))
-    book = default_price_book()
-    assert book is default_price_book()  # cached
+    book = load_price_book(PricingSettings(data_file=str(custom), fallback_model="claude-opus-4-1"))
     assert book.as_of == "2026-12-01"
     assert [m.model for m in book.models()] == ["claude-opus-4-1"]
     with pytest.raises(PriceTableError, match="cannot read"):
@@ -426,7 +421,7 @@ def test_cli_pricing_update_installs_and_rejects(tmp_path: Path) -> None:
     assert user_price_file().read_text() == good.read_text()
     assert str(user_price_file()) in result.output.replace("\n", "")
     # the installed table is now the one in force
-    assert default_price_book().as_of == "2026-12-01"
+    assert load_price_book(None).as_of == "2026-12-01"
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(good.read_text().replace("cache_read: 1.50", "cache_read: lots"))

@@ -22,6 +22,7 @@ __all__ = [
     "MESSAGE_ROLES",
     "SYSTEM_MESSAGE_BLOCKS",
     "MessagesRequest",
+    "check_tool_pairing",
     "count_cache_breakpoints",
     "iter_prompt_blocks",
     "parse_json_body",
@@ -257,7 +258,7 @@ def validate_messages_request(body: Mapping[str, Any], *, strict: bool = True) -
         raise InvalidRequestError("messages: at least one message is required")
     if has_system:
         _check_system_placement(messages)
-    _check_tool_pairing(messages)
+    check_tool_pairing(messages)
     breakpoints = count_cache_breakpoints(body)
     if breakpoints > MAX_CACHE_BREAKPOINTS:
         raise InvalidRequestError(
@@ -265,7 +266,7 @@ def validate_messages_request(body: Mapping[str, Any], *, strict: bool = True) -
         )
 
 
-def _check_tool_pairing(messages: list[dict[str, Any]]) -> None:
+def check_tool_pairing(messages: list[dict[str, Any]]) -> None:
     """Every tool_result answers a tool_use of the previous message, and every tool_use is answered."""
     for i, message in enumerate(messages):
         blocks = content_blocks(message)

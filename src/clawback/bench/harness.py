@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clawback.api.usage import Usage
 from clawback.config import Settings, SimulatorSettings
-from clawback.pricing import PriceBook, load_price_book
+from clawback.pricing import PriceBook, load_price_book, usd
 from clawback.serving import BackgroundServer
 from clawback.storage.ledger import LedgerReader
 from clawback.workloads.model import Step, Workload
@@ -142,7 +142,7 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "cost_usd": self.simulator_micro_usd / 1e6,
+            "cost_usd": usd(self.simulator_micro_usd),
             "requests": self.requests,
             "upstream_requests": self.upstream_requests,
             "errors": self.errors,
@@ -156,10 +156,10 @@ class RunResult:
             "facts_scored": self.facts_needed,
             "cache_hits": self.cache_hits,
             "false_hit_rate": None if self.false_hit_rate is None else round(self.false_hit_rate, 4),
-            "simulator_cost_usd": self.simulator_micro_usd / 1e6,
-            "harness_cost_usd": self.harness_micro_usd / 1e6,
-            "ledger_cost_usd": None if self.ledger_micro_usd is None else self.ledger_micro_usd / 1e6,
-            "ledger_savings_by_stage_usd": {k: v / 1e6 for k, v in sorted(self.savings_by_stage.items())},
+            "simulator_cost_usd": usd(self.simulator_micro_usd),
+            "harness_cost_usd": usd(self.harness_micro_usd),
+            "ledger_cost_usd": None if self.ledger_micro_usd is None else usd(self.ledger_micro_usd),
+            "ledger_savings_by_stage_usd": {k: usd(v) for k, v in sorted(self.savings_by_stage.items())},
             "consistent": self.consistent,
             "wall_s": round(self.wall_s, 2),
         }

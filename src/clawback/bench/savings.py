@@ -19,7 +19,7 @@ from rich.table import Table
 
 from clawback.bench.harness import BASELINE, RunResult, replay
 from clawback.config import Settings
-from clawback.pricing import load_price_book
+from clawback.pricing import load_price_book, usd
 from clawback.workloads import WORKLOADS, Workload, build_workload
 
 __all__ = ["FULL", "optimization_names", "run_configurations", "run_savings", "summarize", "with_optimizations"]
@@ -68,7 +68,7 @@ def configurations(base: Settings) -> list[tuple[str, Settings | None]]:
 
 
 def _usd(micro: int) -> float:
-    return round(micro / 1e6, 6)
+    return round(usd(micro), 6)
 
 
 def summarize(results: dict[str, list[RunResult]], elapsed_s: float, *, seed: int, scale: float) -> dict[str, Any]:
@@ -182,7 +182,7 @@ def render(results: dict[str, list[RunResult]], console: Console) -> None:
             figures = run.to_json()
             table.add_row(
                 run.config + ("" if run.consistent else " [red](ledger/sim mismatch)[/]"),
-                f"{run.simulator_micro_usd / 1e6:,.4f}",
+                f"{usd(run.simulator_micro_usd):,.4f}",
                 _pct(1 - run.simulator_micro_usd / base) if base and run.config != BASELINE else "",
                 _pct(booked_share(run, base)),
                 f"{run.usage.input_tokens:,}",

@@ -40,7 +40,7 @@ from clawback.api.errors import ApiError
 from clawback.api.messages import validate_messages_request
 from clawback.api.usage import Usage
 from clawback.config import Settings
-from clawback.pricing import load_price_book
+from clawback.pricing import load_price_book, usd
 from clawback.workloads.model import Step, StepLabels, Workload
 
 __all__ = ["ESTIMATED", "MEASURED", "LogError", "LoggedRequest", "read_log", "whatif"]
@@ -164,7 +164,7 @@ def whatif(
         run["false_hit_rate"] = None  # no labels: a hit cannot be judged
     reduction = figures["cost_reduction"]
     fully_logged = bool(logged) and len(logged) == len(entries)
-    basis = logged_micro / 1e6 if fully_logged else figures["baseline_cost_usd"]
+    basis = usd(logged_micro) if fully_logged else figures["baseline_cost_usd"]
     simulated_tokens = results[workload.name][0].usage
     logged_input = sum(e.usage.total_input_tokens for e in logged if e.usage)
     return {
@@ -173,7 +173,7 @@ def whatif(
         "span_s": round(workload.duration_s, 1),
         "exact_repeats": repeats,
         "logged_usage_lines": len(logged),
-        "logged_cost_usd": round(logged_micro / 1e6, 6) if logged else None,
+        "logged_cost_usd": round(usd(logged_micro), 6) if logged else None,
         "token_estimate_ratio": (
             round(simulated_tokens.total_input_tokens / logged_input, 3) if fully_logged and logged_input else None
         ),

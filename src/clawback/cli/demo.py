@@ -21,7 +21,7 @@ from rich.table import Table
 from clawback.bench.harness import RunResult, replay
 from clawback.bench.savings import optimization_names, with_optimizations
 from clawback.config import Settings
-from clawback.pricing import load_price_book
+from clawback.pricing import load_price_book, usd
 from clawback.workloads import real_estate_mix
 
 __all__ = ["demo", "run_demo"]
@@ -31,7 +31,7 @@ def _row(label: str, run: RunResult) -> list[str]:
     usage = run.usage
     return [
         label,
-        f"${run.simulator_micro_usd / 1e6:,.4f}",
+        f"${usd(run.simulator_micro_usd):,.4f}",
         f"{usage.input_tokens:,}",
         f"{usage.cache_creation_input_tokens:,}",
         f"{usage.cache_read_input_tokens:,}",
@@ -71,19 +71,19 @@ def run_demo(ledger: Path, *, scale: float = 0.25, console: Console | None = Non
     saved = baseline.simulator_micro_usd - optimized.simulator_micro_usd
     share = saved / baseline.simulator_micro_usd if baseline.simulator_micro_usd else 0.0
     console.print(
-        f"It cost [bold]${optimized.simulator_micro_usd / 1e6:,.4f}[/]; it would have cost "
-        f"[bold]${baseline.simulator_micro_usd / 1e6:,.4f}[/]: [bold green]${saved / 1e6:,.4f} saved ({share:.1%})[/].",
+        f"It cost [bold]${usd(optimized.simulator_micro_usd):,.4f}[/]; it would have cost "
+        f"[bold]${usd(baseline.simulator_micro_usd):,.4f}[/]: [bold green]${usd(saved):,.4f} saved ({share:.1%})[/].",
         highlight=False,
     )
     console.print("Where the savings came from (as each optimization recorded it in the ledger):")
     claimed = 0
     for stage, micro in sorted(optimized.savings_by_stage.items(), key=lambda kv: -kv[1]):
         claimed += micro
-        console.print(f"  {stage:<16} ${micro / 1e6:,.4f}", highlight=False)
+        console.print(f"  {stage:<16} ${usd(micro):,.4f}", highlight=False)
     if not optimized.savings_by_stage:
         console.print(f"  no optimization recorded a saving (available: {', '.join(optimization_names()) or 'none'})")
     if saved != claimed:
-        console.print(f"  {'not attributed':<16} ${(saved - claimed) / 1e6:,.4f}  (measured minus recorded)")
+        console.print(f"  {'not attributed':<16} ${usd(saved - claimed):,.4f}  (measured minus recorded)")
     if optimized.fact_retention is not None:
         console.print(
             f"Quality: {optimized.fact_retention:.1%} of the facts later chat turns needed reached the model.",

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from clawback.api.usage import Usage
+from clawback.pricing import usd
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
 
@@ -98,11 +99,11 @@ class GatewayMetrics:
             if count:
                 child.inc(count)
         if cost_micro_usd:
-            children.cost.inc(cost_micro_usd / 1_000_000)
+            children.cost.inc(usd(cost_micro_usd))
         if saved_micro_usd > 0:
-            children.saved.inc(saved_micro_usd / 1_000_000)
+            children.saved.inc(usd(saved_micro_usd))
         elif saved_micro_usd < 0:
-            children.lost.inc(-saved_micro_usd / 1_000_000)
+            children.lost.inc(usd(-saved_micro_usd))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

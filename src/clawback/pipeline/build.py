@@ -1,6 +1,6 @@
 """The one place where the order of the stages is declared.
 
-The order (DESIGN.md): ledger (outermost: it sees what the caller sent and got) → flags → budget → exact
+The order (``docs/architecture.md``): ledger (outermost: it sees what the caller sent and got) → flags → budget → exact
 cache → semantic cache → pruning → prompt-cache planner → coalesce → dispatch (the terminal upstream call).
 Built today: ledger, exact cache, pruning, prompt-cache planner (its cache-aware fan-out is the coalescing of
 requests that share a new prefix); flags, budget, semantic cache and dispatch beyond the plain upstream call

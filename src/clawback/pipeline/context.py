@@ -13,6 +13,7 @@ import orjson
 
 from clawback.api.messages import MessagesRequest
 from clawback.api.usage import Usage
+from clawback.upstream.headers import find_header
 
 __all__ = ["Reply", "RequestContext", "Savings", "Tenant", "new_request_id"]
 
@@ -115,11 +116,8 @@ class RequestContext:
         return self.raw_body
 
     def header(self, name: str) -> str | None:
-        name = name.lower()
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        """The caller's header ``name`` (any case), or None."""
+        return find_header(self.headers, name)
 
 
 @dataclass(slots=True)

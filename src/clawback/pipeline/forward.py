@@ -20,19 +20,12 @@ from clawback.api.sse import SSEParser, encode_event
 from clawback.api.usage import Usage
 from clawback.pipeline.context import Reply, RequestContext
 from clawback.upstream.client import UpstreamClient, UpstreamResponse
-from clawback.upstream.headers import request_headers_for_upstream, response_headers_for_client
+from clawback.upstream.headers import find_header, request_headers_for_upstream, response_headers_for_client
 
 __all__ = ["Forwarder"]
 
 #: The only events the relay needs to read; the rest pass through without being decoded.
 _USAGE_EVENTS = frozenset({"message_start", "message_delta", "error"})
-
-
-def _header(headers: list[tuple[str, str]], name: str) -> str | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
 
 
 class Forwarder:
@@ -43,8 +36,8 @@ class Forwarder:
         headers = request_headers_for_upstream(ctx.headers, ctx.upstream_auth)
         response = await self.client.send(ctx.method, ctx.path, ctx.query, headers, ctx.body_bytes())
         relayed = response_headers_for_client(response.headers)
-        reply = Reply(status=response.status, headers=relayed, upstream_request_id=_header(relayed, "request-id"))
-        content_type = _header(response.headers, "content-type") or ""
+        reply = Reply(status=response.status, headers=relayed, upstream_request_id=find_header(relayed, "request-id"))
+        content_type = find_header(response.headers, "content-type") or ""
         if response.status == 200 and content_type.startswith("text/event-stream"):
             reply.stream = self._relay(response, reply, ctx.started)
             return reply

@@ -1,7 +1,7 @@
 """The prompt-cache planner stage: ``cache_control`` breakpoints where they pay, and cache-aware fan-out.
 
-The rules it plans by (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching, summarized in
-``/work/shared/ANTHROPIC_FACTS.md``; the simulator bills them, ``clawback.upstream.simulator.prompt_cache``):
+The rules it plans by (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching, as summarized
+below; the simulator bills them, ``clawback.upstream.simulator.prompt_cache``):
 
 * At most 4 breakpoints per request, the top-level automatic ``cache_control`` included. The prefix order is
   ``tools`` → ``system`` → ``messages``; an entry is written only at a breakpoint; a read looks back at most 20

@@ -19,8 +19,6 @@ from clawback.storage.ledger import (
     LedgerRecord,
     LedgerStats,
     LedgerWriter,
-    from_micro_usd,
-    to_micro_usd,
 )
 from clawback.storage.ledger_models import Base, LedgerRow
 from clawback.storage.migrate import current_revision, head_revision, migrate, migrate_engine
@@ -35,10 +33,8 @@ __all__ = [
     "LedgerStats",
     "LedgerWriter",
     "current_revision",
-    "from_micro_usd",
     "head_revision",
     "make_engine",
     "migrate",
     "migrate_engine",
-    "to_micro_usd",
 ]

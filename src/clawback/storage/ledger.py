@@ -28,8 +28,8 @@ in-process wrapper — built on a dedicated daemon thread that owns a bounded ``
 * ``close()`` / ``aclose()`` drain the queue, write or journal every record, and fsync the journal: a
   clean shutdown loses nothing, and a record submitted after close is journaled for the next start.
 
-Money is integer micro-dollars throughout (exact sums in every database); ``to_micro_usd`` /
-``from_micro_usd`` convert from/to the ``Decimal`` dollars the pricing module produces.
+Money is integer micro-dollars throughout (exact sums in every database): ``pricing.Cost.micro_usd`` makes
+them, ``pricing.from_micro_usd`` turns them back into ``Decimal`` dollars.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, cast
@@ -57,6 +57,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.sql.dml import Insert
 
 from clawback.config import LedgerSettings
+from clawback.pricing import from_micro_usd
 from clawback.storage.engine import make_engine
 from clawback.storage.journal import Journal
 from clawback.storage.ledger_models import LedgerRow
@@ -68,8 +69,6 @@ __all__ = [
     "LedgerRecord",
     "LedgerStats",
     "LedgerWriter",
-    "from_micro_usd",
-    "to_micro_usd",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,21 +77,8 @@ Endpoint = Literal["messages", "count_tokens", "batches"]
 
 ledger_table = cast(Table, LedgerRow.__table__)
 
-_MICRO = Decimal("0.000001")
 #: How often the writer looks for more records while it collects a batch.
 _COLLECT_POLL_S = 0.01
-
-
-def to_micro_usd(amount: Decimal | int | str) -> int:
-    """Dollars -> integer micro-dollars, rounding half to even; floats are refused (they are not exact)."""
-    if isinstance(amount, float):
-        raise TypeError("money must be a Decimal, int or str, never a float")
-    return int(Decimal(amount).quantize(_MICRO, rounding=ROUND_HALF_EVEN).scaleb(6))
-
-
-def from_micro_usd(micro: int) -> Decimal:
-    """Integer micro-dollars -> exact ``Decimal`` dollars."""
-    return Decimal(micro).scaleb(-6)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,10 +122,6 @@ class LedgerRecord:
     @property
     def cost_usd(self) -> Decimal:
         return from_micro_usd(self.cost_micro_usd)
-
-    @property
-    def counterfactual_usd(self) -> Decimal:
-        return from_micro_usd(self.counterfactual_micro_usd)
 
     @property
     def saved_micro_usd(self) -> int:

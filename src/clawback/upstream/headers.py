@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["CREDENTIAL_HEADERS", "request_headers_for_upstream", "response_headers_for_client"]
+__all__ = ["CREDENTIAL_HEADERS", "find_header", "request_headers_for_upstream", "response_headers_for_client"]
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
@@ -20,6 +20,15 @@ HOP_BY_HOP = frozenset(
 CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization"})
 _NOT_FORWARDED_UP = HOP_BY_HOP | CREDENTIAL_HEADERS | {"host", "content-length", "accept-encoding"}
 _NOT_RELAYED_DOWN = HOP_BY_HOP | {"content-length", "content-encoding", "date", "server"}
+
+
+def find_header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The first value of header ``name`` (any case), or None."""
+    name = name.lower()
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
 
 
 def request_headers_for_upstream(

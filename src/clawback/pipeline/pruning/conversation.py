@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from clawback.tokens import MESSAGE_OVERHEAD, estimate_block_tokens
+from clawback.tokens import MESSAGE_OVERHEAD, estimate_block_tokens, fast_tokens
 
 __all__ = [
     "Turn",
@@ -68,7 +68,7 @@ def loop_start(messages: Sequence[Any]) -> int | None:
 
 
 def _chars_tokens(chars: int, factor: float) -> int:
-    return int(chars * factor / 4) + 1
+    return fast_tokens(chars, factor) + 1
 
 
 def fast_block_tokens(block: Mapping[str, Any], factor: float = 1.0) -> int:
@@ -160,7 +160,7 @@ def split_turns(
             content = message.get("content")
             role = message.get("role")
             if isinstance(content, str):
-                size += int(len(content) * factor / 4) + 1
+                size += fast_tokens(len(content), factor) + 1
                 begins = role == "user"
                 text_of = (role, content)
             elif isinstance(content, list):
@@ -173,7 +173,7 @@ def split_turns(
                     if kind == "text":
                         text = block.get("text")
                         if isinstance(text, str):
-                            size += int(len(text) * factor / 4) + 1
+                            size += fast_tokens(len(text), factor) + 1
                             if text:
                                 parts.append(text)
                         else:
@@ -183,7 +183,7 @@ def split_turns(
                         answers = True
                         inner = block.get("content")
                         if isinstance(inner, str):
-                            size += 4 + int(len(inner) * factor / 4)
+                            size += 4 + fast_tokens(len(inner), factor)
                             continue
                     size += fast_block_tokens(block, factor)
                 begins = not answers and role == "user"

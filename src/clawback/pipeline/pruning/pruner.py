@@ -63,12 +63,13 @@ from typing import Any
 
 import orjson
 
-from clawback.api.messages import MAX_CACHE_BREAKPOINTS
+from clawback.api.errors import InvalidRequestError
+from clawback.api.messages import MAX_CACHE_BREAKPOINTS, check_tool_pairing, content_blocks
 from clawback.config import PruningPolicy
 from clawback.pipeline.pruning.conversation import Turn, block_text, fast_block_tokens, message_text, split_turns
 from clawback.pipeline.pruning.facts import extract_facts, facts_of_turn, failure_lines, render_memory
 from clawback.pipeline.pruning.relevance import Bm25Scorer, Scorer, select_relevant
-from clawback.tokens import MESSAGE_OVERHEAD, tokenizer_factor
+from clawback.tokens import MESSAGE_OVERHEAD, fast_tokens, tokenizer_factor
 
 __all__ = ["CacheRates", "Plan", "dropped_turns_valid", "extractive_memory", "plan_pruning", "region_digest", "render"]
 
@@ -206,7 +207,7 @@ class _Estimates:
         elif self.policy.fact_memory == "off":
             value = 0
         else:
-            value = sum(int(len(text) * self.factor / 4) + 6 for _, text in self.turn_facts(index))
+            value = sum(fast_tokens(len(text), self.factor) + 6 for _, text in self.turn_facts(index))
         self._compacted[index] = value
         return value
 
@@ -222,7 +223,7 @@ class _Estimates:
 def _elided_tokens(message: Mapping[str, Any], min_tokens: int, factor: float) -> int:
     content = message.get("content")
     if not isinstance(content, list):
-        return int(len(str(content)) * factor / 4) + 1
+        return fast_tokens(len(str(content)), factor) + 1
     total = 0
     for block in content:
         if not isinstance(block, dict):
@@ -341,7 +342,7 @@ def _loop_of(messages: Sequence[Any], turn: Turn, policy: PruningPolicy, factor:
         if isinstance(message, dict):
             content = message.get("content")
             if isinstance(content, str):
-                size += int(len(content) * factor / 4) + 1
+                size += fast_tokens(len(content), factor) + 1
             elif isinstance(content, list):
                 for block in content:
                     if not isinstance(block, dict):
@@ -653,7 +654,7 @@ def _elide_block(block: Mapping[str, Any], min_tokens: int, factor: float) -> tu
     if failures:  # a test run's failures outlive the run: the agent is still fixing them
         placeholder += "; its failure lines: " + " | ".join(failures)
     placeholder += "; call the tool again if the output is needed]"
-    if 4 + int(len(placeholder) * factor / 4) >= tokens:
+    if 4 + fast_tokens(len(placeholder), factor) >= tokens:
         return block, 0, 0  # no shorter than the output itself (a tiny ``tool_elision_min_tokens``)
     out = dict(block)
     out["content"] = placeholder
@@ -733,38 +734,20 @@ def dropped_turns_valid(body: Mapping[str, Any], plan: Plan, pruned_breakpoints:
     Only for an original whose shape is valid (``validate_messages_request(strict=False)``) and a pruned form
     that passed the strict checks, with ``count_cache_breakpoints`` of it. The pruned form holds every other
     turn whole, so its tool pairing is the original's there; a dropped turn must pair its own tool_use and
-    tool_result blocks (a turn's last message is followed by a new human turn, which answers nothing) and
-    the breakpoints of all of them must fit. ``False`` means "not shown": the caller validates the original.
+    tool_result blocks (the API's ``check_tool_pairing`` on the turn alone; a turn's last message is followed by
+    a new human turn, which answers nothing) and the breakpoints of all of them must fit. ``False`` means "not
+    shown": the caller validates the original.
     """
     messages = body["messages"]
     marks = 0
     for index in plan.dropped:
         turn = plan.turns[index]
-        asked: list[Any] = []  # the tool_use ids of the previous message of the turn
-        for i in range(turn.start, turn.end):
-            message = messages[i]
-            content = message.get("content")
-            uses: list[Any] = []
-            results: list[Any] = []
-            if isinstance(content, list):
-                for block in content:
-                    if block.get("cache_control"):
-                        marks += 1
-                    kind = block.get("type")
-                    if kind == "tool_use":
-                        ident = block.get("id")
-                    elif kind == "tool_result":
-                        ident = block.get("tool_use_id")
-                    else:
-                        continue
-                    if type(ident) is not str:
-                        return False  # an unusual id: leave every detail to the validator
-                    (uses if kind == "tool_use" else results).append(ident)
-            if results and (message.get("role") != "user" or i == turn.start or not set(results) <= set(asked)):
-                return False
-            if asked and not set(asked) <= set(results):
-                return False
-            asked = uses
-        if asked:
+        own = messages[turn.start : turn.end]
+        try:
+            check_tool_pairing(own)
+        except InvalidRequestError:
+            return False
+        if own and any(block.get("type") == "tool_use" for block in content_blocks(own[-1])):
             return False  # the turn ends on unanswered tool_use blocks
+        marks += sum(1 for message in own for block in content_blocks(message) if block.get("cache_control"))
     return pruned_breakpoints + marks <= MAX_CACHE_BREAKPOINTS

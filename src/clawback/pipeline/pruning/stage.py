@@ -67,7 +67,7 @@ from clawback.pipeline.pruning.summary import Summarizer, make_summary_store, tr
 from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import ModelPrice, PriceBook
 from clawback.storage.summary_store import SummaryStore
-from clawback.tokens import count_request_tokens, estimate_block_tokens
+from clawback.tokens import count_request_tokens, estimate_block_tokens, fast_tokens
 
 __all__ = ["Booking", "PruneOutcome", "PruningStage", "policy_for"]
 
@@ -305,7 +305,7 @@ class PruningStage:
             if problem is not None:
                 log.error("pruning produced an invalid request (%s); sending the original", problem)
                 return PruneOutcome(body, "skipped:pruning_bug")
-        memory_tokens = int(len(text) * plan.factor / 4) + 1 if text else 0
+        memory_tokens = fast_tokens(len(text), plan.factor) + 1 if text else 0
         outcome, rewritten = self._account(pruned, plan, price, cached, memory_tokens + elided)
         if frontier and plan.loop_frontier is not None:
             outcome.cache_frontier = plan.output_index(plan.loop_frontier)
