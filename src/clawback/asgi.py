@@ -1,7 +1,7 @@
 """Plain-ASGI building blocks for the hot paths of the gateway and the simulator.
 
-``benchmarks/stack/README.md`` measured Starlette's request/response layer at 10-20 % of a proxy's
-throughput (35 % for SSE), so ``POST /v1/messages`` skips it on both servers; everything else keeps Starlette.
+Starlette's request/response layer costs a measurable share of a proxy's throughput (``docs/performance.md``),
+so ``POST /v1/messages`` skips it on both servers; everything else keeps Starlette.
 
 ``RelayResponse`` relays a stream as it arrives and notices a client that leaves. Claude Code aborts a stream
 that stays silent for 300 s, so nothing is buffered: each chunk is sent as soon as it is read. A disconnect

@@ -1,33 +1,16 @@
 """The in-process front door: ``clawback.wrap(client)`` puts the pipeline under an Anthropic SDK client.
 
-Design
-------
-The wrapper sits *below* the SDK, as an ``httpx2`` transport handed to ``client.with_options(http_client=…)``.
-The SDK still builds every request (auth, beta headers, retries, idempotency keys, multipart) and still
-parses every response into its own types (``Message``, ``MessageStream``, ``MessageBatch``, its typed
-exceptions), so every SDK feature — ``messages.create`` plain and streamed, ``messages.stream(...)``,
-``count_tokens``, batches, models, whatever comes next — works unchanged: clawback never re-implements the
-SDK's surface, it only replaces the wire. Each HTTP request becomes a ``RequestContext`` exactly as the
-gateway builds one (``messages`` / ``count_tokens`` through the pipeline, with its ``LedgerStage`` and
-pricing; every other path forwarded as is), the pipeline's terminal ``Forwarder`` calls the client's own
-``base_url`` (the real API or the simulator), and the ``Reply`` goes back to the SDK as an ``httpx2.Response``:
-whole JSON bodies, SSE bytes relayed as they arrive, errors with the upstream's status and body so that
-the SDK raises its own exceptions. The SDK's ``middleware=`` hook was the alternative; it runs above the
-HTTP attempt and deals in ``APIResponse`` objects, which would mean forging SDK internals instead of bytes.
+The wrapper is an ``httpx2`` transport handed to ``client.with_options(http_client=…)``. The SDK still builds
+every request and parses every response into its own types, so every SDK feature works unchanged. Each request
+to the client's ``base_url`` is taken in by ``front.intake`` (pass-through mode: the caller's key goes upstream
+as sent, the ledger names it by a hash) and runs through the pipeline built by ``front.assembly``
+(``messages``, ``count_tokens``) or is forwarded as is; the reply goes back as an ``httpx2.Response`` (JSON,
+SSE relayed as it arrives, errors with the upstream's status and body, so the SDK raises its own exceptions).
+``close()`` flushes the ledger.
 
-Where the pipeline runs: for ``AsyncAnthropic`` on the caller's event loop (no thread hop per chunk); for
-``Anthropic`` on one background event-loop thread owned by the wrapped client, which the SDK's threads
-call into (``run_coroutine_threadsafe``), chunk by chunk for streams, so back-pressure is the caller's.
-
-Credentials are the caller's: the key the SDK sends is forwarded as sent (``upstream_auth`` carries the
-credential headers the gateway would strip), and the ledger names it by a hash, as the gateway's
-pass-through mode does. A response that never reached the caller is still recorded: a request whose
-caller timed out runs to completion in the background (the upstream bills it either way), and a stream
-closed unread is primed with its first chunk so that closing it always reaches the relay's cleanup.
-
-One ``LedgerWriter`` is shared by every wrapper writing to the same ledger (and journal), because the
-journal supports one replaying writer per file; ``close()`` flushes it (and closes it with the last user),
-and anything still open at interpreter exit is flushed by an ``atexit`` hook.
+Why below the SDK rather than its ``middleware=`` hook: clawback then replaces only the wire, in bytes, and
+never forges SDK internals. Where the pipeline runs (sync and async), abandoned requests, primed streams and
+the shared ledger writer: ``docs/wrapper.md``.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
-    # uvloop + httptools: the fastest pure-Python-stack combination measured in benchmarks/stack/.
+    # uvloop + httptools: the fastest pure-Python-stack combination measured (docs/performance.md).
     return uvicorn.Config(
         app,
         host=host,
@@ -47,7 +47,7 @@ def run_app(app: Any, host: str, port: int, **options: Any) -> None:
 
     The gateway writes its ledger from a background thread; with Python's default 5 ms switch interval that
     thread could keep the event loop waiting for the GIL for milliseconds, which was most of the exact-cache
-    hit p99 (6.0 ms -> 2.4 ms with 0.5 ms, ``benchmarks/exact_cache_bench.py``). ``gc.freeze()`` moves
+    hit p99 (``docs/performance.md``). ``gc.freeze()`` moves
     everything built at start-up (price table, app, models) out of the collector's way, so full collections
     scan only request garbage.
     """

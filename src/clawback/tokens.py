@@ -41,32 +41,9 @@ unparseable header) we use ``IMAGE_FALLBACK_TOKENS`` = 1,600, the documented fig
 PDFs: ``PDF_PAGE_TOKENS`` = 2,200 per page (the docs give 1,500-3,000 text tokens per page plus the page image;
 2,200 fits the token-counting example), pages counted from ``/Type /Page`` objects.
 
-Measured error against Anthropic's published counts (pre-4.7 tokenizer unless noted; the test
-``tests/unit/test_tokens.py::test_documented_examples`` asserts each within its measured error, rounded up):
-
-==========================================================================  =========  =======  =======
-example (source page)                                                       published  ours     error
-==========================================================================  =========  =======  =======
-token-counting: system "You are a scientist" + user "Hello, Claude"         14         14       0.0 %
-token-counting: ``get_weather`` tool + "What's the weather like in San
-Francisco?" (Claude 3.7 Sonnet, 346-token tool prompt at the time)          403        425      +5.5 %
-token-counting: extended thinking (Sonnet 4.6, budget 16000), 3 turns       88         88       0.0 %
-token-counting: image (a 4:3 photo above the size limit) + "Describe this
-image"                                                                      1551       1542     -0.6 %
-prompt-caching: the whole of *Pride and Prejudice* (Gutenberg text with
-indentation, 766 kB) as ``cache_creation_input_tokens``                     188,086    180,899  -3.8 %
-prompt-caching: ``input_tokens`` after the breakpoint, "Analyze the major
-themes in 'Pride and Prejudice'."                                           21         18       -14.3 %
-prompt-caching pre-warm (Opus 5, newer tokenizer): ``input_tokens`` of
-the "warmup" message                                                        8          8        0.0 %
-==========================================================================  =========  =======  =======
-
-Mean absolute error 3.4 %, worst -14.3 % (three tokens on a 21-token figure). The letter chunk (6) was chosen
-on the novel, ``THINKING_OVERHEAD`` on the thinking example, ``MESSAGE_OVERHEAD`` / ``TAIL_OVERHEAD`` on the
-first and the pre-warm example: those are in-sample; the tool, image and "Analyze" figures are out-of-sample.
-The image example assumes the photo (not reproducible here) was larger than the limit. The PDF figure (2,188)
-is not used: its PDF is not published. Expect larger errors on code, JSON and non-English text, which none
-of the published figures cover.
+How close these estimates come to Anthropic's published counts (and which figures were fitted on which
+example): ``docs/tokens.md``; ``tests/unit/test_tokens.py::test_documented_examples`` holds each within its
+measured error.
 """
 
 from __future__ import annotations

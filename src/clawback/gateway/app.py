@@ -33,8 +33,8 @@ log = logging.getLogger("clawback.gateway")
 class PipelineEndpoint:
     """``POST /v1/messages`` and ``/v1/messages/count_tokens``: the hot path, as a plain ASGI app.
 
-    No framework objects on this path: Starlette's request/response layer measured at 10-20 % of a proxy's
-    throughput (35 % for SSE; ``benchmarks/stack/README.md``). Headers stay raw until the pipeline needs them.
+    No framework objects on this path: Starlette's request/response layer costs a share of a proxy's throughput
+    that shows (``docs/performance.md``). Headers stay raw until the pipeline needs them.
     """
 
     def __init__(self, gateway: Gateway, endpoint: str) -> None:

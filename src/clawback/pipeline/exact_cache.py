@@ -1,40 +1,15 @@
 """The exact response cache stage: an identical request, within one tenant, never reaches the API twice.
 
-Key. The hash of the *normalized* request inside the tenant's scope (``Tenant.scope`` is always hashed in, so
-one tenant never sees another's reply) and a namespace: ``model``, ``system``, ``tools``, ``messages`` and every
-other body field, because any field we do not know may change the output (the API grows every month). Left
-out are what cannot change the output: ``metadata``, ``stream`` (a JSON reply can answer a streamed request and
-the other way round) and ``cache_control`` markers (top level and per block: prompt caching changes the bill,
-never the answer). Normalized means: keys sorted, a string ``system`` or ``content`` equal to its one text
-block. The ``anthropic-beta`` header is part of the key (betas change behaviour).
+The key is the normalized request (``normalized_request``: what can change the answer) inside the tenant's scope
+and a namespace, so one tenant never sees another's reply. Eligibility: the ``x-clawback-cache`` header, then
+``exact_cache.keys``, then ``exact_cache.features``, then ``default_policy`` (``"deterministic"``: only requests
+that pin sampling). A hit is answered as JSON or as the documented SSE sequence and booked at cost 0 with
+``savings["exact_cache"]`` = what the stored call cost the caller (its usage priced, plus what the stages below
+saved on it); only finished replies whose blocks can be replayed faithfully are stored.
 
-Eligibility (first rule that speaks wins):
-1. request header ``x-clawback-cache: on | off`` (``refresh``: skip the lookup, store the new reply);
-2. ``exact_cache.keys[<key id>]``; 3. ``exact_cache.features[<feature label>]``;
-4. ``exact_cache.default_policy``, ``"deterministic"`` unless configured: only requests that pin sampling
-   (``temperature: 0`` or ``top_k: 1``) are answered from the cache.
-
-Why that default: Claude's replies are *sampled*; a caller who sends the same request again may well want a
-different answer ("regenerate", retries after a bad answer, evaluation runs). A wrong hit is a silent
-correctness bug the caller cannot see, a miss only costs what the request would have cost anyway. So the
-cache answers on its own only where the caller said it wants determinism, and everything else is opt-in
-per key, per feature or per request. ``default_policy: all`` suits FAQ-like traffic. Never stored: errors,
-replies that did not finish (``refusal``, ``pause_turn``, a broken stream), ``max_tokens: 0`` pre-warms,
-replies with block types we cannot replay faithfully as SSE, and replies above ``max_entry_bytes``.
-
-Replay. A hit is answered as JSON or, for ``stream: true``, as the documented SSE sequence
-(``message_start`` → per block ``content_block_start`` / ``content_block_delta`` / ``content_block_stop`` →
-``message_delta`` → ``message_stop``, https://docs.anthropic.com/en/api/messages-streaming) that the official
-SDKs' stream parsers accept. The ledger records a hit at cost 0 with ``cache_status="hit"`` and
-``savings["exact_cache"]`` = what the stored call would have cost the caller without clawback: its usage priced
-by the pricing module for this model, plus what the stages below the cache saved on it (the planner's caching,
-pruning; stored with the entry), so that a hit's counterfactual is the caller's own request. Responses carry
-``x-clawback-cache: hit | miss | bypass`` and, when keyed, ``x-clawback-cache-key`` (what
-``POST /admin/cache/invalidate {"key": …}`` takes). Namespace: ``x-clawback-cache-namespace`` (default: the
-tenant's scope); tags: ``x-clawback-cache-tags: a,b``; per-request TTL: ``x-clawback-cache-ttl`` seconds.
-
-Filling from a stream tees the SSE bytes as they pass (the relay itself is never held back) and stores only
-after ``message_stop`` arrived with no error.
+Why that default: Claude's replies are sampled, and a wrong hit is a silent correctness bug the caller cannot
+see, while a miss costs only what the request would have cost anyway. Headers, rules and replay in detail:
+``docs/exact-cache.md``.
 """
 
 from __future__ import annotations

@@ -1,54 +1,16 @@
 """The prompt-cache planner stage: ``cache_control`` breakpoints where they pay, and cache-aware fan-out.
 
-The rules it plans by (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching, as summarized
-below; the simulator bills them, ``clawback.upstream.simulator.prompt_cache``):
+It only ever adds ``{"type": "ephemeral"[, "ttl": "1h"]}`` markers (a client's own breakpoints, TTLs and
+``scope`` stay as sent; nothing else in the body changes unless ``prompt_cache.stabilize_tools``), within the
+API's rules (at most 4 breakpoints, the model's minimum cacheable length, 1-hour entries before 5-minute ones);
+``role: "system"`` messages are part of the prefix in message order; it keeps a breakpoint on pruning's
+``ctx.cache_frontier``; N concurrent requests with the same new static prefix
+wait for the first one's first byte instead of all paying the write. It books ``cost(no caching) -
+cost(actual)`` from the upstream's usage with the pricing module: negative when a write never paid back.
 
-* At most 4 breakpoints per request, the top-level automatic ``cache_control`` included. The prefix order is
-  ``tools`` → ``system`` → ``messages``; an entry is written only at a breakpoint; a read looks back at most 20
-  block positions from a breakpoint (a run of consecutive ``tool_use`` or ``tool_result`` blocks is one).
-* ``role: "system"`` messages inside ``messages`` are part of the prefix in message order (the mid-conversation
-  system messages page: "Prompt caching hashes the request prefix in order: tools, then system, then
-  messages"): their blocks are candidates and lookback positions like any message block, so a tail breakpoint
-  may sit on one (Claude Code ends a request with one), and appending one keeps every earlier entry readable.
-* A prefix below the model's minimum cacheable length is neither written nor read (``min_cacheable_tokens``
-  per model in the price table): a breakpoint there is a wasted slot, so none is placed.
-* TTL ``5m`` (default) or ``1h``; a write costs 1.25x (5m) or 2x (1h) of the input price, a read 0.1x (0.05x,
-  0.025x on some models: always the model's own row). With mixed TTLs, 1-hour entries must precede 5-minute
-  ones (else a 400).
-* An entry becomes readable only once the response that writes it has begun.
-
-What it does to a request, only ever *adding* ``{"type": "ephemeral"[, "ttl": "1h"]}`` markers (a client's own
-breakpoints, TTLs and ``scope`` stay exactly as sent; nothing else in the body changes unless
-``prompt_cache.stabilize_tools`` is configured):
-
-1. Candidates, best first: the conversation's tail (the last cacheable block: the next turn reads it), the
-   pruning *frontier* (the end of the prefix pruning keeps byte-identical until its next compaction point,
-   ``RequestContext.cache_frontier``: with an entry there, a compaction rewrites only what follows it instead of
-   the whole history), a *bridge* (a block whose prefix we know is cached but that sits beyond the tail's
-   20-position lookback, as in long agent loops), the end of the system prompt, the end of the tools. A
-   candidate is dropped when its prefix is below the model's minimum, when the client already has a breakpoint
-   there, when its kind has stopped paying back (below) or when the four slots are used. Bridges and the
-   frontier are never backed off: a bridge's prefix is cached already, and the frontier sits inside the prefix
-   the tail writes in the same request, so it adds no write of its own, only an entry a later request reads.
-2. TTL per candidate from the reuse intervals observed for that prefix family: each interval is a read if it
-   is shorter than the TTL, else a rewrite; 1h wins when ``w1h + Σ(read | w1h)`` is below ``w5m + Σ(read | w5m)``
-   with the model's own write and read prices. Then the ordering rule is enforced against the client's TTLs.
-3. Payback per (prefix family, kind): write premiums paid (tokens x (write - input)) against read savings
-   (tokens x (input - read)). After ``min_writes_before_backoff`` writes that have not paid back, the kind is
-   backed off: it is placed on one request in ``probe_every`` only, until the reads catch up.
-4. Churn: the tools and system of a family (same tool names, same system text once digits and ids are
-   masked) should be byte-identical from one request to the next. When they are not, a ``ChurnReport`` names
-   the request and what changed (volatile content such as timestamps or request ids, tools reordered, JSON
-   keys reordered). The content is never rewritten to fix it (except ``stabilize_tools`` for tool order).
-
-Fan-out: N concurrent requests with the same new static prefix (tools + system) would all pay the write. The
-first goes ahead; the others wait until its first byte arrives (then the entry is readable), at most
-``fanout_max_wait_s``.
-
-Savings: ``cost(no caching) - cost(actual)`` with the pricing module, i.e. cache-read tokens x (input - read)
-minus write tokens x (write - input): negative when a write never paid back. When the client had breakpoints
-of its own, only the tokens beyond the client's last breakpoint are credited (an approximation: the client's
-own caching is not ours to claim).
+Why a stage and not the client's job: where a breakpoint pays (the tail, a bridge beyond the 20-block lookback,
+the frontier) and which TTL pays depend on traffic only the gateway sees across requests. The rules it plans by,
+its candidates, TTL choice, payback back-off and churn reports: ``docs/prompt-cache.md``.
 """
 
 from __future__ import annotations

@@ -5,15 +5,14 @@ Design
 ``LedgerWriter`` is one implementation for every caller — the async gateway, the async and the sync
 in-process wrapper — built on a dedicated daemon thread that owns a bounded ``queue.Queue``:
 
-* ``submit(record)`` is a thread-safe ``put_nowait`` (about a microsecond), callable from an event loop
+* ``submit(record)`` is a thread-safe ``put_nowait``, callable from an event loop
   or from any thread, and never blocks. No event loop is needed, which is what the sync wrapper lacks;
   an ``asyncio.Queue`` would need one and is not thread-safe.
 * The thread drains the queue in batches of up to ``batch_size`` records, waiting at most
   ``flush_interval_s`` after the first record of a batch, and inserts each batch in one transaction with a
   plain sync SQLAlchemy engine. Batches are small (32 by default): a batch is a burst of CPU in the
-  gateway's process (about 25 us a record on SQLite), and on a small machine a 200-record burst (5-7 ms)
-  preempted the event loop or the client often enough to make the exact-cache hit p99 3-3.5 ms; 32-record
-  bursts gave 1.4-1.5 ms (``benchmarks/exact_cache_bench.py``). Commits are cheap (WAL, synchronous=NORMAL).
+  gateway's process, and larger bursts preempted the event loop often enough to show in the exact-cache hit
+  p99 (``docs/performance.md``). Commits are cheap (WAL, synchronous=NORMAL).
   A single long-lived thread costs nothing per batch, whereas
   ``asyncio.to_thread`` per flush would need a running loop and a hop to the default executor per batch
   (shared with everything else that uses it) for no gain: the database work is blocking either way.
@@ -454,7 +453,8 @@ class LedgerWriter:
         """The next queued item, polling until ``deadline``; None when the batching window closes empty.
 
         It sleeps rather than waits on the queue: a waiting consumer makes every ``submit()`` notify it, and
-        that wake-up per request (a GIL hand-off between threads) was 11 % of the gateway's CPU under load.
+        that wake-up per request (a GIL hand-off between threads) was a visible share of the gateway's CPU under
+        load (``docs/performance.md``).
         """
         while True:
             try:

@@ -69,7 +69,7 @@ class LedgerRow(Base):
 
     __tablename__ = "ledger"
     # Only the time index: every report reads a time range. Indexes on key_id and model (dropped in
-    # migration 0003) were read by no query and made each insert ~35 % dearer on SQLite.
+    # migration 0003) were read by no query and made each insert dearer (docs/performance.md).
     __table_args__ = (Index("ix_ledger_started_at", "started_at"),)
 
     id: Mapped[int] = mapped_column(BigIdType, primary_key=True, autoincrement=True)

@@ -1,10 +1,9 @@
 """The one pooled HTTP client a process uses to reach the upstream.
 
-aiohttp was chosen over httpx by measurement (``benchmarks/stack/README.md``): on this 2-core machine its
-per-request overhead is a fraction of httpx's, which decides whether the gateway adds under a millisecond.
-Connections are kept alive and pooled per process; limits and timeouts come from ``UpstreamSettings``.
-No HTTP/2: aiohttp speaks HTTP/1.1 only, and the HTTP/2-capable candidate (httpx) cost 5-7x more per request
-in that measurement; with pooled keep-alive connections HTTP/1.1 adds no handshake per request.
+aiohttp was chosen over httpx by measurement (``docs/performance.md``): its per-request overhead is a fraction
+of httpx's, which decides whether the gateway adds under a millisecond. Connections are kept alive and pooled
+per process; limits and timeouts come from ``UpstreamSettings``. No HTTP/2: aiohttp speaks HTTP/1.1 only, and
+with pooled keep-alive connections HTTP/1.1 adds no handshake per request.
 """
 
 from __future__ import annotations

@@ -4,54 +4,17 @@ Shape of a pruned conversation (turns are kept or dropped whole, see ``conversat
 
     system (untouched) | opening turns | memory + turns kept for relevance | verbatim tail (incl. current turn)
 
-Cache stability. The gateway sees the whole history again on every turn, so the compaction point must be a
-function of the history alone. ``schedule`` replays the conversation's growth turn by turn: the verbatim tail
-grows until its *completed* turns exceed the trigger, then the boundary jumps forward until the tail is back
-under the target. Each decision at step ``s`` looks only at turns ``0..s-1`` (the completed turns and the
-first message of the turn then in progress), so turn N+1 replays exactly turn N's decisions and adds one: the
-compacted part, and hence the prompt prefix, is byte-identical from one compaction point to the next. The turn
-in progress (a tool loop, say) may grow without moving anything.
+The compaction point is a function of the history alone: ``schedule`` replays the conversation's growth turn by
+turn and a turn's tool loop gets its own step-level schedule (``_replay_loop``), each decision looking only at
+what came before it, so the pruned prefix is byte-identical from one compaction point to the next. A compaction
+happens only once it pays at the model's own cache rates (reading the long prefix against writing the shorter
+one). The result keeps every tool_use / tool_result pair and thinking block valid, rewrites only the
+``content`` of elided ``tool_result`` blocks, adds no ``cache_control`` and passes unknown blocks through; a
+turn holding a ``role: "system"`` message is pinned (never dropped, never rewritten).
 
-Tool loops. A coding agent sends one human instruction and then 20-60 round trips (assistant ``tool_use``, user
-``tool_result`` with a file read, a search, a test run): all one human turn, out of the schedule's reach. So a
-turn's tool loop gets its own, smaller schedule (``_replay_loop``) at *step* granularity (a step is the messages
-up to and including one user message of ``tool_result`` blocks): large tool outputs older than the newest
-``keep_recent_tool_results`` (and, with ``keep_latest_per_tool``, than the newest result of each tool) are
-replaced by the short elision placeholder. It replays the loop request by request, the decision at the request
-whose newest step is ``r`` looking only at steps ``0..r``, so request r+1 replays request r's decisions and adds
-one: the elided prefix is byte-identical between two compaction points. A compaction happens once the pending
-saving exceeds ``tool_loop_trigger_tokens`` and, when the request is cached, once it pays: the edit makes the
-cache miss from the first changed step on and, with a client's one moving breakpoint and the 20-block lookback,
-in practice from the start of ``messages``, so the whole history is priced as rewritten. Unless the
-prompt-cache planner is on: then every request of the loop carries a ``frontier`` breakpoint at the end of the
-prefix that keeps its form until the next compaction point (``Plan.loop_frontier``: the turn's human message
-until the first elision, then the last step before the oldest one a later compaction may still change), that
-entry is read at the next compaction, and only what follows it is priced as rewritten (on the agentic workload
-that cut the cost with caching on by 12 % at the same settings, and made the seeds on which eliding had cost more
-than caching alone cost less: ``benchmarks/README.md``). A turn's elision is decided while it is in progress
-and never changes afterwards (a completed turn in the verbatim tail keeps the form its last request had, so a
-new human turn does not bring old outputs back); older turns are compacted by the schedule as before. The step
-being answered is never elided, nor are thinking blocks, tool_use blocks or anything but the ``content`` of a
-``tool_result``.
-
-Does a compaction pay? With prompt caching the long prefix costs only cache reads (0.1x of input on most
-models, 0.05x or 0.025x on some) while a compaction makes everything after it a new cache write (1.25x). At a
-candidate point the replay compares, over ``expected_turns`` turns (round trips, in a tool loop), reading the
-current prefix against writing the shorter one once and reading it afterwards, with the model's own rates from
-the pricing module; if it does not pay yet, it waits (the tail keeps growing and the comparison is made again
-on the next turn).
-
-System messages. A ``role: "system"`` message sits right after a user message (the API's placement rule), so it
-is inside a turn; that turn is *pinned*: never dropped into the memory, whatever relevance says (``_pinned``),
-and no rewrite touches a system message (elision edits only ``tool_result`` content, the memory goes into a
-user message). The schedule still prices a pinned turn of the compacted region as compacted, as it does a turn
-kept for relevance.
-
-Validity. Whole turns keep every tool_use / tool_result pair and thinking block together; the turn in progress
-keeps all its blocks (thinking blocks the API requires there stay); tool-result elision rewrites only the
-``content`` of ``tool_result`` blocks (in kept older turns, and in the older steps of a tool loop), keeping the
-block, its ``tool_use_id``, ``is_error`` and ``cache_control``; the memory is one text block prepended to a user
-message that opens a turn; no ``cache_control`` is ever added; unknown blocks pass through untouched.
+Why deterministic: the gateway sees the whole history again on every turn, and a prefix that moved between two
+turns would be a cache write each time. The schedule, tool loops, the payback test and the validity rules in
+detail: ``docs/pruning.md``.
 """
 
 from __future__ import annotations

@@ -1,41 +1,20 @@
 """The pruning stage: shrink long histories before the prompt-cache planner sees them.
 
-It sits after the caches (a cache hit needs no pruning) and before the prompt-cache planner (which places
-breakpoints on the pruned prefix). Only ``messages`` requests are pruned; ``count_tokens`` and everything else
-pass through. A request that asks for Anthropic's own ``context_management`` is left to the API (unless the
-policy says ``respect_context_management: false``): two pruners fighting over one history would each
-invalidate the other's cache.
+Only ``messages`` requests, after the caches (a hit needs no pruning) and before the planner (it places
+breakpoints on the pruned prefix). A request asking for Anthropic's own ``context_management`` is left to the
+API unless the policy says ``respect_context_management: false`` (two pruners would invalidate each other's
+cache). A pruned request goes out only if it passes the strict checks the simulator applies, else the original
+is sent and the bug logged; a request already invalid, or of a shape pruning does not know (a role it has never
+heard of, content of an unknown kind), is forwarded untouched, so the caller gets the API's own answer.
+``role: "system"`` messages reach the upstream byte-identical and in place (a turn holding one is never dropped).
+The decision is recorded in the ledger row's labels (``pruning``, ``pruning_tokens_before`` /
+``_after``, ``pruning_boundary_turn``, ``pruning_dropped_turns``, ``pruning_elided_steps``).
 
-Money, honestly. The saving booked for a request is the price of the tokens it no longer sends, at the rate
-they would have been billed in the caller's original request: cache reads when the caller's own markers cache
-its history, plain input otherwise (with the planner on, the planner books what caching the pruned request
-saves, premiums included, so that the two add up to the whole saving and nothing is counted twice). The request
-that reaches a new compaction point also pays to write everything after the point into the cache again; that
-premium is subtracted, so such a request may book a negative saving. The figures are settled once the upstream
-has answered (``PruningStage.settle``: its token count calibrates the fast estimates, and a history the cache
-had let expire was written, not read). The point of a history compaction is new on the request that opens a human turn
-(the turn's later round trips replay it). A new elision point in the tool loop of the turn in progress makes
-the history a cache write again (see ``pruner``), all but its newest step, which is a write anyway: from the start
-of ``messages``, or, with the prompt-cache planner on, only from the loop's *frontier*. The stage names that
-message in ``ctx.cache_frontier`` on every request of the loop and the planner keeps a breakpoint on it, so the
-prefix up to it is read, not rewritten, at the next compaction point.
-The labels' token figures are the pruner's fast estimates; the ledger's cost comes from the upstream's usage.
-The decision is recorded in the ledger row's labels: ``pruning`` (``compacted``, ``compacted-new``, or why
-not; a tool-loop elision counts as a compaction), ``pruning_tokens_before`` / ``_after``,
-``pruning_boundary_turn``, ``pruning_dropped_turns``, ``pruning_elided_steps`` (steps of the turn in progress
-whose tool outputs are elided).
-
-Safety net: a request that is valid goes out pruned only if the pruned form passes the same strict checks
-the simulator applies; otherwise the original is sent and the bug is logged (a pruned request the API would
-reject is a bug, never the caller's problem). A request that is already invalid is forwarded untouched, so
-the caller gets the API's own error. The gateway itself checks almost nothing (``clawback.api.gateway_checks``),
-so the shape is checked here first, before anything reads the history: a request whose shape pruning does not
-know (a role it has never heard of, content of an unknown kind) is forwarded as is. ``role: "system"``
-messages are understood: a turn holding one is never dropped nor moved (``pruner``), so every system message
-reaches the upstream byte-identical and in the same place in the conversation. (The original is validated
-whole only when needed: its shape always,
-then the strict checks on the pruned form plus ``dropped_turns_valid`` on the turns it left out imply the
-original's; when they do not, the whole original is checked, as before.)
+The saving is settled once the upstream has answered (``PruningStage.settle``): the tokens no longer sent, at
+the rate they would have been billed in the caller's request, less the premium of rewriting the cache at a new
+compaction point. Why after the answer: the pruner's token figures are fast estimates, and only the upstream's
+usage says how the history was billed. The money, the tool-loop frontier and the safety net in detail:
+``docs/pruning.md``.
 """
 
 from __future__ import annotations
@@ -225,9 +204,8 @@ class PruningStage:
         ratio, which is then the one of the outputs and turns like those removed). And when a cached request's
         history turns out not to have been read (the cache had expired after a pause longer than its TTL, or was
         never written), the removed tokens would have been written too, or sent as plain input, and are priced
-        so; the request's compaction premium would have been paid anyway. On the reference workloads this books
-        within 3 % of the saving measured by replaying them without pruning (``clawback bench savings``, its
-        ``booked`` column)."""
+        so; the request's compaction premium would have been paid anyway. How close this comes to the saving
+        measured by replaying without pruning: ``clawback bench savings``, its ``booked`` column."""
         booking = outcome.booking
         if status != 200 or booking is None:
             return 0
