@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything clawback needs on a fresh machine: a virtualenv with the package and its dev tools,
-# and the local PostgreSQL and Redis servers started when they are installed but stopped.
+# the real clients the test suite runs (tests/clients: Claude Code and the TypeScript SDK, from the npm
+# registry), and the local PostgreSQL and Redis servers started when they are installed but stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,24 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+
+# The real clients of the end-to-end tests, pinned by tests/clients/package-lock.json (npm ci, skipped when the
+# installed tree already matches the lock). Without npm or the registry the install goes on and those tests
+# fail with a message that says why (tests/e2e/real_clients.py).
+if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y -qq nodejs npm >/dev/null 2>&1 || echo "install.sh: could not install node and npm with apt-get" >&2
+fi
+if command -v npm >/dev/null 2>&1; then
+  if ! cmp -s tests/clients/package-lock.json tests/clients/node_modules/.clawback-installed-lock 2>/dev/null; then
+    if (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error); then
+      cp tests/clients/package-lock.json tests/clients/node_modules/.clawback-installed-lock
+    else
+      echo "install.sh: npm ci in tests/clients failed (is the npm registry reachable?); the real-client tests will fail" >&2
+    fi
+  fi
+else
+  echo "install.sh: npm not found; the real-client tests (Claude Code, TypeScript SDK) will fail" >&2
+fi
 
 # Services used by the storage tests: start them if they are installed but not running.
 if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then

@@ -44,3 +44,28 @@ def test_tool_choice_none_never_calls_a_tool():
     tools = [{"name": "lookup", "input_schema": {"type": "object"}}]
     reply = ReplyGenerator(SimulatorSettings()).generate(body("x", tools=tools, tool_choice={"type": "none"}), 1)
     assert [b["type"] for b in reply.content] == ["text"]
+
+
+def test_a_script_rule_calls_its_tool_then_answers_with_the_result(tmp_path):
+    script = tmp_path / "script.yaml"
+    script.write_text(
+        "- match: 'run the check'\n  tool: Bash\n  input: {command: echo ok}\n  reply: 'It printed {tool_result}.'\n"
+        "- match: 'hello'\n  reply: Hi there.\n"
+    )
+    generator = ReplyGenerator(SimulatorSettings(reply_mode="script", output_tokens=8), load_script(script))
+    tools = [{"name": "Read", "input_schema": {}}, {"name": "Bash", "input_schema": {}}]
+    first = generator.generate(body("Please run the check", tools=tools), 1)
+    assert first.stop_reason == "tool_use"
+    call = first.content[-1]
+    assert (call["name"], call["input"]) == ("Bash", {"command": "echo ok"})
+    history = [
+        {"role": "user", "content": "Please run the check"},
+        {"role": "assistant", "content": [call]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "ok\n"}]},
+    ]
+    second = generator.generate({**body("x", tools=tools), "messages": history}, 2)
+    assert second.stop_reason == "end_turn" and second.content[-1]["text"].startswith("It printed ok.")
+    # a rule without a tool answers in text even when tools are offered; without the named tool, text too
+    assert generator.generate(body("hello", tools=tools), 3).content[-1]["text"].startswith("Hi there.")
+    no_bash = generator.generate(body("run the check", tools=tools[:1]), 4)
+    assert no_bash.content[-1]["type"] == "text"

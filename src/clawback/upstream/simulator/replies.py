@@ -5,6 +5,12 @@ traffic sees the same tokens and the same bill. Three modes: ``echo`` (repeat th
 ``template`` (fill ``reply_template``), ``script`` (the first ``{match: regex, reply: text}`` rule that
 matches the last user text). The reply is padded or cut to ``output_tokens`` (capped by ``max_tokens``)
 so that output size is a setting, not an accident of the prompt.
+
+A script rule may also call a tool, so that a real agent (Claude Code) runs one: ``{match, tool: Bash, input:
+{command: "echo hi"}, reply: "It printed {tool_result}"}``. On the human turn that matches, when the request
+offers a tool of that name, the answer is that ``tool_use``; once the client sends the ``tool_result``, the
+answer is ``reply`` with ``{tool_result}`` replaced by the result's text. The match is against the user text
+that opened the turn (a tool_result message carries none of its own).
 """
 
 from __future__ import annotations
@@ -67,6 +73,8 @@ def _filler_tokens(word: str) -> int:
 class ScriptRule:
     pattern: re.Pattern[str]
     reply: str
+    tool: str | None = None
+    input: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -82,8 +90,17 @@ class Reply:
 def load_script(path: str | Path) -> list[ScriptRule]:
     rules = yaml.safe_load(Path(path).read_text()) or []
     if not isinstance(rules, list) or not all(isinstance(r, dict) and "match" in r and "reply" in r for r in rules):
-        raise ValueError(f"{path}: expected a list of {{match: regex, reply: text}} rules")
-    return [ScriptRule(re.compile(str(r["match"]), re.IGNORECASE), str(r["reply"])) for r in rules]
+        raise ValueError(f"{path}: expected a list of {{match: regex, reply: text[, tool: name, input: {{}}]}} rules")
+    if not all(isinstance(r.get("input", {}), dict) for r in rules):
+        raise ValueError(f"{path}: a rule's `input` must be a mapping (the tool's arguments)")
+    return [_rule_of(r) for r in rules]
+
+
+def _rule_of(rule: dict[str, Any]) -> ScriptRule:
+    tool = str(rule["tool"]) if rule.get("tool") else None
+    return ScriptRule(
+        re.compile(str(rule["match"]), re.IGNORECASE), str(rule["reply"]), tool, dict(rule.get("input") or {})
+    )
 
 
 def last_user_text(request: MessagesRequest) -> str:
@@ -94,6 +111,32 @@ def last_user_text(request: MessagesRequest) -> str:
         if texts:
             return " ".join(str(t) for t in texts)
     return ""
+
+
+def turn_text(request: MessagesRequest) -> str:
+    """The user text that opened the turn in progress (a user message without tool results)."""
+    for message in reversed(request.messages):
+        if message.get("role") != "user":
+            continue
+        blocks = content_blocks(message)
+        if any(b.get("type") == "tool_result" for b in blocks):
+            continue
+        return " ".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text")
+    return ""
+
+
+def _tool_result_text(request: MessagesRequest) -> str:
+    """The text of the tool results of the last message."""
+    parts: list[str] = []
+    for block in content_blocks(request.messages[-1]) if request.messages else []:
+        if block.get("type") != "tool_result":
+            continue
+        content = block.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(str(c.get("text", "")) for c in content if isinstance(c, dict) and c.get("type") == "text")
+    return "\n".join(parts).strip()
 
 
 def _last_turn_is_tool_result(request: MessagesRequest) -> bool:
@@ -114,14 +157,23 @@ class ReplyGenerator:
             script if script is not None else (load_script(settings.script_file) if settings.script_file else [])
         )
 
+    def _rule(self, request: MessagesRequest, prompt: str) -> ScriptRule | None:
+        """The script rule that answers this request (script mode), matched on the turn's opening text."""
+        if self.settings.reply_mode != "script":
+            return None
+        text = turn_text(request) if _last_turn_is_tool_result(request) else prompt
+        return next((rule for rule in self.script if rule.pattern.search(text)), None)
+
     def _text(self, request: MessagesRequest, prompt: str) -> str:
         mode = self.settings.reply_mode
         if mode == "echo":
             return prompt or "(empty)"
         if mode == "script":
-            for rule in self.script:
-                if rule.pattern.search(prompt):
-                    return rule.reply
+            rule = self._rule(request, prompt)
+            if rule is not None:
+                if rule.tool is not None and _last_turn_is_tool_result(request):
+                    return rule.reply.replace("{tool_result}", _tool_result_text(request))
+                return rule.reply
         try:
             return self.settings.reply_template.format(last_user_text=prompt[:200], model=request.model)
         except (KeyError, IndexError, ValueError):
@@ -181,13 +233,21 @@ class ReplyGenerator:
             chunks.append(_chunks(words))
             used += estimate_block_tokens(block, request.model)
 
-        tool = self._tool_to_call(request)
+        rule = self._rule(request, prompt)
+        if rule is not None:  # a scripted turn: its tool (when offered and not yet answered), else its text
+            offered = any(t.get("name") == rule.tool for t in request.tools)
+            call = rule.tool is not None and offered and not _last_turn_is_tool_result(request)
+            tool = {"name": rule.tool} if call else None
+            arguments = rule.input
+        else:
+            tool = self._tool_to_call(request)
+            arguments = self._tool_input(tool, prompt) if tool is not None else {}
         if tool is not None and budget - used > 0:
             block = {
                 "type": "tool_use",
                 "id": "toolu_" + hashlib.sha256(f"{seed}:{request_index}:tool".encode()).hexdigest()[:24],
                 "name": tool["name"],
-                "input": self._tool_input(tool, prompt),
+                "input": arguments,
             }
             content.append(block)
             chunks.append([])
