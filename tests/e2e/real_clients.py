@@ -8,6 +8,7 @@ registry could be reached, so a CI machine without it is told so rather than pas
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ __all__ = ["CLIENTS", "Stack", "claude_binary", "client_version", "node_binary",
 CLIENTS = Path(__file__).resolve().parents[1] / "clients"
 
 
+@functools.cache  # (one probe per test session: `npm ping` may take its whole timeout)
 def _registry_status() -> str:
     npm = shutil.which("npm")
     if npm is None:
