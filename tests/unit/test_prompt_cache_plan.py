@@ -80,3 +80,44 @@ def test_a_compaction_point_reads_the_frontier_prefix_instead_of_rewriting_the_l
     # the first points come before the frontier's prefix reaches Sonnet's 1,024-token minimum; then every one reads
     first = next(i for i, read in enumerate(reads[True]) if read > 0)
     assert first <= 3 and all(read > 0 for read in reads[True][first:]) and len(reads[True]) - first >= 3
+
+
+def test_markable_blocks_are_the_sdk_block_params_that_take_cache_control() -> None:
+    """Every type the planner may mark accepts ``cache_control`` in the installed SDK's own types."""
+    from typing import get_args
+
+    import anthropic.types as sdk
+    import anthropic.types.beta as sdk_beta
+
+    from clawback.pipeline.prompt_cache import MARKABLE_BLOCKS
+    from tests.e2e.sdk_shapes import _members, _record, _strip
+
+    takes: dict[str, bool] = {}
+    for message_param in (sdk.MessageParam, sdk_beta.BetaMessageParam):
+        for message in _members(message_param):
+            record = _record(message)
+            assert record is not None
+            for member in _members(record[1].get("content")):
+                for block in _members(getattr(_strip(member), "__args__", (member,))[0]):
+                    params = _record(block)
+                    if params is None or "type" not in params[1] or not params[0].endswith("Param"):
+                        continue
+                    for kind in get_args(_strip(params[1]["type"])):
+                        takes[kind] = takes.get(kind, False) or "cache_control" in params[1]
+    assert {kind for kind, ok in takes.items() if ok} >= MARKABLE_BLOCKS
+    assert {"thinking", "redacted_thinking"} & MARKABLE_BLOCKS == set()
+
+
+def test_a_block_the_planner_does_not_know_gets_no_marker() -> None:
+    filler = "Viewings need 24 hours notice and photo ID. " * 300
+    body = {
+        "model": MODEL, "max_tokens": 10,
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": filler}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Noted."},
+                                              {"type": "fallback", "model": "claude-x"}]},
+        ],
+    }  # fmt: skip
+    plan = plan_request(body, PRICE)
+    tail = next(p for p in plan.added if p.kind == "tail")
+    assert plan.blocks[tail.index].path == "messages.1.content.0"  # the text before it, not the unknown block

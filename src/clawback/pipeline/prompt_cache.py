@@ -37,7 +37,7 @@ from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import ModelPrice, PriceBook
 from clawback.tokens import PromptBlock, prompt_blocks
 
-__all__ = ["ChurnReport", "Plan", "PromptCachePlanner", "choose_ttl", "plan_request"]
+__all__ = ["MARKABLE_BLOCKS", "ChurnReport", "Plan", "PromptCachePlanner", "choose_ttl", "plan_request"]
 
 log = logging.getLogger("clawback.prompt_cache")
 
@@ -90,6 +90,24 @@ def _eligible(block: Mapping[str, Any]) -> bool:
     if kind in _NOT_CACHEABLE:
         return False
     return not (kind == "text" and not block.get("text"))
+
+
+#: Message blocks the planner may put a marker on: the block params of the ``anthropic`` SDK (2.16) that have a
+#: ``cache_control`` field. A block of any other type (``fallback``, ``mcp_tool_listing``, one newer than this
+#: list) is left as the client sent it: a marker there could make the API refuse the request
+#: (``tests/unit/test_prompt_cache_plan.py`` checks the list against the installed SDK).
+MARKABLE_BLOCKS = frozenset({
+    "text", "image", "document", "search_result", "tool_use", "tool_result", "server_tool_use",
+    "web_search_tool_result", "web_fetch_tool_result", "code_execution_tool_result",
+    "bash_code_execution_tool_result", "text_editor_code_execution_tool_result", "tool_search_tool_result",
+    "container_upload", "mcp_tool_use", "mcp_tool_result", "advisor_tool_result", "compaction", "tool_addition",
+    "tool_removal",
+})  # fmt: skip
+
+
+def _markable(block: Mapping[str, Any]) -> bool:
+    """A message block the planner may add a ``cache_control`` marker to."""
+    return block.get("type") in MARKABLE_BLOCKS and _eligible(block)
 
 
 def _salts(body: Mapping[str, Any], blocks: Sequence[PromptBlock]) -> dict[str, bytes]:
@@ -243,15 +261,16 @@ def plan_request(
     taken = {p.index for p in client}
     candidates: list[tuple[str, int]] = []
     tail = next((i for i in range(len(blocks) - 1, -1, -1)
-                 if blocks[i].section == "messages" and _eligible(blocks[i].block)), None)  # fmt: skip
+                 if blocks[i].section == "messages" and _markable(blocks[i].block)), None)  # fmt: skip
     if tail is not None:
         candidates.append(("tail", tail))
         first_message = static_index + 1 if static_index is not None else 0
-        bridge = next((i for i in range(tail - 1, first_message - 1, -1) if known(i, digests[i])), None)
+        bridge = next((i for i in range(tail - 1, first_message - 1, -1)
+                       if known(i, digests[i]) and _markable(blocks[i].block)), None)  # fmt: skip
         if frontier is not None:
             where = f"messages.{frontier}."
             spot = next((i for i in range(tail, first_message - 1, -1)
-                         if blocks[i].path.startswith(where) and _eligible(blocks[i].block)), None)  # fmt: skip
+                         if blocks[i].path.startswith(where) and _markable(blocks[i].block)), None)  # fmt: skip
             if spot is not None and spot != tail:
                 candidates.append(("frontier", spot))
         if bridge is not None and lookback_positions(blocks, bridge, tail) > LOOKBACK_POSITIONS:
