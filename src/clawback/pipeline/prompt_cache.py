@@ -30,6 +30,15 @@ from typing import Any
 import orjson
 
 from clawback.api.messages import MAX_CACHE_BREAKPOINTS, count_cache_breakpoints, strip_cache_control
+from clawback.api.prompt_cache import (
+    LOOKBACK_POSITIONS,
+    TTL_SECONDS,
+    cacheable,
+    long_enough,
+    lookback_positions,
+    prefix_digests,
+    ttl_of,
+)
 from clawback.api.usage import Usage
 from clawback.config import PromptCacheSettings
 from clawback.pipeline.context import Reply, RequestContext
@@ -41,10 +50,6 @@ __all__ = ["ChurnReport", "Plan", "PromptCachePlanner", "choose_ttl", "plan_requ
 
 log = logging.getLogger("clawback.prompt_cache")
 
-LOOKBACK_POSITIONS = 20
-TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
-_RUN_TYPES = frozenset({"tool_use", "tool_result"})
-_NOT_CACHEABLE = frozenset({"thinking", "redacted_thinking"})
 _VOLATILE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # uuid
     r"|\b(?:req|msg|run|trace|span|id)_[A-Za-z0-9]+"  # prefixed ids
@@ -81,51 +86,8 @@ class Plan:
 
 
 def _ttl_of(control: Any) -> str:
-    ttl = control.get("ttl", "5m") if isinstance(control, Mapping) else "5m"
-    return "1h" if ttl == "1h" else "5m"
-
-
-def _eligible(block: Mapping[str, Any]) -> bool:
-    kind = block.get("type")
-    if kind in _NOT_CACHEABLE:
-        return False
-    return not (kind == "text" and not block.get("text"))
-
-
-def _salts(body: Mapping[str, Any], blocks: Sequence[PromptBlock]) -> dict[str, bytes]:
-    """What invalidates the system / messages levels without changing their blocks (the docs' table)."""
-    output_config = body.get("output_config")
-    effort = output_config.get("effort") if isinstance(output_config, Mapping) else None
-    has_image = any(pb.block.get("type") == "image" for pb in blocks)
-    system = [body.get("speed")]
-    messages = [*system, body.get("tool_choice"), body.get("thinking"), effort, has_image]
-    return {"tools": b"", "system": orjson.dumps(system, default=str), "messages": orjson.dumps(messages, default=str)}
-
-
-def prefix_digests(body: Mapping[str, Any], blocks: Sequence[PromptBlock]) -> list[bytes]:
-    """``digests[i]`` names the prefix of blocks ``0..i`` as the cache sees it (markers excluded)."""
-    salts = _salts(body, blocks)
-    hasher = hashlib.blake2b(digest_size=16)
-    out: list[bytes] = []
-    for pb in blocks:
-        hasher.update(salts[pb.section])
-        hasher.update(
-            orjson.dumps([pb.section, pb.role, pb.first_in_message, strip_cache_control(pb.block)], default=str)
-            + pb.message_fields
-        )
-        hasher.update(b"\x00")
-        out.append(hasher.copy().digest())
-    return out
-
-
-def lookback_positions(blocks: Sequence[PromptBlock], earlier: int, start: int) -> int:
-    """Positions the lookback from ``start`` walks to reach ``earlier`` (``start`` itself is position 1)."""
-    positions = 1
-    for i in range(start - 1, earlier - 1, -1):
-        kind = blocks[i].block.get("type")
-        if not (kind in _RUN_TYPES and blocks[i + 1].block.get("type") == kind):
-            positions += 1
-    return positions
+    # Unlike the simulator, never refuse: a TTL the API does not know is the API's to reject; plan it as the default.
+    return ttl_of(control) or "5m"
 
 
 def choose_ttl(intervals: Sequence[float], price: ModelPrice) -> str:
@@ -224,11 +186,11 @@ def plan_request(
         digests = prefix_digests(body, blocks)
     client: list[Breakpoint] = [
         Breakpoint(i, _ttl_of(pb.block["cache_control"]), "client") for i, pb in enumerate(blocks)
-        if pb.block.get("cache_control") and _eligible(pb.block)
+        if pb.block.get("cache_control") and cacheable(pb.block)
     ]  # fmt: skip
     top = body.get("cache_control")
     if top:
-        target = next((i for i in range(len(blocks) - 1, -1, -1) if _eligible(blocks[i].block)), None)
+        target = next((i for i in range(len(blocks) - 1, -1, -1) if cacheable(blocks[i].block)), None)
         if target is not None and all(p.index != target for p in client):
             client.append(Breakpoint(target, _ttl_of(top), "client"))
     client.sort(key=lambda p: p.index)
@@ -243,7 +205,7 @@ def plan_request(
     taken = {p.index for p in client}
     candidates: list[tuple[str, int]] = []
     tail = next((i for i in range(len(blocks) - 1, -1, -1)
-                 if blocks[i].section == "messages" and _eligible(blocks[i].block)), None)  # fmt: skip
+                 if blocks[i].section == "messages" and cacheable(blocks[i].block)), None)  # fmt: skip
     if tail is not None:
         candidates.append(("tail", tail))
         first_message = static_index + 1 if static_index is not None else 0
@@ -251,7 +213,7 @@ def plan_request(
         if frontier is not None:
             where = f"messages.{frontier}."
             spot = next((i for i in range(tail, first_message - 1, -1)
-                         if blocks[i].path.startswith(where) and _eligible(blocks[i].block)), None)  # fmt: skip
+                         if blocks[i].path.startswith(where) and cacheable(blocks[i].block)), None)  # fmt: skip
             if spot is not None and spot != tail:
                 candidates.append(("frontier", spot))
         if bridge is not None and lookback_positions(blocks, bridge, tail) > LOOKBACK_POSITIONS:
@@ -268,7 +230,7 @@ def plan_request(
             plan.skipped[kind] = "no free breakpoint slot"
         elif index in taken:
             plan.skipped[kind] = "the client has a breakpoint there"
-        elif cumulative[index] < price.min_cacheable_tokens:
+        elif not long_enough(cumulative[index], price.min_cacheable_tokens):
             plan.skipped[kind] = f"prefix below the model's minimum ({price.min_cacheable_tokens} tokens)"
         elif kind not in ("bridge", "frontier") and not allowed(kind):
             plan.skipped[kind] = "backed off: writes have not paid back"
@@ -478,6 +440,11 @@ class PromptCachePlanner:
         stats.skipped += 1
         return stats.skipped % self.settings.probe_every == 0
 
+    def believes_cached(self, scope: str, model: str, digest: bytes) -> bool:
+        """Whether the planner believes the prefix named ``digest`` (``prefix_digests``) is in ``scope``'s cache
+        for ``model`` now: its prediction, learnt from the usage of earlier replies."""
+        return self._live((scope, model, digest), self.clock())
+
     def _live(self, key: PromptKey, now: float) -> bool:
         entry = self._entries.get(key)
         return entry is not None and entry.expires_at > now
@@ -567,7 +534,7 @@ class PromptCachePlanner:
     def _fanout_key(self, plan: Plan, scope: str, model: str, price: ModelPrice) -> PromptKey | None:
         """The static prefix (tools + system) when a breakpoint writes it and it is long enough to cache."""
         index = plan.static_index
-        if index is None or plan.cumulative[index] < price.min_cacheable_tokens:
+        if index is None or not long_enough(plan.cumulative[index], price.min_cacheable_tokens):
             return None
         if not any(p.index == index for p in plan.breakpoints):
             return None
@@ -652,11 +619,17 @@ class PromptCachePlanner:
                     entry.expires_at = now + TTL_SECONDS[entry.ttl]
                 else:
                     self._remember(key, _Entry(family, kind, "5m", now, now + TTL_SECONDS["5m"]))
+            # The read also used the entries of the breakpoints inside it: refreshed at no cost, as the API does.
+            for point in plan.breakpoints:
+                if plan.cumulative[point.index] < read:
+                    inside = self._entries.get((scope, model, plan.digests[point.index]))
+                    if inside is not None and inside.expires_at > now:
+                        inside.expires_at = max(inside.expires_at, now + TTL_SECONDS[inside.ttl])
         if written:
             floor = read
             for point in plan.breakpoints:
                 tokens = plan.cumulative[point.index]
-                if tokens <= floor or tokens < price.min_cacheable_tokens:
+                if tokens <= floor or not long_enough(tokens, price.min_cacheable_tokens):
                     continue
                 kind = point.kind if point.kind != "client" else self._kind_at(plan, point.index)
                 stats = self.stats_for(family, kind)
