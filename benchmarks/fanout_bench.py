@@ -25,7 +25,7 @@ import orjson
 
 from clawback.config import PromptCacheSettings, Settings, SimulatorSettings
 from clawback.gateway.app import create_gateway_app
-from clawback.pricing import default_price_book
+from clawback.pricing import load_price_book
 from clawback.serving import BackgroundServer
 from clawback.storage.keys import KeyStore
 from clawback.upstream.simulator.app import create_simulator_app
@@ -41,7 +41,7 @@ async def replay(url: str, key: str, requests: list[dict[str, Any]], concurrency
 
 
 def run(fanout: bool, requests: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
-    book = default_price_book()
+    book = load_price_book()
     with (
         tempfile.TemporaryDirectory() as tmp,
         BackgroundServer(create_simulator_app(SimulatorSettings(ttft_ms=200))) as sim,

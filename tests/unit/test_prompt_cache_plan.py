@@ -89,7 +89,7 @@ def test_markable_blocks_are_the_sdk_block_params_that_take_cache_control() -> N
     import anthropic.types as sdk
     import anthropic.types.beta as sdk_beta
 
-    from clawback.pipeline.prompt_cache import MARKABLE_BLOCKS
+    from clawback.api.prompt_cache import MARKABLE_BLOCKS
     from tests.e2e.sdk_shapes import _members, _record, _strip
 
     takes: dict[str, bool] = {}

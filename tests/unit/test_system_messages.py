@@ -15,11 +15,11 @@ import pytest
 from clawback.api.errors import InvalidRequestError
 from clawback.api.gateway_checks import check_gateway_request
 from clawback.api.messages import validate_messages_request
+from clawback.api.prompt_cache import prefix_digests
 from clawback.api.usage import Usage
 from clawback.config import PruningSettings
 from clawback.pipeline import Pipeline, Reply, RequestContext
 from clawback.pipeline.exact_cache import cache_key
-from clawback.pipeline.prompt_cache import prefix_digests
 from clawback.pipeline.pruning import PruningStage
 from clawback.pricing import PriceBook
 from clawback.tokens import MESSAGE_OVERHEAD, count_request_tokens, estimate_text_tokens, prompt_blocks

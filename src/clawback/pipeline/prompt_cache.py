@@ -30,6 +30,16 @@ from typing import Any
 import orjson
 
 from clawback.api.messages import MAX_CACHE_BREAKPOINTS, count_cache_breakpoints, strip_cache_control
+from clawback.api.prompt_cache import (
+    LOOKBACK_POSITIONS,
+    TTL_SECONDS,
+    cacheable,
+    long_enough,
+    lookback_positions,
+    markable,
+    prefix_digests,
+    ttl_of,
+)
 from clawback.api.usage import Usage
 from clawback.config import PromptCacheSettings
 from clawback.pipeline.context import Reply, RequestContext
@@ -37,14 +47,10 @@ from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import ModelPrice, PriceBook
 from clawback.tokens import PromptBlock, prompt_blocks
 
-__all__ = ["MARKABLE_BLOCKS", "ChurnReport", "Plan", "PromptCachePlanner", "choose_ttl", "plan_request"]
+__all__ = ["ChurnReport", "Plan", "PromptCachePlanner", "choose_ttl", "plan_request"]
 
 log = logging.getLogger("clawback.prompt_cache")
 
-LOOKBACK_POSITIONS = 20
-TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
-_RUN_TYPES = frozenset({"tool_use", "tool_result"})
-_NOT_CACHEABLE = frozenset({"thinking", "redacted_thinking"})
 _VOLATILE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # uuid
     r"|\b(?:req|msg|run|trace|span|id)_[A-Za-z0-9]+"  # prefixed ids
@@ -81,69 +87,8 @@ class Plan:
 
 
 def _ttl_of(control: Any) -> str:
-    ttl = control.get("ttl", "5m") if isinstance(control, Mapping) else "5m"
-    return "1h" if ttl == "1h" else "5m"
-
-
-def _eligible(block: Mapping[str, Any]) -> bool:
-    kind = block.get("type")
-    if kind in _NOT_CACHEABLE:
-        return False
-    return not (kind == "text" and not block.get("text"))
-
-
-#: Message blocks the planner may put a marker on: the block params of the ``anthropic`` SDK (2.16) that have a
-#: ``cache_control`` field. A block of any other type (``fallback``, ``mcp_tool_listing``, one newer than this
-#: list) is left as the client sent it: a marker there could make the API refuse the request
-#: (``tests/unit/test_prompt_cache_plan.py`` checks the list against the installed SDK).
-MARKABLE_BLOCKS = frozenset({
-    "text", "image", "document", "search_result", "tool_use", "tool_result", "server_tool_use",
-    "web_search_tool_result", "web_fetch_tool_result", "code_execution_tool_result",
-    "bash_code_execution_tool_result", "text_editor_code_execution_tool_result", "tool_search_tool_result",
-    "container_upload", "mcp_tool_use", "mcp_tool_result", "advisor_tool_result", "compaction", "tool_addition",
-    "tool_removal",
-})  # fmt: skip
-
-
-def _markable(block: Mapping[str, Any]) -> bool:
-    """A message block the planner may add a ``cache_control`` marker to."""
-    return block.get("type") in MARKABLE_BLOCKS and _eligible(block)
-
-
-def _salts(body: Mapping[str, Any], blocks: Sequence[PromptBlock]) -> dict[str, bytes]:
-    """What invalidates the system / messages levels without changing their blocks (the docs' table)."""
-    output_config = body.get("output_config")
-    effort = output_config.get("effort") if isinstance(output_config, Mapping) else None
-    has_image = any(pb.block.get("type") == "image" for pb in blocks)
-    system = [body.get("speed")]
-    messages = [*system, body.get("tool_choice"), body.get("thinking"), effort, has_image]
-    return {"tools": b"", "system": orjson.dumps(system, default=str), "messages": orjson.dumps(messages, default=str)}
-
-
-def prefix_digests(body: Mapping[str, Any], blocks: Sequence[PromptBlock]) -> list[bytes]:
-    """``digests[i]`` names the prefix of blocks ``0..i`` as the cache sees it (markers excluded)."""
-    salts = _salts(body, blocks)
-    hasher = hashlib.blake2b(digest_size=16)
-    out: list[bytes] = []
-    for pb in blocks:
-        hasher.update(salts[pb.section])
-        hasher.update(
-            orjson.dumps([pb.section, pb.role, pb.first_in_message, strip_cache_control(pb.block)], default=str)
-            + pb.message_fields
-        )
-        hasher.update(b"\x00")
-        out.append(hasher.copy().digest())
-    return out
-
-
-def lookback_positions(blocks: Sequence[PromptBlock], earlier: int, start: int) -> int:
-    """Positions the lookback from ``start`` walks to reach ``earlier`` (``start`` itself is position 1)."""
-    positions = 1
-    for i in range(start - 1, earlier - 1, -1):
-        kind = blocks[i].block.get("type")
-        if not (kind in _RUN_TYPES and blocks[i + 1].block.get("type") == kind):
-            positions += 1
-    return positions
+    # Unlike the simulator, never refuse: a TTL the API does not know is the API's to reject; plan it as the default.
+    return ttl_of(control) or "5m"
 
 
 def choose_ttl(intervals: Sequence[float], price: ModelPrice) -> str:
@@ -242,11 +187,11 @@ def plan_request(
         digests = prefix_digests(body, blocks)
     client: list[Breakpoint] = [
         Breakpoint(i, _ttl_of(pb.block["cache_control"]), "client") for i, pb in enumerate(blocks)
-        if pb.block.get("cache_control") and _eligible(pb.block)
+        if pb.block.get("cache_control") and cacheable(pb.block)
     ]  # fmt: skip
     top = body.get("cache_control")
     if top:
-        target = next((i for i in range(len(blocks) - 1, -1, -1) if _eligible(blocks[i].block)), None)
+        target = next((i for i in range(len(blocks) - 1, -1, -1) if cacheable(blocks[i].block)), None)
         if target is not None and all(p.index != target for p in client):
             client.append(Breakpoint(target, _ttl_of(top), "client"))
     client.sort(key=lambda p: p.index)
@@ -261,16 +206,16 @@ def plan_request(
     taken = {p.index for p in client}
     candidates: list[tuple[str, int]] = []
     tail = next((i for i in range(len(blocks) - 1, -1, -1)
-                 if blocks[i].section == "messages" and _markable(blocks[i].block)), None)  # fmt: skip
+                 if blocks[i].section == "messages" and markable(blocks[i].block)), None)  # fmt: skip
     if tail is not None:
         candidates.append(("tail", tail))
         first_message = static_index + 1 if static_index is not None else 0
         bridge = next((i for i in range(tail - 1, first_message - 1, -1)
-                       if known(i, digests[i]) and _markable(blocks[i].block)), None)  # fmt: skip
+                       if known(i, digests[i]) and markable(blocks[i].block)), None)  # fmt: skip
         if frontier is not None:
             where = f"messages.{frontier}."
             spot = next((i for i in range(tail, first_message - 1, -1)
-                         if blocks[i].path.startswith(where) and _markable(blocks[i].block)), None)  # fmt: skip
+                         if blocks[i].path.startswith(where) and markable(blocks[i].block)), None)  # fmt: skip
             if spot is not None and spot != tail:
                 candidates.append(("frontier", spot))
         if bridge is not None and lookback_positions(blocks, bridge, tail) > LOOKBACK_POSITIONS:
@@ -287,7 +232,7 @@ def plan_request(
             plan.skipped[kind] = "no free breakpoint slot"
         elif index in taken:
             plan.skipped[kind] = "the client has a breakpoint there"
-        elif cumulative[index] < price.min_cacheable_tokens:
+        elif not long_enough(cumulative[index], price.min_cacheable_tokens):
             plan.skipped[kind] = f"prefix below the model's minimum ({price.min_cacheable_tokens} tokens)"
         elif kind not in ("bridge", "frontier") and not allowed(kind):
             plan.skipped[kind] = "backed off: writes have not paid back"
@@ -497,6 +442,11 @@ class PromptCachePlanner:
         stats.skipped += 1
         return stats.skipped % self.settings.probe_every == 0
 
+    def believes_cached(self, scope: str, model: str, digest: bytes) -> bool:
+        """Whether the planner believes the prefix named ``digest`` (``prefix_digests``) is in ``scope``'s cache
+        for ``model`` now: its prediction, learnt from the usage of earlier replies."""
+        return self._live((scope, model, digest), self.clock())
+
     def _live(self, key: PromptKey, now: float) -> bool:
         entry = self._entries.get(key)
         return entry is not None and entry.expires_at > now
@@ -586,7 +536,7 @@ class PromptCachePlanner:
     def _fanout_key(self, plan: Plan, scope: str, model: str, price: ModelPrice) -> PromptKey | None:
         """The static prefix (tools + system) when a breakpoint writes it and it is long enough to cache."""
         index = plan.static_index
-        if index is None or plan.cumulative[index] < price.min_cacheable_tokens:
+        if index is None or not long_enough(plan.cumulative[index], price.min_cacheable_tokens):
             return None
         if not any(p.index == index for p in plan.breakpoints):
             return None
@@ -671,11 +621,17 @@ class PromptCachePlanner:
                     entry.expires_at = now + TTL_SECONDS[entry.ttl]
                 else:
                     self._remember(key, _Entry(family, kind, "5m", now, now + TTL_SECONDS["5m"]))
+            # The read also used the entries of the breakpoints inside it: refreshed at no cost, as the API does.
+            for point in plan.breakpoints:
+                if plan.cumulative[point.index] < read:
+                    inside = self._entries.get((scope, model, plan.digests[point.index]))
+                    if inside is not None and inside.expires_at > now:
+                        inside.expires_at = max(inside.expires_at, now + TTL_SECONDS[inside.ttl])
         if written:
             floor = read
             for point in plan.breakpoints:
                 tokens = plan.cumulative[point.index]
-                if tokens <= floor or tokens < price.min_cacheable_tokens:
+                if tokens <= floor or not long_enough(tokens, price.min_cacheable_tokens):
                     continue
                 kind = point.kind if point.kind != "client" else self._kind_at(plan, point.index)
                 stats = self.stats_for(family, kind)

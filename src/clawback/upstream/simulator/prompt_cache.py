@@ -1,7 +1,9 @@
 """The simulator's model of Anthropic prompt caching: what a request reads, writes and pays.
 
 Faithful to https://platform.claude.com/docs/en/build-with-claude/prompt-caching (read 2026-11); each rule
-below names the passage it implements.
+below names the passage it implements. The rules both this module and the planner apply (TTLs, lookback, what
+can be cached, minimum length, prefix digests) are ``clawback.api.prompt_cache``; what only the simulator does
+is refuse what the API refuses (400s on TTLs, order, empty text, more than 4 breakpoints) and keep the entries.
 
 * Breakpoints. A block with ``cache_control`` (tools, system blocks, message content blocks, in the prefix order
   ``tools`` -> ``system`` -> ``messages``) is a breakpoint. A top-level ``cache_control`` is *automatic caching*:
@@ -53,28 +55,30 @@ and swept when the table is full; beyond ``max_entries`` the entries closest to 
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from clawback.api.errors import InvalidRequestError
-from clawback.api.messages import MAX_CACHE_BREAKPOINTS, count_cache_breakpoints, strip_cache_control
+from clawback.api.messages import MAX_CACHE_BREAKPOINTS, count_cache_breakpoints
+from clawback.api.prompt_cache import (
+    LOOKBACK_POSITIONS,
+    TTL_SECONDS,
+    cacheable,
+    long_enough,
+    new_position,
+    prefix_digests,
+    ttl_of,
+)
 from clawback.api.usage import Usage
 from clawback.tokens import PromptBlock, prompt_blocks
 
-__all__ = ["LOOKBACK_POSITIONS", "TTL_SECONDS", "CacheAccount", "PromptCache"]
+__all__ = ["CacheAccount", "PromptCache"]
 
-TTL_SECONDS: dict[str, float] = {"5m": 300.0, "1h": 3600.0}
-LOOKBACK_POSITIONS = 20
 DEFAULT_MAX_ENTRIES = 100_000
 
-_RUN_TYPES = frozenset({"tool_use", "tool_result"})
-_NOT_AUTO_ELIGIBLE = frozenset({"thinking", "redacted_thinking"})
 _TTL_ORDER_MESSAGE = (
     "a ttl='1h' cache_control block must not come after a ttl='5m' cache_control block. "
     "Note that blocks are processed in the following order: `tools`, `system`, `messages`."
@@ -120,10 +124,10 @@ class _Breakpoint:
 
 
 def _ttl_of(control: Any, path: str) -> str:
-    ttl = control.get("ttl", "5m") if isinstance(control, Mapping) else "5m"
-    if ttl not in TTL_SECONDS:
+    ttl = ttl_of(control)
+    if ttl is None:  # the API's 400 (the planner, which must never refuse, plans such a marker as "5m")
         raise InvalidRequestError(f"{path}.ttl: Input should be '5m' or '1h'")
-    return str(ttl)
+    return ttl
 
 
 def _is_empty_text(block: Mapping[str, Any]) -> bool:
@@ -145,18 +149,14 @@ def _breakpoints(body: Mapping[str, Any], blocks: Sequence[PromptBlock]) -> list
         ttl = _ttl_of(control, f"{pb.path}.cache_control")
         if _is_empty_text(pb.block):
             raise InvalidRequestError(f"{pb.path}.text: cache_control cannot be set for empty text blocks")
-        if pb.block.get("type") in _NOT_AUTO_ELIGIBLE:
+        if not cacheable(pb.block):
             continue  # "Thinking blocks cannot be cached directly with cache_control": no entry written there
         points.append(_Breakpoint(index, ttl, f"{pb.path}.cache_control.ttl"))
     top = body.get("cache_control")
     if top:
         ttl = _ttl_of(top, "cache_control")
         target = next(
-            (
-                i
-                for i in range(len(blocks) - 1, -1, -1)
-                if blocks[i].block.get("type") not in _NOT_AUTO_ELIGIBLE and not _is_empty_text(blocks[i].block)
-            ),
+            (i for i in range(len(blocks) - 1, -1, -1) if cacheable(blocks[i].block)),
             None,
         )
         if target is not None:
@@ -176,41 +176,6 @@ def _breakpoints(body: Mapping[str, Any], blocks: Sequence[PromptBlock]) -> list
         elif seen_5m:
             raise InvalidRequestError(f"{point.path}: {_TTL_ORDER_MESSAGE}")
     return points
-
-
-def _has_image(blocks: Sequence[PromptBlock]) -> bool:
-    for pb in blocks:
-        if pb.block.get("type") == "image":
-            return True
-        content = pb.block.get("content")
-        if isinstance(content, list) and any(isinstance(c, Mapping) and c.get("type") == "image" for c in content):
-            return True
-    return False
-
-
-def _section_salts(body: Mapping[str, Any], blocks: Sequence[PromptBlock]) -> dict[str, bytes]:
-    """What the docs say invalidates the system / messages levels without changing their blocks."""
-    output_config = body.get("output_config")
-    effort = output_config.get("effort") if isinstance(output_config, Mapping) else None
-    system = [body.get("speed")]
-    messages = [*system, body.get("tool_choice"), body.get("thinking"), effort, _has_image(blocks)]
-    return {"tools": b"", "system": orjson.dumps(system, default=str), "messages": orjson.dumps(messages, default=str)}
-
-
-def _prefix_digests(body: Mapping[str, Any], blocks: Sequence[PromptBlock], upto: int) -> list[bytes]:
-    """``digests[i]`` identifies the prefix of blocks ``0..i`` (cumulative hash), for ``i <= upto``."""
-    salts = _section_salts(body, blocks)
-    hasher = hashlib.blake2b(digest_size=16)
-    digests: list[bytes] = []
-    for pb in blocks[: upto + 1]:
-        hasher.update(salts[pb.section])
-        hasher.update(
-            orjson.dumps([pb.section, pb.role, pb.first_in_message, strip_cache_control(pb.block)], default=str)
-            + pb.message_fields,
-        )
-        hasher.update(b"\x00")
-        digests.append(hasher.copy().digest())
-    return digests
 
 
 class PromptCache:
@@ -258,21 +223,21 @@ class PromptCache:
             running += pb.tokens
             cumulative.append(running)
         model = str(body.get("model", ""))
-        digests = _prefix_digests(body, blocks, points[-1].index)
+        digests = prefix_digests(body, blocks, points[-1].index)
 
         def key(i: int) -> _Key:
             return (workspace, model, digests[i])
 
         hit: int | None = None
         for point in points:
-            if cumulative[point.index] < min_cacheable_tokens:
+            if not long_enough(cumulative[point.index], min_cacheable_tokens):
                 continue
             found = self._lookback(blocks, point.index, key, now)
             if found is not None and (hit is None or found > hit):
                 hit = found
         read = cumulative[hit] if hit is not None else 0
-        cacheable = [p for p in points if cumulative[p.index] >= min_cacheable_tokens]
-        after_hit = [p for p in cacheable if hit is None or p.index > hit]
+        written = [p for p in points if long_enough(cumulative[p.index], min_cacheable_tokens)]
+        after_hit = [p for p in written if hit is None or p.index > hit]
         b_tokens = max((cumulative[p.index] for p in after_hit if p.ttl == "1h"), default=read)
         c_tokens = max(cumulative[after_hit[-1].index], b_tokens) if after_hit else read
         usage = Usage(
@@ -282,7 +247,7 @@ class PromptCache:
             cache_write_5m_input_tokens=c_tokens - b_tokens,
         )
         writes: list[PendingWrite] = []
-        for point in cacheable:
+        for point in written:
             entry = self._live(key(point.index), now)
             if hit is not None and point.index <= hit and entry is not None:
                 entry.expires_at = max(entry.expires_at, now + entry.ttl)  # used: refreshed for free
@@ -307,12 +272,10 @@ class PromptCache:
         """The last block index at or before ``start`` whose prefix is cached, within the lookback window."""
         positions = 1
         for i in range(start, -1, -1):
-            if i < start:
-                kind = blocks[i].block.get("type")
-                if not (kind in _RUN_TYPES and blocks[i + 1].block.get("type") == kind):
-                    positions += 1
-                    if positions > LOOKBACK_POSITIONS:
-                        return None
+            if i < start and new_position(blocks, i):
+                positions += 1
+                if positions > LOOKBACK_POSITIONS:
+                    return None
             if self._live(key(i), now) is not None:
                 return i
         return None
