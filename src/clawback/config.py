@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 __all__ = [
+    "BudgetSettings",
     "ConfigError",
     "ExactCacheSettings",
     "GatewaySettings",
@@ -233,6 +234,56 @@ class PruningSettings(PruningPolicy):
     summary_ttl_s: float = Field(7 * 86400.0, gt=0, description="How long Redis keeps a summary")
 
 
+def _timezone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("not an IANA time zone (e.g. UTC, Europe/Paris, America/New_York)") from None
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_timezone)]
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL (a Slack incoming webhook, say)")
+    return value
+
+
+class BudgetSettings(_Section):
+    """Token budgets (issue 13); see ``clawback.pipeline.budget``. Budgets themselves live in the ledger's
+    database (``clawback budgets create``); this section says how they are enforced."""
+
+    enabled: bool = Field(True, description="Enforce the budgets defined in the ledger database")
+    backend: Literal["memory", "redis"] = Field(
+        "memory", description="Where the counters live; 'redis' shares them between gateway replicas"
+    )
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field("clawback:budget:", description="Prefix of every Redis key the counters write")
+    redis_timeout_s: float = Field(0.25, gt=0, description="Per command; slower counts as the store unreachable")
+    lease_s: float = Field(30.0, ge=1, description="A reservation not renewed for this long is released")
+    max_wait_s: float = Field(
+        10.0, ge=0, description="A request held back only by other requests' reservations waits this long"
+    )
+    estimate_margin: float = Field(
+        0.1, ge=0, le=10, description="Added to the estimated input tokens of the worst case (0.1 = +10 %)"
+    )
+    refresh_s: float = Field(1.0, gt=0, description="How often definitions and overrides are re-read")
+    reconcile_interval_s: float = Field(60.0, gt=0, description="How often counters are compared with the ledger")
+    timezone: TimeZoneName = Field("UTC", description="Calendar windows' time zone unless a budget sets its own")
+    webhook_url: Annotated[str | None, AfterValidator(_http_url)] = Field(
+        None, description="Alerts are POSTed here (Slack-compatible payload); unset: log and /metrics only"
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    webhook_attempts: int = Field(5, ge=1, description="Deliveries tried per alert, with exponential backoff")
+    forecast_min_elapsed: float = Field(
+        0.1, ge=0, le=1, description="Share of a window that must have passed before a forecast alert may fire"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLAWBACK_",
@@ -249,6 +300,7 @@ class Settings(BaseSettings):
     pruning: PruningSettings = PruningSettings()
     prompt_cache: PromptCacheSettings = PromptCacheSettings()
     exact_cache: ExactCacheSettings = ExactCacheSettings()
+    budgets: BudgetSettings = BudgetSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -539,6 +539,32 @@ class PriceBook:
             output=amount(usage.output_tokens, rates.output),
         )
 
+    def worst_case(
+        self,
+        model: str,
+        input_tokens: int,
+        max_tokens: int,
+        *,
+        inference_geo: str | None = None,
+        speed: str | None = None,
+    ) -> Cost:
+        """The most one request can be billed: every prompt token at the dearest prompt rate (uncached input,
+        a 5-minute or a 1-hour cache write, whichever the model prices highest) and ``max_tokens`` of output.
+
+        Budgets reserve this before a call leaves (``clawback.pipeline.budget``). Cache reads are cheaper than
+        every other prompt rate, so a request that reads the cache costs less; a prompt above a long-context
+        threshold is priced at the tier's rates even without the beta header (the dearer assumption).
+        """
+        candidates = (
+            Usage(input_tokens=input_tokens, output_tokens=max_tokens),
+            Usage(cache_write_5m_input_tokens=input_tokens, output_tokens=max_tokens),
+            Usage(cache_write_1h_input_tokens=input_tokens, output_tokens=max_tokens),
+        )
+        costs = [
+            self.cost(model, usage, inference_geo=inference_geo, speed=speed, long_context=True) for usage in candidates
+        ]
+        return max(costs, key=lambda cost: cost.total)
+
     def _rates(self, price: ModelPrice, usage: Usage, *, speed: str | None, long_context: bool) -> Rates:
         if speed is not None and speed != "standard":
             if speed == "fast" and price.fast is not None:

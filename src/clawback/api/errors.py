@@ -19,6 +19,8 @@ __all__ = [
     "ApiTimeoutError",
     "AuthenticationError",
     "BillingError",
+    "BudgetExceededError",
+    "BudgetUnavailableError",
     "ConflictError",
     "InvalidRequestError",
     "NotFoundError",
@@ -110,6 +112,32 @@ class RequestTooLargeError(ApiError):
 
 class RateLimitError(ApiError):
     error_type = "rate_limit_error"
+
+
+class BudgetExceededError(RateLimitError):
+    """A clawback budget refused the request: 429 ``rate_limit_error``, as the API's own spend limit does.
+
+    ``x-should-retry: false`` because retrying cannot help before the window resets, and the SDKs (and Claude
+    Code) otherwise retry every 429; no ``retry-after`` for the same reason (the API omits it on spend caps).
+    """
+
+    def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message, headers={"x-should-retry": "false"})
+        self.details = dict(details or {})
+
+    def body(self, request_id: str | None = None) -> dict[str, Any]:
+        body = super().body(request_id)
+        body["error"]["details"] = {"error_code": "clawback_budget_exceeded", **self.details}
+        return body
+
+
+class BudgetUnavailableError(ApiError):
+    """The budget counters cannot be reached and a budget says fail closed: 503, worth retrying shortly."""
+
+    error_type = "api_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=503, headers={"x-should-retry": "true", "retry-after": "1"})
 
 
 class ServerError(ApiError):

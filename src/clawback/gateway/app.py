@@ -20,7 +20,7 @@ from clawback.api.errors import ApiError, error_body
 from clawback.asgi import ClientGone, RelayResponse, read_body, send_response
 from clawback.config import Settings
 from clawback.front.intake import PIPELINE_PATHS
-from clawback.gateway import admin, routes
+from clawback.gateway import admin, budget_admin, routes
 from clawback.gateway.process import Gateway, resolve_upstream
 from clawback.pipeline.context import new_request_id
 from clawback.pricing import PriceBook
@@ -106,7 +106,9 @@ def create_gateway_app(settings: Settings, price_book: PriceBook | None = None) 
             await gateway.aclose()
 
     router = Starlette(
-        routes=[*routes.routes, *admin.routes], exception_handlers=routes.exception_handlers, lifespan=lifespan
+        routes=[*routes.routes, *admin.routes, *budget_admin.routes],
+        exception_handlers=routes.exception_handlers,
+        lifespan=lifespan,
     )
     router.state.gateway = gateway
     return GatewayApp(gateway, router)

@@ -92,7 +92,9 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(gateway_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    gateway = gateway_of(request)
+    extra = b"".join(stage.render_metrics() for stage in gateway.pipeline.metric_exporters())
+    return Response(gateway.metrics.render() + extra, media_type=CONTENT_TYPE_LATEST)
 
 
 async def not_found(request: Request, exc: Exception) -> Response:

@@ -2,14 +2,15 @@
 
 The order (``docs/architecture.md``): ledger (outermost: it sees what the caller sent and got) → flags → budget → exact
 cache → semantic cache → pruning → prompt-cache planner → coalesce → dispatch (the terminal upstream call).
-Built today: ledger, exact cache, pruning, prompt-cache planner (its cache-aware fan-out is the coalescing of
-requests that share a new prefix); flags, budget, semantic cache and dispatch beyond the plain upstream call
-come with their own issues.
+Built today: ledger, budget, exact cache, pruning, prompt-cache planner (its cache-aware fan-out is the
+coalescing of requests that share a new prefix); flags, semantic cache and dispatch beyond the plain upstream
+call come with their own issues.
 """
 
 from __future__ import annotations
 
 from clawback.config import Settings
+from clawback.pipeline.budget import BudgetStage
 from clawback.pipeline.exact_cache import ExactCacheStage
 from clawback.pipeline.ledger import LedgerStage, RecordSink
 from clawback.pipeline.prompt_cache import PromptCachePlanner
@@ -24,6 +25,8 @@ def build_pipeline(
     settings: Settings, *, price_book: PriceBook, sinks: list[RecordSink], terminal: CallNext
 ) -> Pipeline:
     stages: list[Stage] = [LedgerStage(price_book, sinks)]
+    if settings.budgets.enabled:  # right inside the ledger (it records the decision), outside the caches
+        stages.append(BudgetStage(settings.budgets, price_book, settings.ledger.url))
     if settings.exact_cache.enabled:  # after flags and budget, before semantic cache and pruning
         stages.append(ExactCacheStage(settings.exact_cache, price_book))
     if settings.pruning.enabled or settings.pruning.overrides:  # after the caches, before the planner

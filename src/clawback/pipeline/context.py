@@ -88,6 +88,8 @@ class RequestContext:
     """Set by pruning: the index of the last message whose prefix stays byte-identical until the next
     compaction point; the prompt-cache planner keeps a breakpoint there so a compaction rewrites only after it."""
     upstream_auth: dict[str, str] = field(default_factory=dict)
+    budget_status: str | None = None
+    """Set by the budget stage: reserved, downgraded, refused, fail_open or fail_closed (the ledger records it)."""
     original_body: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -19,9 +19,19 @@ from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import PriceBook
 from clawback.storage.ledger import LedgerRecord
 
-__all__ = ["LedgerStage", "RecordSink"]
+__all__ = ["LedgerStage", "RecordSink", "booked_cost"]
 
 RecordSink = Callable[[LedgerRecord], None]
+
+
+def booked_cost(price_book: PriceBook, ctx: RequestContext, usage: Usage) -> int:
+    """The micro-dollars the ledger books for ``ctx`` given its final ``usage`` (budgets settle to this)."""
+    if ctx.endpoint != "messages" or not ctx.model:
+        return 0
+    request = ctx.request
+    return price_book.cost(
+        ctx.model, usage, batch=False, inference_geo=request.inference_geo, speed=request.speed
+    ).micro_usd
 
 
 class LedgerStage:
@@ -71,15 +81,7 @@ class LedgerStage:
     ) -> None:
         elapsed = time.monotonic() - ctx.started
         started_at = datetime.fromtimestamp(ctx.started_wall, UTC)
-        cost = 0
-        if ctx.endpoint == "messages" and ctx.model:
-            cost = self.price_book.cost(
-                ctx.model,
-                usage,
-                batch=False,
-                inference_geo=ctx.request.inference_geo,
-                speed=ctx.request.speed,
-            ).micro_usd
+        cost = booked_cost(self.price_book, ctx, usage)
         tenant = ctx.tenant
         record = LedgerRecord(
             request_id=ctx.request_id,
@@ -109,6 +111,7 @@ class LedgerStage:
             savings_micro_usd=dict(ctx.savings.by_stage),
             cache_status=ctx.cache_status,
             upstream_request_id=upstream_request_id,
+            budget_status=ctx.budget_status,
         )
         for sink in self.sinks:
             sink(record)

@@ -14,7 +14,9 @@ What a stage may rely on, and what it owes:
   outwards, so inner stages add theirs first, and the ledger, the outermost stage (``build.py``), records last,
   after every stage below has booked its saving.
 * A stage that offers an admin operation says so by implementing ``Invalidates`` or ``Reports``; the admin
-  routes find it by that type (``Pipeline.invalidators``, ``Pipeline.reporters``), never by its name.
+  routes find it by that type (``Pipeline.invalidators``, ``Pipeline.reporters``), never by its name. A stage
+  with Prometheus series of its own implements ``ExportsMetrics`` (``/metrics`` renders them after the
+  gateway's).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from clawback.pipeline.context import Reply, RequestContext
 __all__ = [
     "CallNext",
     "Chain",
+    "ExportsMetrics",
     "Invalidates",
     "Pipeline",
     "Reports",
@@ -84,6 +87,15 @@ class Reports(Protocol):
     def report(self) -> dict[str, Any]: ...
 
 
+@runtime_checkable
+class ExportsMetrics(Protocol):
+    """A stage with Prometheus series of its own (its own registry), rendered on ``/metrics``."""
+
+    name: str
+
+    def render_metrics(self) -> bytes: ...
+
+
 class Pipeline:
     """Stages in order, ending in a terminal handler (the upstream call)."""
 
@@ -118,6 +130,10 @@ class Pipeline:
     def reporters(self) -> list[Reports]:
         """The stages that offer ``Reports``, outermost first."""
         return [stage for stage in self.stages if isinstance(stage, Reports)]
+
+    def metric_exporters(self) -> list[ExportsMetrics]:
+        """The stages that offer ``ExportsMetrics``, outermost first."""
+        return [stage for stage in self.stages if isinstance(stage, ExportsMetrics)]
 
     async def aclose(self) -> None:
         """Close every stage, outermost first."""

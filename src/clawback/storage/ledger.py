@@ -112,6 +112,8 @@ class LedgerRecord:
     savings_micro_usd: dict[str, int] = field(default_factory=dict)
     cache_status: str | None = None
     upstream_request_id: str | None = None
+    budget_status: str | None = None
+    """What the budget stage decided: reserved, downgraded, refused, fail_open, fail_closed (None: no budget)."""
 
     def __post_init__(self) -> None:
         # Refuse naive timestamps here, on the caller's stack, rather than in the writer thread later.
@@ -150,7 +152,7 @@ _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(LedgerRecord))
 
 # ON CONFLICT on request_id only: "INSERT OR IGNORE" would also swallow NOT NULL violations, silently.
 _SQLITE_ROW = f"({', '.join('?' for _ in _FIELD_NAMES)})"
-#: Rows per multi-row INSERT: 29 columns x 300 rows stays under SQLite's 32,766 bound variables.
+#: Rows per multi-row INSERT: 30 columns x 300 rows stays under SQLite's 32,766 bound variables.
 _SQLITE_ROWS_PER_STATEMENT = 300
 
 

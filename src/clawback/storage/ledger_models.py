@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["NAMING_CONVENTION", "Base", "JsonType", "LedgerRow", "UTCDateTime"]
+__all__ = ["NAMING_CONVENTION", "Base", "BigIdType", "JsonType", "LedgerRow", "UTCDateTime"]
 
 #: Deterministic constraint names, so that migrations can later drop or alter them by name on every backend.
 NAMING_CONVENTION = {
@@ -101,3 +101,4 @@ class LedgerRow(Base):
     cache_status: Mapped[str | None] = mapped_column(String)
     upstream_request_id: Mapped[str | None] = mapped_column(String)
     batch: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    budget_status: Mapped[str | None] = mapped_column(String)
