@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from clawback.cli.bench import bench_app
+from clawback.cli.budgets import budgets_app
 from clawback.cli.cache import cache_app
 from clawback.cli.demo import demo
 from clawback.cli.eval import eval_app
@@ -25,6 +26,7 @@ app.command()(version)
 app.command()(simulate)
 app.command()(serve)
 app.add_typer(keys_app, name="keys")
+app.add_typer(budgets_app, name="budgets")
 app.add_typer(pricing_app, name="pricing")
 app.add_typer(cache_app, name="cache")
 app.add_typer(bench_app, name="bench")
