@@ -1,4 +1,5 @@
-"""``clawback bench savings``: what each optimization saves on the reference workloads."""
+"""``clawback bench savings``: what each optimization saves on the reference workloads; ``clawback bench budgets``:
+budgets under concurrent load across replicas."""
 
 from __future__ import annotations
 
@@ -59,3 +60,56 @@ def bench_savings(
 ) -> None:
     """Replay workloads through the simulator: baseline, full pipeline, each optimization alone."""
     savings_command(settings_or_exit(config), workload, json_output=json_output, seed=seed, scale=scale)
+
+
+@bench_app.command("budgets")
+def bench_budgets(
+    replicas: Annotated[int, typer.Option(help="Gateway processes sharing Redis and PostgreSQL", min=1)] = 4,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once", min=1)] = 200,
+    requests: Annotated[int, typer.Option(help="Requests in the load phase", min=1)] = 1000,
+    budget_usd: Annotated[str, typer.Option("--budget-usd", help="The budget the load runs against")] = "0.60",
+    lease_s: Annotated[float, typer.Option("--lease", help="Reservation lease (the crash phase waits on it)")] = 5.0,
+    database_url: Annotated[
+        str, typer.Option(help="A PostgreSQL maintenance database; the bench creates and drops its own")
+    ] = "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    redis_url: Annotated[str, typer.Option(help="The Redis the replicas share (keys under a prefix of the run)")] = (
+        "redis://127.0.0.1:6379/0"
+    ),
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line")] = False,
+) -> None:
+    """Budgets under concurrent load across gateway replicas: overshoot, false refusals, counter vs ledger,
+    alert latency, override expiry, a crashed replica's reservations."""
+    from clawback.bench.budgets import BudgetBenchConfig, run_budget_bench
+
+    out = wide_console()
+    err = Console(stderr=True)
+    config = BudgetBenchConfig(replicas=replicas, concurrency=concurrency, requests=requests, budget_usd=budget_usd,
+                               lease_s=lease_s, database_url=database_url, redis_url=redis_url)  # fmt: skip
+    report = run_budget_bench(config, log=lambda line: err.print(line, highlight=False))
+    checks = {
+        "overshoot_usd == 0": report["overshoot_usd"] == 0,
+        "refused_while_budget_left == 0": report["refused_while_budget_left"] == 0,
+        "counter_vs_ledger_usd == 0": report["counter_vs_ledger_micro_usd"] == 0,
+        "alert_latency_s <= 30": report["alert_latency_s"] is not None and report["alert_latency_s"] <= 30,
+        "override expired on time (< 1 s late, nothing let through after)": report["override_expiry_late_s"] is not None
+        and report["override_expiry_late_s"] < 1.0
+        and report["override_allowed_after_expiry"] == 0,
+        "crashed replica released within its lease": report["crash_released_after_s"] is not None
+        and report["crash_released_after_s"] <= report["lease_s"] + 0.5,
+    }
+    out.print(
+        f"budget ${report['budget_usd']}: ledger spend ${report['ledger_spend_usd']:.6f}, overshoot "
+        f"${report['overshoot_usd']}, {report['refused']} refused ({report['refused_while_budget_left']} while the "
+        f"worst case fitted), counter - ledger ${report['counter_vs_ledger_usd']}, alert latency "
+        f"{report['alert_latency_s']} s, override {report['override_expiry_late_s']} s late, crashed replica's "
+        f"{report['crash_reservations_held']} reservations released after {report['crash_released_after_s']} s "
+        f"(lease {report['lease_s']} s); outcomes {report['outcomes']}; {report['load_seconds']} s of load",
+        highlight=False,
+    )
+    for name, ok in checks.items():
+        out.print(f"  {'ok  ' if ok else 'FAIL'} {name}", highlight=False)
+    report["checks"] = checks
+    if json_output:
+        print(orjson.dumps(report).decode(), flush=True)
+    if not all(checks.values()):
+        raise typer.Exit(1)

@@ -18,8 +18,8 @@ For each request on ``/v1/messages``:
    * the store unreachable: refused with a 503 if any applicable budget fails closed, else let through
      (``fail_open``, counted in ``/metrics``); either way the ledger row says so.
 3. After the call: settled to ``booked_cost`` (what the ledger books: nothing for an error or a cache hit,
-   what the upstream billed so far for a client disconnect); released if the call raised. A settle that
-   cannot reach the store is retried in the background until it can.
+   what the upstream billed so far for a client disconnect), right after the ledger stage has booked it;
+   released if the call raised. A settle that cannot reach the store is retried in the background.
 4. Reservations are leases (``budgets.lease_s``), renewed every third of a lease while the call runs, so a
    gateway that dies strands its reservations for at most one lease.
 
@@ -137,25 +137,33 @@ class BudgetStage:
     # -- definitions
 
     async def budgets(self) -> list[Budget]:
-        """The current definitions (a snapshot at most ``refresh_s`` old; the first call waits for it)."""
-        if self._loaded_at == float("-inf"):  # never read, or changed by this process: wait for it
+        """The current definitions: a snapshot a background task re-reads every ``refresh_s``. A request never
+        runs on an older one: when the snapshot is older than that (never read, changed by this process, or the
+        refresher late), the request waits for a fresh read, so a budget created on another replica applies
+        here within ``refresh_s`` even to the first request after a quiet spell."""
+        if self._reload is None or self._reload.done():
+            self._reload = self._spawn(self._refresh())
+        if time.monotonic() - self._loaded_at > self.settings.refresh_s * 1.5:
             if self._first_load is None:
                 self._first_load = asyncio.Lock()
             async with self._first_load:
-                if self._loaded_at == float("-inf"):
+                if time.monotonic() - self._loaded_at > self.settings.refresh_s * 1.5:
                     await self._load()
-        elif time.monotonic() - self._loaded_at > self.settings.refresh_s and (
-            self._reload is None or self._reload.done()
-        ):
-            self._reload = self._spawn(self._load())
         return self._budgets
 
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.settings.refresh_s - (time.monotonic() - self._loaded_at), 0.01))
+            if time.monotonic() - self._loaded_at >= self.settings.refresh_s:
+                await self._load()
+
     async def _load(self) -> None:
+        started = time.monotonic()
         try:
             self._budgets = await asyncio.to_thread(self.store.budgets, datetime.now(UTC))
         except Exception as exc:  # the database is down: keep enforcing what we knew
             log.warning("budgets: cannot read the definitions (%s); keeping the last ones", exc)
-        self._loaded_at = time.monotonic()
+        self._loaded_at = started  # the snapshot is as old as the moment the read began
 
     def invalidate(self) -> None:
         """After an admin change in this process: the next request waits for the definitions to be re-read
@@ -189,8 +197,10 @@ class BudgetStage:
             raise
         if decision.header is not None:
             reply.headers.append(("x-clawback-budget", decision.header))
+        # Settled on a task, which runs once this request has been handed back to the ledger stage: the counter
+        # never counts a cost before the ledger has booked it (so a refusal is always justified by booked spend).
         if reply.stream is None:
-            await self._settle(ctx, held, reply.usage)
+            self._spawn_settle(ctx, held, reply)
         else:
             reply.on_close(lambda done: self._spawn_settle(ctx, held, done))
         return reply
@@ -455,6 +465,10 @@ class BudgetStage:
         return generate_latest(self.metrics.registry)
 
     async def aclose(self) -> None:
+        if self._reload is not None:
+            self._reload.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reload
         if self._background is not None:
             self._background.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
