@@ -263,7 +263,9 @@ class BudgetSettings(_Section):
     )
     redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field("clawback:budget:", description="Prefix of every Redis key the counters write")
-    redis_timeout_s: float = Field(0.25, gt=0, description="Per command; slower counts as the store unreachable")
+    redis_timeout_s: float = Field(
+        1.0, gt=0, description="Per script; slower counts as the store unreachable (fail-open/closed applies)"
+    )
     lease_s: float = Field(30.0, ge=1, description="A reservation not renewed for this long is released")
     max_wait_s: float = Field(
         10.0, ge=0, description="A request held back only by other requests' reservations waits this long"

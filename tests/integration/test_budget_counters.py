@@ -165,3 +165,14 @@ def test_unreachable_redis_is_reported_not_hung() -> None:
         await store.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_retried_reserve_reserves_once(stores: Stores) -> None:
+    async def scenario(make_store: Stores) -> None:
+        store = make_store()
+        assert (await store.reserve("r1", [item("i", 600, 1000)], 30)).status == "ok"
+        assert (await store.reserve("r1", [item("i", 600, 1000)], 30)).status == "ok"
+        usage = await store.usage("i", ("w1",))
+        assert (usage.reserved_micro_usd, usage.reservations) == (600, 1)
+
+    stores.run(scenario)

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -181,6 +182,8 @@ class BudgetBench:
                     process.kill()
             hook.stop()
             self._drop_redis_keys()
+            if sys.exc_info()[0] is None:
+                shutil.rmtree(self.workdir, ignore_errors=True)  # kept, with the processes' logs, on failure
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()

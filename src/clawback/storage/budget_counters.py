@@ -153,6 +153,8 @@ class EmbeddedCounters:
     async def reserve(self, rid: str, items: Sequence[CounterItem], lease_s: float) -> ReserveOutcome:
         now = time.time()
         with self._lock:
+            if items and rid in self._leases.get(items[0].cid, {}):
+                return ReserveOutcome("ok")  # already reserved (idempotent, as the Redis script)
             worst, index, at = 0, -1, CounterUsage()
             for i, item in enumerate(items):
                 usage = self._usage(item.cid, item.buckets, now)
@@ -253,6 +255,8 @@ _RESERVE = (
 local rid = ARGV[2]
 local lease = tonumber(ARGV[3])
 local items = cjson.decode(ARGV[4])
+-- Idempotent: a reserve retried after a client-side timeout must not reserve twice.
+if #items > 0 and redis.call('ZSCORE', p .. 'r:' .. items[1].c, rid) then return {0} end
 local worst, index, at = 0, -1, {0, 0, 0, 0, 0}
 for i, it in ipairs(items) do
   local sm, st, rm, rt, n = usage(it.c, it.b)
@@ -342,19 +346,26 @@ class RedisCounters:
     def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
         self.prefix = prefix
         self.redis = connect(url, timeout_s)
-        self.circuit = RedisCircuit("budget counters")
+        # Open for half a second only: with fail-closed budgets, every request in that time is refused.
+        self.circuit = RedisCircuit("budget counters", open_s=0.5)
         self._scripts = {name: self.redis.register_script(body)
                          for name, body in (("reserve", _RESERVE), ("settle", _SETTLE), ("renew", _RENEW),
                                             ("usage", _USAGE))}  # fmt: skip
 
     async def _run(self, name: str, *args: Any) -> Any:
+        """Run a script; a timeout is retried once (every script is idempotent: a reserve or settle seen twice
+        counts once), since on a busy machine one slow answer should not refuse a second of traffic."""
         if not self.circuit.available:
             raise CounterStoreUnavailable("budget counters: Redis unavailable (circuit open)")
-        try:
-            return await self._scripts[name](keys=[], args=[self.prefix, *args])
-        except Exception as exc:  # redis-py raises several families (connection, timeout, response)
-            self.circuit.failed(exc)
-            raise CounterStoreUnavailable(f"budget counters: Redis failed: {exc}") from exc
+        for attempt in (1, 2):
+            try:
+                return await self._scripts[name](keys=[], args=[self.prefix, *args])
+            except Exception as exc:  # redis-py raises several families (connection, timeout, response)
+                if attempt == 1 and type(exc).__name__ == "TimeoutError":
+                    continue
+                self.circuit.failed(exc)
+                raise CounterStoreUnavailable(f"budget counters: Redis failed: {exc}") from exc
+        raise AssertionError("unreachable")
 
     async def reserve(self, rid: str, items: Sequence[CounterItem], lease_s: float) -> ReserveOutcome:
         payload = json.dumps([_item_json(item) for item in items])
