@@ -270,9 +270,9 @@ class BudgetBench:
 
     async def _load(self, key: str, count: int) -> list[Sent]:
         gate = asyncio.Semaphore(self.config.concurrency)
-        limits = httpx.Limits(
-            max_connections=self.config.concurrency, max_keepalive_connections=self.config.concurrency
-        )
+        # Keep-alive shorter than uvicorn's 5 s: a connection the server is closing must not take a request.
+        limits = httpx.Limits(max_connections=self.config.concurrency,
+                              max_keepalive_connections=self.config.concurrency, keepalive_expiry=2.0)  # fmt: skip
         clients = [httpx.AsyncClient(base_url=url, headers={"x-api-key": key}, timeout=120, limits=limits)
                    for url in self.gateways]  # fmt: skip
         results: list[Sent] = []
