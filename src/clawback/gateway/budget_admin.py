@@ -89,7 +89,7 @@ async def create(request: Request, stage: BudgetStage) -> Response:
         budget = await asyncio.to_thread(stage.store.create, spec, _actor(request))
     except IntegrityError:
         return _fail("conflict_error", f"a budget named {spec.name!r} already exists", 409)
-    stage.invalidate()
+    stage.definitions_changed()
     return json_response(budget.to_json(), 201)
 
 
@@ -113,7 +113,7 @@ async def change(request: Request, stage: BudgetStage) -> Response:
         return _fail("invalid_request_error", _validation_message(exc), 400)
     if budget is None:
         return _fail("not_found_error", f"no budget {request.path_params['ref']!r}", 404)
-    stage.invalidate()
+    stage.definitions_changed()
     return json_response(budget.to_json())
 
 
@@ -121,7 +121,7 @@ async def remove(request: Request, stage: BudgetStage) -> Response:
     reason = request.query_params.get("reason")
     if not await asyncio.to_thread(stage.store.delete, request.path_params["ref"], _actor(request), reason):
         return _fail("not_found_error", f"no budget {request.path_params['ref']!r}", 404)
-    stage.invalidate()
+    stage.definitions_changed()
     return json_response({"deleted": request.path_params["ref"]})
 
 
@@ -132,7 +132,7 @@ async def override(request: Request, stage: BudgetStage) -> Response:
     made = await asyncio.to_thread(stage.store.override, request.path_params["ref"], spec, _actor(request))
     if made is None:
         return _fail("not_found_error", f"no budget {request.path_params['ref']!r}", 404)
-    stage.invalidate()
+    stage.definitions_changed()
     return json_response(made.to_json(), 201)
 
 

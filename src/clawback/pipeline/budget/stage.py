@@ -165,7 +165,7 @@ class BudgetStage:
             log.warning("budgets: cannot read the definitions (%s); keeping the last ones", exc)
         self._loaded_at = started  # the snapshot is as old as the moment the read began
 
-    def invalidate(self) -> None:
+    def definitions_changed(self) -> None:
         """After an admin change in this process: the next request waits for the definitions to be re-read
         (other replicas see the change within ``refresh_s``)."""
         self._loaded_at = float("-inf")
