@@ -47,6 +47,7 @@ __all__ = [
     "Rates",
     "from_micro_usd",
     "load_price_book",
+    "to_micro_usd",
     "usd",
     "user_price_file",
 ]
@@ -64,6 +65,11 @@ _MICRO = Decimal("0.000001")
 def from_micro_usd(micro: int) -> Decimal:
     """Integer micro-dollars (the ledger's unit, ``Cost.micro_usd``) -> exact ``Decimal`` dollars."""
     return Decimal(micro).scaleb(-6)
+
+
+def to_micro_usd(amount: Decimal) -> int:
+    """Exact dollars (a cost, a budget's limit) -> integer micro-dollars, rounded half to even."""
+    return int((amount / _MICRO).quantize(_ONE, rounding=ROUND_HALF_EVEN))
 
 
 def usd(micro: int) -> float:
@@ -150,7 +156,7 @@ class Cost:
     @property
     def micro_usd(self) -> int:
         """The total in integer micro-dollars, rounded half-even (for integer columns and counters)."""
-        return int((self.total / _MICRO).quantize(_ONE, rounding=ROUND_HALF_EVEN))
+        return to_micro_usd(self.total)
 
     def __add__(self, other: Cost) -> Cost:
         if not isinstance(other, Cost):

@@ -21,10 +21,10 @@ from starlette.routing import Route
 
 from clawback.config import BudgetSettings, SimulatorSettings
 from clawback.pipeline.budget import worst_case
-from clawback.pricing import default_price_book
+from clawback.pricing import from_micro_usd, load_price_book
 from clawback.serving import BackgroundServer
 from clawback.storage.keys import KeyStore
-from clawback.storage.ledger import LedgerReader, from_micro_usd
+from clawback.storage.ledger import LedgerReader
 from tests.conftest import wait_for
 
 MODEL = "claude-sonnet-4-6"
@@ -38,7 +38,7 @@ MARGIN = 0.1
 
 
 def worst_micro(body: dict[str, Any] = ASK) -> int:
-    return worst_case(default_price_book(), body, MARGIN).micro_usd
+    return worst_case(load_price_book(), body, MARGIN).micro_usd
 
 
 @pytest.fixture

@@ -17,9 +17,10 @@ from typer.testing import CliRunner
 
 from clawback.cli import app as cli
 from clawback.config import BudgetSettings, Settings, SimulatorSettings
+from clawback.pricing import from_micro_usd
 from clawback.serving import BackgroundServer
 from clawback.storage.keys import KeyStore
-from clawback.storage.ledger import LedgerReader, from_micro_usd
+from clawback.storage.ledger import LedgerReader
 from clawback.storage.migrate import migrate
 from tests.conftest import redis_up, wait_for
 from tests.integration.test_budgets_gateway import _load, worst_micro

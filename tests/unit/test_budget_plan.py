@@ -14,7 +14,7 @@ from clawback.api.usage import Usage
 from clawback.pipeline.budget import window_of, worst_case
 from clawback.pipeline.budget.plan import scope_value_of
 from clawback.pipeline.context import Tenant
-from clawback.pricing import default_price_book
+from clawback.pricing import load_price_book
 from clawback.storage.budgets import Budget, BudgetOverride, BudgetSpec, OverrideSpec
 from clawback.tokens import count_request_tokens
 
@@ -97,7 +97,7 @@ def test_worst_case_covers_every_bill_of_the_estimated_prompt(
 ) -> None:
     """Whatever split of the prompt the API bills (uncached, cache read, 5 m or 1 h write) and however many
     output tokens up to max_tokens, the booked cost is at most the reservation."""
-    book = default_price_book()
+    book = load_price_book()
     body = {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": text}]}
     prompt = count_request_tokens(body)
     written = int(prompt * cached)

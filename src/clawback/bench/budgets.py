@@ -39,6 +39,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from clawback.pipeline.budget import worst_case
-from clawback.pricing import default_price_book
+from clawback.pricing import from_micro_usd, load_price_book, to_micro_usd
 from clawback.serving import BackgroundServer, free_port
 from clawback.storage.keys import KeyStore
-from clawback.storage.ledger import LedgerReader, LedgerRecord, from_micro_usd, to_micro_usd
+from clawback.storage.ledger import LedgerReader, LedgerRecord
 from clawback.storage.migrate import migrate
 
 __all__ = ["BudgetBench", "BudgetBenchConfig", "run_budget_bench"]
@@ -126,7 +127,7 @@ class BudgetBench:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.gateways: list[str] = []
         self.receiver = Receiver()
-        self.price_book = default_price_book()
+        self.price_book = load_price_book()
         self.db_url = ""
 
     # -- the stack
@@ -295,7 +296,7 @@ class BudgetBench:
         key, secret = store.create("bench-load", {"team": "bench"})
         budget = self._create_budget("bench-load", key.id, self.config.budget_usd,
                                      thresholds=list(self.config.thresholds))  # fmt: skip
-        limit = to_micro_usd(self.config.budget_usd)
+        limit = to_micro_usd(Decimal(self.config.budget_usd))
         self.log(f"load: {self.config.requests} requests, {self.config.concurrency} at a time, over "
                  f"{len(self.gateways)} replicas, budget ${self.config.budget_usd} (fail closed)")  # fmt: skip
         started = time.monotonic()

@@ -19,9 +19,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from sqlalchemy import Engine, Table, delete, insert, select, update
 
 from clawback.config import TimeZoneName
+from clawback.pricing import from_micro_usd, to_micro_usd
 from clawback.storage.budget_models import BudgetAlertRow, BudgetAuditRow, BudgetOverrideRow, BudgetRow
 from clawback.storage.engine import make_engine
-from clawback.storage.ledger import from_micro_usd, to_micro_usd
 
 __all__ = [
     "SCOPES",

@@ -25,9 +25,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from clawback.config import BudgetSettings
 from clawback.pipeline.budget.plan import Applicable
+from clawback.pricing import from_micro_usd
 from clawback.storage.budget_counters import CounterStore, CounterStoreUnavailable, CounterUsage
 from clawback.storage.budgets import BudgetStore
-from clawback.storage.ledger import from_micro_usd
 
 __all__ = ["Alert", "Alerts", "BudgetMetrics"]
 

@@ -50,7 +50,7 @@ from clawback.pipeline.budget.windows import window_of
 from clawback.pipeline.context import Reply, RequestContext
 from clawback.pipeline.ledger import booked_cost
 from clawback.pipeline.stage import CallNext, Chain
-from clawback.pricing import PriceBook
+from clawback.pricing import PriceBook, from_micro_usd
 from clawback.storage.budget_counters import (
     CounterItem,
     CounterStore,
@@ -61,7 +61,6 @@ from clawback.storage.budget_counters import (
     ReserveOutcome,
 )
 from clawback.storage.budgets import Budget, BudgetStore
-from clawback.storage.ledger import from_micro_usd
 
 __all__ = ["BudgetStage", "counters_from_settings"]
 
