@@ -257,7 +257,9 @@ class BudgetSettings(_Section):
     """Token budgets (issue 13); see ``clawback.pipeline.budget``. Budgets themselves live in the ledger's
     database (``clawback budgets create``); this section says how they are enforced."""
 
-    enabled: bool = Field(True, description="Enforce the budgets defined in the ledger database")
+    # Not called ``enabled``: budgets save nothing, and ``clawback bench savings`` takes every section with an
+    # ``enabled`` switch for an optimization to replay.
+    enforce: bool = Field(True, description="Enforce the budgets defined in the ledger database")
     backend: Literal["memory", "redis"] = Field(
         "memory", description="Where the counters live; 'redis' shares them between gateway replicas"
     )

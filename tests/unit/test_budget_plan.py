@@ -110,3 +110,42 @@ def test_worst_case_covers_every_bill_of_the_estimated_prompt(
     reserved = worst_case(book, body, 0.0)
     assert book.cost(model, usage).micro_usd <= reserved.micro_usd
     assert usage.total_input_tokens + usage.output_tokens <= reserved.tokens
+
+
+def test_alerts_fire_once_per_window_and_forecast_only_on_a_run_rate_that_crosses() -> None:
+    import asyncio
+
+    from clawback.config import BudgetSettings
+    from clawback.pipeline.budget.alerts import Alerts, BudgetMetrics
+    from clawback.pipeline.budget.plan import Applicable
+    from clawback.storage.budget_counters import CounterUsage, EmbeddedCounters
+
+    raised: list[tuple[str, int | None]] = []
+
+    class Recording(Alerts):
+        def _raise(self, alert: Any) -> None:
+            raised.append((alert.kind, alert.threshold))
+
+    month = budget(window="month", thresholds=(50, 80))
+    now = datetime(2026, 3, 16, tzinfo=UTC)  # halfway through March
+    window = window_of(month, now)
+    alerts = Recording(BudgetSettings(), EmbeddedCounters(), None, BudgetMetrics())  # type: ignore[arg-type]
+
+    async def settle(spent: int, at: datetime = now) -> None:
+        await alerts.check(Applicable(month, "sales", window), CounterUsage(spent_micro_usd=spent), at)
+
+    async def scenario() -> None:
+        await settle(400_000)  # 40 % at half time: on course for 80 %, no alert
+        assert raised == []
+        await settle(550_000)  # 55 %: the 50 % threshold, and a run rate (110 %) that crosses the limit
+        assert raised == [("threshold", 50), ("forecast", None)]
+        await settle(560_000)
+        await settle(810_000)
+        assert raised == [("threshold", 50), ("forecast", None), ("threshold", 80)]  # each once per window
+
+    asyncio.run(scenario())
+    early = Recording(BudgetSettings(forecast_min_elapsed=0.5), EmbeddedCounters(), None, BudgetMetrics())  # type: ignore[arg-type]
+    raised.clear()
+    asyncio.run(early.check(Applicable(month, "sales", window), CounterUsage(spent_micro_usd=300_000),
+                            datetime(2026, 3, 4, tzinfo=UTC)))  # fmt: skip
+    assert raised == []  # 30 % after 3 days would be a forecast, but too early in the window to call

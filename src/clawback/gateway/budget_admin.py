@@ -70,7 +70,7 @@ def guarded(handler: Callable[[Request, BudgetStage], Awaitable[Response]]) -> H
             return refused
         stage = gateway_of(request).pipeline.find(BudgetStage)
         if stage is None:
-            return _fail("not_found_error", "budgets are disabled on this gateway (budgets.enabled=false)", 404)
+            return _fail("not_found_error", "budgets are disabled on this gateway (budgets.enforce=false)", 404)
         return await handler(request, stage)
 
     return run

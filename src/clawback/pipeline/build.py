@@ -25,7 +25,7 @@ def build_pipeline(
     settings: Settings, *, price_book: PriceBook, sinks: list[RecordSink], terminal: CallNext
 ) -> Pipeline:
     stages: list[Stage] = [LedgerStage(price_book, sinks)]
-    if settings.budgets.enabled:  # right inside the ledger (it records the decision), outside the caches
+    if settings.budgets.enforce:  # right inside the ledger (it records the decision), outside the caches
         stages.append(BudgetStage(settings.budgets, price_book, settings.ledger.url))
     if settings.exact_cache.enabled:  # after flags and budget, before semantic cache and pruning
         stages.append(ExactCacheStage(settings.exact_cache, price_book))
