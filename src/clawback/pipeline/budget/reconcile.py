@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Engine, Table, and_, func, select
@@ -22,7 +22,10 @@ from clawback.pipeline.budget.windows import Window
 from clawback.storage.budgets import Budget
 from clawback.storage.ledger_models import LedgerRow
 
-__all__ = ["LedgerSpend", "ledger_spend"]
+__all__ = ["LONGEST_REQUEST", "LedgerSpend", "ledger_spend"]
+
+#: The upstream read timeout's default (600 s) with room to spare.
+LONGEST_REQUEST = timedelta(hours=1)
 
 _ledger = cast(Table, LedgerRow.__table__)
 _TOKENS = (
@@ -48,8 +51,10 @@ def ledger_spend(engine: Engine, budget: Budget, window: Window, now: datetime,
     For a ``*`` budget, the values seen in the ledger plus ``values`` (those the caller knows of); otherwise
     the budget's one value.
     """
-    where: list[Any] = [_ledger.c.endpoint == "messages", _ledger.c.finished_at >= window.start,
-                        _ledger.c.finished_at <= now]  # fmt: skip
+    # started_at bounds the scan (it is the ledger's one time index); finished_at decides, as the counter settles
+    # when a request finishes. A request running longer than LONGEST_REQUEST across the window's start is missed.
+    where: list[Any] = [_ledger.c.endpoint == "messages", _ledger.c.started_at >= window.start - LONGEST_REQUEST,
+                        _ledger.c.finished_at >= window.start, _ledger.c.finished_at <= now]  # fmt: skip
     cost = func.coalesce(func.sum(_ledger.c.cost_micro_usd), 0)
     tokens = func.coalesce(func.sum(_TOKENS), 0)
     with engine.connect() as conn:

@@ -128,6 +128,7 @@ class BudgetStage:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.last_reconciliation: list[dict[str, Any]] = []
 
     def bind(self, chain: Chain) -> None:
@@ -140,6 +141,7 @@ class BudgetStage:
         runs on an older one: when the snapshot is older than that (never read, changed by this process, or the
         refresher late), the request waits for a fresh read, so a budget created on another replica applies
         here within ``refresh_s`` even to the first request after a quiet spell."""
+        self._ensure_background()
         if self._reload is None or self._reload.done():
             self._reload = self._spawn(self._refresh())
         if time.monotonic() - self._loaded_at > self.settings.refresh_s * 1.5:
@@ -186,7 +188,6 @@ class BudgetStage:
         ]
         if not applicable:
             return await call_next(ctx)
-        self._ensure_background()
         decision = await self._reserve(ctx, applicable)
         held = decision.held
         try:
@@ -389,8 +390,11 @@ class BudgetStage:
         return task
 
     def _ensure_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # the wrapper's AsyncAnthropic may be used from a new loop (a second asyncio.run)
+            self._loop, self._background, self._reload, self._wakeup = loop, None, None, None
         if self._background is None or self._background.done():
-            self._background = asyncio.get_running_loop().create_task(self._maintain())
+            self._background = loop.create_task(self._maintain())
 
     async def _maintain(self) -> None:
         """Renew the leases of calls in flight, retry postponed settles, reconcile now and then."""
