@@ -24,6 +24,14 @@ results). In agentic traffic (``Workload.turns_are_round_trips``: the ``agentic`
 as in Anthropic's own usage (the Agent SDK's ``max_turns`` counts them): one human instruction is followed by
 tens of tool round trips, so a coding session never reaches 20 human turns although its history is long. There
 a request's turns are the requests of its session so far, itself included.
+
+``evaluate_conversations`` scores a file of labelled conversations (``clawback.workloads.conversations``) the
+same way, through the same replay, under the configured policy alone (the shipped defaults, switched on):
+each conversation is replayed request by request as a client sends it, and only its final request carries
+labels. Besides the figures above it reports the stale facts (values the conversation later corrected) that
+the final request's memory block still holds, where it would read as current, and prefix stability: the share
+of requests whose pruned history begins with the whole pruned history of the request before it (what the
+prompt cache can read back; a compaction point breaks it once).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -39,14 +48,31 @@ from clawback.api.usage import Usage
 from clawback.config import PromptCacheSettings, PruningPolicy, PruningSettings
 from clawback.pipeline.context import Reply, RequestContext
 from clawback.pipeline.prompt_cache import PromptCachePlanner, plan_request
-from clawback.pipeline.pruning.conversation import is_turn_start
+from clawback.pipeline.pruning.conversation import block_text, is_turn_start
+from clawback.pipeline.pruning.facts import MEMORY_TAG
 from clawback.pipeline.pruning.stage import PruningStage
 from clawback.pipeline.stage import Pipeline
 from clawback.pricing import PriceBook
 from clawback.tokens import count_request_tokens
 from clawback.upstream.simulator.prompt_cache import PromptCache
+from clawback.workloads.conversations import (
+    CONVERSATION_MODEL,
+    LabelProblem,
+    conversation_workload,
+    label_problems,
+    load_conversations,
+)
+from clawback.workloads.model import Workload
 
-__all__ = ["STRATEGIES", "StrategyReport", "above_planner", "evaluate", "strategy_policies"]
+__all__ = [
+    "STRATEGIES",
+    "ConversationReport",
+    "StrategyReport",
+    "above_planner",
+    "evaluate",
+    "evaluate_conversations",
+    "strategy_policies",
+]
 
 STRATEGIES: dict[str, dict[str, Any]] = {
     "window": {"relevance": False, "fact_memory": "off", "tool_elision": False},
@@ -79,6 +105,10 @@ class _Tally:
     cost: dict[str, Decimal] = field(default_factory=lambda: dict.fromkeys(SETUPS, Decimal(0)))
     facts_needed: int = 0
     facts_kept: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SENT[1:], 0))
+    stale_facts: int = 0
+    stale_as_current: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SENT[1:], 0))
+    prefix_pairs: int = 0  # requests that follow one of the same session
+    prefix_stable: int = 0  # ... whose pruned+cache history begins with the whole history of that one
 
     def as_dict(self) -> dict[str, Any]:
         def cut(tokens: dict[str, int], setup: str = "pruned") -> float:
@@ -104,6 +134,10 @@ class _Tally:
             "facts_needed": self.facts_needed,
             "fact_retention": kept("pruned"),
             "fact_retention_cached": kept("pruned+cache"),
+            "stale_facts": self.stale_facts,
+            "stale_as_current": self.stale_as_current["pruned"],
+            "stale_as_current_cached": self.stale_as_current["pruned+cache"],
+            "prefix_stability_cached": round(self.prefix_stable / self.prefix_pairs, 4) if self.prefix_pairs else 1.0,
         }
 
 
@@ -117,6 +151,9 @@ class StrategyReport:
     long: dict[str, Any]
     workloads: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     turn_units: dict[str, str] = field(default_factory=dict)  # workload -> "human turns" or "round trips"
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per session (conversation), when asked for: its figures over all its requests, its turns, and the needed
+    facts lost / stale facts shown as current in its requests (pruned+cache set-up)."""
 
 
 def _turns(body: dict[str, Any]) -> int:
@@ -139,9 +176,39 @@ def _cached(body: dict[str, Any]) -> dict[str, Any]:
     return body if body.get("cache_control") else {**body, "cache_control": {"type": "ephemeral"}}
 
 
-def _fact_hits(body: dict[str, Any], facts: dict[str, str]) -> int:
+def _escaped(value: str) -> str:
+    return orjson.dumps(value).decode()[1:-1]
+
+
+def _fact_misses(body: dict[str, Any], facts: dict[str, str]) -> list[str]:
+    """The facts whose exact string is not in ``body`` (as JSON: what reaches the upstream)."""
     text = orjson.dumps(body).decode()
-    return sum(1 for value in facts.values() if orjson.dumps(value).decode()[1:-1] in text)
+    return [value for value in facts.values() if _escaped(value) not in text]
+
+
+def _memory_text(body: dict[str, Any]) -> str:
+    """The memory blocks pruning put in ``body`` (text blocks that open with the memory tag), joined."""
+    found: list[str] = []
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for block in content if isinstance(content, list) else ():
+            if isinstance(block, dict) and block.get("type") == "text":
+                text = block_text(block)
+                if text.startswith(MEMORY_TAG):
+                    found.append(text)
+    return "\n".join(found)
+
+
+def _stale_shown(body: dict[str, Any], stale: Sequence[str]) -> list[str]:
+    """The stale values the memory block of ``body`` still holds: there they read as current (verbatim turns
+    also hold the correction after them; the memory is read as what is true now)."""
+    memory = _memory_text(body) if stale else ""
+    return [value for value in stale if memory and value in memory]
+
+
+def _prefix_of(previous: list[Any], current: list[Any]) -> bool:
+    return len(previous) <= len(current) and all(a == b for a, b in zip(previous, current, strict=False))
 
 
 def evaluate(
@@ -157,11 +224,93 @@ def evaluate(
     from clawback.workloads import build_workload
 
     book = price_book or PriceBook.bundled()
+    built = [build_workload(name, seed=seed, scale=scale) for name in workloads]
+    timeline = _timeline(built)
+    reports: list[StrategyReport] = []
+    for strategy, policy in strategy_policies(base).items():
+        report = _replay(strategy, policy, timeline, long_turns, book)
+        report.turn_units = timeline.units
+        reports.append(report)
+    return reports
+
+
+@dataclass(slots=True)
+class ConversationReport:
+    """``evaluate_conversations``' figures: ``summary`` (the fields the issue names, over every request),
+    ``long`` (requests at ``long_turns`` turns or more, in conversations that reach them), the full figures of
+    both, and each conversation's."""
+
+    summary: dict[str, Any]
+    long: dict[str, Any]
+    all_requests: dict[str, Any]
+    long_conversations: dict[str, Any]
+    conversations: dict[str, dict[str, Any]]
+    label_problems: list[LabelProblem]
+
+
+def _headline(row: dict[str, Any], conversations: int) -> dict[str, Any]:
+    """The issue's named fields from a tally's figures (the pruned+cache set-up: the gateway's default)."""
+    return {
+        "conversations": conversations,
+        "requests": row["requests"],
+        "fact_retention": row["fact_retention_cached"],
+        "facts_needed": row["facts_needed"],
+        "history_reduction": row["history_token_reduction_cached"],
+        "input_reduction": row["input_token_reduction_cached"],
+        "cost_reduction_vs_cache_alone": row["cost_reduction_vs_cache"],
+        "cost_usd_cache_alone": row["cost_usd"]["cache"],
+        "cost_usd_pruned_and_cache": row["cost_usd"]["pruned+cache"],
+        "stale_facts": row["stale_facts"],
+        "stale_as_current": row["stale_as_current_cached"],
+        "prefix_stability": row["prefix_stability_cached"],
+    }
+
+
+def evaluate_conversations(
+    path: Path,
+    *,
+    base: PruningPolicy | None = None,
+    model: str = CONVERSATION_MODEL,
+    long_turns: int = 20,
+    price_book: PriceBook | None = None,
+) -> ConversationReport:
+    """Score the labelled conversations of ``path`` under ``base`` (default: the shipped policy), switched on.
+
+    Raises ``ConversationFileError`` for a file that cannot be scored, ``ValueError`` for a model the price
+    table does not know (an eval priced at a fallback row would be a wrong figure, not a warning)."""
+    book = price_book or PriceBook.bundled()
+    if not book.is_known(model):
+        raise ValueError(f"unknown model {model!r}: the price table has no row for it (clawback pricing list)")
+    conversations = load_conversations(path)
+    workload = conversation_workload(conversations, name=path.stem, model=model)
+    timeline = _timeline([workload])
+    report = _replay("configured", strategy_policies(base)["all"], timeline, long_turns, book, per_session=True)
+    long_ids = {c.id for c in conversations if timeline.longest.get(c.id, 0) >= long_turns}
+    return ConversationReport(
+        summary=_headline(report.all, len(conversations)),
+        long=_headline(report.long, len(long_ids)),
+        all_requests=report.all,
+        long_conversations=report.long,
+        conversations=report.sessions,
+        label_problems=[p for c in conversations for p in label_problems(c)],
+    )
+
+
+@dataclass(slots=True)
+class _Timeline:
+    steps: list[_Step]
+    output_tokens: dict[str, int]
+    units: dict[str, str]
+    longest: dict[str, int]  # session -> its most turns
+
+
+def _timeline(workloads: Sequence[Workload]) -> _Timeline:
+    """Every workload's requests on one clock, each with its conversation's turns at that request."""
     steps: list[_Step] = []
     output_tokens: dict[str, int] = {}
     units: dict[str, str] = {}
-    for name in workloads:
-        workload = build_workload(name, seed=seed, scale=scale)
+    for workload in workloads:
+        name = workload.name
         output_tokens[name] = workload.output_tokens
         units[name] = "round trips" if workload.turns_are_round_trips else "human turns"
         trips: dict[str, int] = {}
@@ -176,12 +325,7 @@ def evaluate(
     for item in steps:
         session = item.step.labels.session
         longest[session] = max(longest.get(session, 0), item.turns)
-    reports: list[StrategyReport] = []
-    for strategy, policy in strategy_policies(base).items():
-        report = _replay(strategy, policy, steps, output_tokens, longest, long_turns, book)
-        report.turn_units = units
-        reports.append(report)
-    return reports
+    return _Timeline(steps, output_tokens, units, longest)
 
 
 async def _offline(ctx: RequestContext) -> Reply:
@@ -198,17 +342,21 @@ def above_planner(stage: PruningStage, price_book: PriceBook) -> PruningStage:
 def _replay(
     strategy: str,
     policy: PruningSettings,
-    steps: Iterable[_Step],
-    output_tokens: dict[str, int],
-    longest: dict[str, int],
+    timeline: _Timeline,
     long_turns: int,
     book: PriceBook,
+    *,
+    per_session: bool = False,
 ) -> StrategyReport:
+    output_tokens, longest = timeline.output_tokens, timeline.longest
     plain = PruningStage(policy, book)
     planned = above_planner(PruningStage(policy, book), book)
     caches = {setup: PromptCache(clock=lambda: 0.0) for setup in SETUPS}
     tally_all, tally_long = _Tally(), _Tally()
     per_workload: dict[str, tuple[_Tally, _Tally]] = {}
+    sessions: dict[str, tuple[_Tally, list[str], list[str]]] = {}  # tally, facts lost, stale shown (cached)
+    previous: dict[str, list[Any]] = {}  # session -> the pruned+cache messages of its last request
+    steps: Iterable[_Step] = timeline.steps
     for item in steps:
         workload, step = item.workload, item.step
         mine = per_workload.setdefault(workload, (_Tally(), _Tally()))
@@ -235,14 +383,26 @@ def _replay(
                 usage.cache_write_5m_input_tokens, usage.cache_write_1h_input_tokens,
             )  # fmt: skip
             cost[setup] = book.cost(model, usage).total
+        session = step.labels.session
         tallies = [tally_all, mine[0]]
-        if longest.get(step.labels.session, 0) >= long_turns and item.turns >= long_turns:
+        if longest.get(session, 0) >= long_turns and item.turns >= long_turns:
             tallies += [tally_long, mine[1]]
-        needed = step.labels.needed_facts
+        needed, stale = step.labels.needed_facts, step.labels.stale_facts
         sent = {"original": original, "pruned": pruned, "pruned+cache": outcome.body}
         tokens = {name: count_request_tokens(body) for name, body in sent.items()}
         history = {name: _history_tokens(body) for name, body in sent.items()}
-        kept = {name: _fact_hits(sent[name], needed) if needed else 0 for name in _SENT[1:]}
+        lost = {name: _fact_misses(sent[name], needed) if needed else [] for name in _SENT[1:]}
+        shown = {name: _stale_shown(sent[name], stale) for name in _SENT[1:]}
+        messages = outcome.body.get("messages")
+        messages = messages if isinstance(messages, list) else []
+        before = previous.get(session)
+        stable = None if before is None else _prefix_of(before, messages)
+        previous[session] = messages
+        if per_session:
+            record = sessions.setdefault(session, (_Tally(), [], []))
+            tallies.append(record[0])
+            record[1].extend(lost["pruned+cache"])
+            record[2].extend(shown["pruned+cache"])
         for tally in tallies:
             tally.requests += 1
             for name in _SENT:
@@ -251,7 +411,17 @@ def _replay(
             for setup, value in cost.items():
                 tally.cost[setup] += value
             tally.facts_needed += len(needed)
+            tally.stale_facts += len(stale)
             for name in _SENT[1:]:
-                tally.facts_kept[name] += kept[name]
+                tally.facts_kept[name] += len(needed) - len(lost[name])
+                tally.stale_as_current[name] += len(shown[name])
+            if stable is not None:
+                tally.prefix_pairs += 1
+                tally.prefix_stable += stable
     workloads = {name: {"all": a.as_dict(), "long": b.as_dict()} for name, (a, b) in per_workload.items()}
-    return StrategyReport(strategy, tally_all.as_dict(), tally_long.as_dict(), workloads)
+    report = StrategyReport(strategy, tally_all.as_dict(), tally_long.as_dict(), workloads)
+    report.sessions = {
+        name: {"turns": longest.get(name, 0), **tally.as_dict(), "facts_lost": lost_facts, "stale_shown": stale_shown}
+        for name, (tally, lost_facts, stale_shown) in sessions.items()
+    }
+    return report

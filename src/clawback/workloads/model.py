@@ -23,11 +23,14 @@ class StepLabels:
     ``needed_facts`` maps a fact name to the exact string the lead used (``"$437,500"``); a pruned request
     keeps the fact if that string is still in what reached the upstream. ``same_as`` is an equivalence class:
     two requests with the same class may share an answer; a cache answer across classes is a false hit.
+    ``stale_facts``: values the conversation stated and later corrected; a pruned request's memory block must
+    not present them as current.
     """
 
     session: str
     needed_facts: dict[str, str] = field(default_factory=dict)
     same_as: str | None = None
+    stale_facts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

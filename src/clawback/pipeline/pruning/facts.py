@@ -28,8 +28,17 @@ from typing import Any
 
 from clawback.pipeline.pruning.conversation import block_text, fold, message_text
 
-__all__ = ["extract_facts", "facts_of_texts", "facts_of_turn", "failure_lines", "render_memory", "sentences"]
+__all__ = [
+    "MEMORY_TAG",
+    "extract_facts",
+    "facts_of_texts",
+    "facts_of_turn",
+    "failure_lines",
+    "render_memory",
+    "sentences",
+]
 
+MEMORY_TAG = "<conversation-memory"  # how the memory block's text begins (the eval finds it so)
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
 _NUMBER = re.compile(r"\d")
 _CONTACT = re.compile(r"@\w|https?://|www\.|\+?\d[\d\s().-]{7,}\d")
@@ -255,7 +264,7 @@ def render_memory(
     """The memory block's text: a header saying what was removed, then one line per fact (first occurrence of
     each sentence wins), or the stored summary when a cheap model wrote one."""
     head = (
-        f'<conversation-memory turns="{first_turn + 1}-{last_turn + 1}" omitted="{omitted}">\n'
+        f'{MEMORY_TAG} turns="{first_turn + 1}-{last_turn + 1}" omitted="{omitted}">\n'
         "Earlier turns of this conversation were condensed to save tokens. "
     )
     if summary is not None:
