@@ -222,9 +222,10 @@ def test_an_agent_turn_keeps_its_instruction_whole_and_the_failure_lines_of_its_
         "tests/test_scoring.py::test_rank_30 FAILED", "E AssertionError: 3 != 4",  # whitespace folded
         *(f"tests/test_export.py::test_csv_{i} FAILED" for i in range(3)),
     ]  # fmt: skip
-    # the same words in a turn without tool calls are read sentence by sentence, as before
+    # the same words in a turn without tool calls are read sentence by sentence: every user sentence is kept,
+    # and a period before a letter ("storage.py") does not end one
     chat = [{"role": "user", "content": instruction}, {"role": "assistant", "content": "Sure."}]
-    assert ("user", instruction) not in extract_facts(chat)
+    assert extract_facts(chat) == [("user", instruction)]
 
 
 def test_bm25_prefers_the_turn_that_shares_rare_terms() -> None:

@@ -19,8 +19,10 @@ from clawback.pipeline.pruning.conversation import fold, message_text, split_tur
 _ODD = ["\u0130", "\u0131", "\u017f", "\u212a"]  # dotted I, dotless i, long s, Kelvin sign
 _PIECES = [
     *facts._MONTHS.split("|"),
-    *facts._FIRST_PERSON_WORDS.split("|"),
+    "i", "we", "my", "our", "us", "me",
     *facts._COMMITMENT_WORDS.split("|"),
+    *facts._RECAP_WORDS.split("|"), "Noted:", " it is.", "So ", "Victor", "also",
+    "thank you", "that's really useful", "can", "could we",
     "need", "pre-approved", "preapproval", "relocating", "allergic", "bedrooms", "bathroom", "sqft", "sq ft",
     "sq\tft", "square feet", "acres", "neighbourhood", "neighborhood", "switching", "pets", "pet", "don't",
     "can't", "won't", "close to", "have to", "down payment", "Riverside", "Pets:", "$450k", "3", "@x", "www.x",
@@ -35,31 +37,34 @@ cased = st.tuples(texts, st.sampled_from(["same", "upper", "capitalize"])).map(
 
 
 def _user_fact(sentence: str) -> bool:
-    if facts._FILLER.match(sentence):
+    if facts._FILLER.match(sentence) or facts._COURTESY.match(sentence):
         return False
-    if facts._NUMBER.search(sentence) or facts._CONTACT.search(sentence):
+    if not sentence.endswith("?") or facts._NUMBER.search(sentence) or facts._CONTACT.search(sentence):
         return True
-    if sentence.endswith("?"):
-        return False
-    if facts._LABELLED.match(sentence) or facts._TIME.slow.search(sentence) or facts._PROPER.search(sentence):
+    return facts._REQUEST.match(sentence) is not None
+
+
+def _assistant_fact(sentence: str, agreed: bool) -> bool:
+    if (facts._NUMBER.search(sentence) or facts._TIME.slow.search(sentence)) and facts._COMMITMENT.slow.search(
+        sentence
+    ):
         return True
-    if facts._SIGNAL.slow.search(sentence):
-        return bool(facts._FIRST_PERSON.slow.search(sentence)) or len(sentence.split()) <= facts._SHORT_WORDS
-    return False
+    opener = facts._RECAP_START.match(sentence)
+    if not sentence.endswith("?") and (opener or facts._RECAP_INSIDE.search(sentence)):
+        rest = sentence[opener.end() :] if opener else sentence
+        return not facts._COURTESY.match(rest) and (_specific(rest) or len(rest.split()) >= 4)
+    return agreed and _specific(sentence)
 
 
-def _assistant_fact(sentence: str) -> bool:
-    return bool(
-        (facts._NUMBER.search(sentence) or facts._TIME.slow.search(sentence))
-        and facts._COMMITMENT.slow.search(sentence)
-    )
+def _specific(text: str) -> bool:
+    found = facts._NUMBER.search(text) or facts._CONTACT.search(text) or facts._TIME.slow.search(text)
+    return bool(found or facts._PROPER.search(text))
 
 
-def _reference_facts(role: str, text: str) -> tuple[str, ...]:
-    keep = _user_fact if role == "user" else _assistant_fact
+def _reference_facts(role: str, text: str, agreed: bool) -> tuple[str, ...]:
     found: list[str] = []
     for sentence in facts.sentences(text):
-        if keep(sentence):
+        if _user_fact(sentence) if role == "user" else _assistant_fact(sentence, agreed):
             if len(sentence) > facts._MAX_SENTENCE_CHARS:
                 sentence = sentence[: facts._MAX_SENTENCE_CHARS] + "…"
             found.append(_SPACE.sub(" ", sentence))
@@ -70,14 +75,14 @@ def _reference_facts(role: str, text: str) -> tuple[str, ...]:
 @given(cased)
 def test_fast_word_patterns_match_the_case_insensitive_ones(text: str) -> None:
     low = fold(text)
-    for words in (facts._TIME, facts._FIRST_PERSON, facts._SIGNAL, facts._COMMITMENT):
+    for words in (facts._TIME, facts._COMMITMENT):
         assert words.search(text, low) == (words.slow.search(text) is not None), (words.slow.pattern, text)
 
 
 @settings(max_examples=1500, deadline=None)
-@given(cased, st.sampled_from(["user", "assistant"]))
-def test_fact_extraction_is_the_plain_regex_one(text: str, role: str) -> None:
-    assert facts._text_facts.__wrapped__(role, text) == _reference_facts(role, text)
+@given(cased, st.sampled_from(["user", "assistant"]), st.booleans())
+def test_fact_extraction_is_the_plain_regex_one(text: str, role: str, agreed: bool) -> None:
+    assert facts._text_facts.__wrapped__(role, text, agreed) == _reference_facts(role, text, agreed)
 
 
 _WORD = re.compile(r"[a-z0-9$][a-z0-9$'.-]*[a-z0-9]|[a-z0-9]", re.IGNORECASE)

@@ -36,6 +36,7 @@ prompt cache can read back; a compaction point breaks it once).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -200,11 +201,23 @@ def _memory_text(body: dict[str, Any]) -> str:
     return "\n".join(found)
 
 
+_NEGATION_BEFORE = re.compile(r"\b(?:not|instead of|rather than|no longer)\s+(?:the\s+|on\s+|at\s+|by\s+)?$")
+
+
+def _presented_as_current(value: str, memory: str) -> bool:
+    """Whether ``memory`` holds ``value`` as a whole word (any case), other than negated ("not june 1", the
+    correction's own words): "june 15" does not present "june 1", "under 560, not 575" does not present 575."""
+    for match in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", memory, re.IGNORECASE):
+        if not _NEGATION_BEFORE.search(memory[max(0, match.start() - 24) : match.start()].lower()):
+            return True
+    return False
+
+
 def _stale_shown(body: dict[str, Any], stale: Sequence[str]) -> list[str]:
-    """The stale values the memory block of ``body`` still holds: there they read as current (verbatim turns
-    also hold the correction after them; the memory is read as what is true now)."""
+    """The stale values the memory block of ``body`` presents as current (verbatim turns also hold the
+    correction after them; the memory is read as what is true now)."""
     memory = _memory_text(body) if stale else ""
-    return [value for value in stale if memory and value in memory]
+    return [value for value in stale if memory and _presented_as_current(value, memory)]
 
 
 def _prefix_of(previous: list[Any], current: list[Any]) -> bool:

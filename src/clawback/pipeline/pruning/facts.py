@@ -1,22 +1,36 @@
 """Fact memory: what the dropped turns said that a later answer may need, distilled extractively.
 
-The pruner never sees a workload's labels; it finds facts the way they show up in real traffic. A sentence
-the user wrote is kept (verbatim, so that numbers, names and negations survive exactly) when it carries a
-fact signal: a number or amount, a date or time, a proper name, an e-mail / phone / URL, a first-person
-statement of need, preference, constraint or circumstance ("we're pre-approved", "I can't do stairs"), or a
-negation. Small talk, thanks and bare questions to the assistant are left out. Assistant sentences are kept
-only when they record a commitment with specifics (a booked time, a quoted figure), since the assistant's
-explanations can be regenerated but its promises cannot. Duplicates are dropped (first occurrence wins).
+The pruner never sees a workload's labels; it finds facts the way they show up in real traffic. What the user said
+is kept: every sentence of theirs, verbatim (numbers, names and negations survive exactly), but small talk and
+thanks (``ok``, ``thanks, that's helpful``) and questions for information ("what's the HOA?", "should we get a
+lender letter?"; a request, "can we pay the deposit in two parts?", is kept: it says what they want). Users do not
+write in the shapes a rule expects ("No car. He bikes.", "longfellow, seward, maybe prospect park."): an earlier
+version kept only the sentences with a number, a name or a signal word, and lost one fact in six on conversations
+written by someone who had never seen those words. Of the assistant's sentences, those that record what was agreed
+are kept: a commitment with specifics (a booked time, a quoted figure); a recap ("So Thursday at 5:30pm with
+Victor.", "Noted: garage required, detached OK."); and, when the user's next message agrees ("yes!", "sounds
+good"), every sentence of the proposal that holds a specific (a number, a time, a name, an address). The
+assistant's explanations can be regenerated; what the user accepted cannot. Duplicates are dropped (first
+occurrence wins).
+
+A correction replaces the value it corrects. When a user message that says so ("actually", "sorry", "I need to
+fix", "instead of") negates a value ("under 560, not 575", "can we do 1 instead of 12"), or gives a phone
+number or an e-mail address again, the earlier memory lines' occurrences of the old value are replaced by a
+note of where it was corrected (``render_memory``'s ``corrections``), so that the memory never presents it as
+current; the correcting sentence stays.
 
 An agent's turn (one whose tool calls were answered: a coding agent's, say) is read differently. The human
 message that opened it is an instruction, and an instruction is kept whole: "Use the logger in storage.py
 instead of print statements." holds no number or first-person signal, yet dropping it changes the work.
 Tool outputs are not read for sentences (they are code, listings, logs), but the lines that report a failure
 (a test marked ``FAILED``, an ``ERROR`` / ``Error`` line, a ``Traceback``) are kept, at most five a turn: the
-failing test is what the agent is fixing long after the run that showed it has been compacted away.
+failing test is what the agent is fixing long after the run that showed it has been compacted away. So are
+the files the turn's tool calls edited (a ``tool_use`` whose name says it writes: ``edit``, ``write``,
+``replace``, ``patch``, ``create``, ``apply``, ``str_replace``; its ``path`` / ``file_path`` input), the newest
+last: "the last edited file" is what the agent's next step usually continues.
 
 The result is a compact block grouped by turn, e.g. ``t3 user: We're pre-approved for $450k.``; it is a
-pure function of the dropped messages, so the same history always yields the same bytes.
+pure function of the history it is given, so the same history always yields the same bytes.
 """
 
 from __future__ import annotations
@@ -39,7 +53,8 @@ __all__ = [
 ]
 
 MEMORY_TAG = "<conversation-memory"  # how the memory block's text begins (the eval finds it so)
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
+# A period ends a sentence only before a space or the end: "$1.2M", "storage.py", "a.b@x.com" stay whole.
+_SENTENCE = re.compile(r"(?:[^.!?\n]|\.(?=\w))+(?:[.!?]+|\n|$)")
 _NUMBER = re.compile(r"\d")
 _CONTACT = re.compile(r"@\w|https?://|www\.|\+?\d[\d\s().-]{7,}\d")
 _MONTHS = (
@@ -47,30 +62,58 @@ _MONTHS = (
     "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
     "tomorrow|tonight|weekend|next week|next month|next year|spring|summer|fall|autumn|winter"
 )
-_FIRST_PERSON_WORDS = "i|i'm|im|i've|i'd|i'll|we|we're|we've|we'd|we'll|my|our|us|me"
-_SIGNAL_WORDS = (
-    r"need|needs|want|wants|looking|prefer|preferably|must|have to|has to|require|required|budget|afford|"
-    r"approved|pre-?approv\w*|loan|mortgage|lender|cash|down payment|deposit|price|cost|pay|paying|salary|income|"
-    r"live|living|lives|work|works|working|moving|move|relocat\w*|commute|school|schools|kids|children|family|"
-    r"dog|dogs|cat|cats|pet|pets|allerg\w*|wheelchair|stairs|garage|yard|pool|bedroom\w*|bath\w*|sq\s?ft|"
-    r"square feet|acre\w*|condo|townhouse|house|home|apartment|area|areas|neighbou?rhood\w*|near|close to|"
-    r"timeline|deadline|by|before|after|until|within|asap|urgent|only|avoid|hate|love|like|don't|dont|can't|cant|"
-    r"won't|wont|not|no|never|without|instead|rather|name|email|phone|call|text|contact|company|team|users|"
-    r"seats|plan|contract|renewal|currently|already|using|use|switch\w*|pets?|parking|budget"
-)
 _COMMITMENT_WORDS = r"scheduled|booked|confirmed|reserved|sent|set up|quoted|will call|will email|i'll|we'll"
 _COMMITMENT_LITERALS = tuple(_COMMITMENT_WORDS.split("|"))  # plain words: each is its own literal text
+_RECAP_WORDS = r"so|noted|got it|to confirm|just to confirm|confirming|to recap|i'll note|i've noted|noting|understood"
+_RECAP_START = re.compile(rf"^(?:{_RECAP_WORDS})\b[\s:,-]*(?=\S)", re.IGNORECASE)
+_RECAP_LITERALS = (*_RECAP_WORDS.split("|"), "noted", " it is")  # where a recap can begin (then checked exactly)
+_RECAP_INSIDE = re.compile(r"\bnoted\b|\bit is[.!]*$", re.IGNORECASE)
+_COURTESY = re.compile(
+    r"^\W*(?:thanks?|thank you|that's (?:really |very |so )?(?:useful|helpful|great|good|clear|fine)|great|"
+    r"perfect|good|of course|will do|sure|ok(?:ay)?|lovely|wonderful|makes sense|that makes sense|understood)"
+    r"(?:[\s,]+(?:thanks?|thank you|so much|very much))*[\s!.,]*$",
+    re.IGNORECASE,
+)
+_REQUEST = re.compile(
+    r"^\W*(?:\w+[,:]\s+)?(?:can|could|may|would|will|is it ok(?:ay)? if|would it be ok(?:ay)? if)\s+"
+    r"(?:i|we|my|our|us|me)\b",
+    re.IGNORECASE,
+)
+_AGREES = re.compile(
+    r"^\W*(?:yes|yep|yeah|yup|ya|sure|ok(?:ay)?|perfect|great|grand|lovely|brilliant|excellent|sounds (?:good|great|"
+    r"perfect)|that works|works for|works!|deal|correct|right|exactly|confirmed|absolutely|definitely|do it|book it|"
+    r"let's do)",
+    re.IGNORECASE,
+)
 _PROPER = re.compile(r"(?<=[\w,;:] )[A-Z][a-z]+")
 _FILLER = re.compile(
     r"^(?:ok(?:ay)?|thanks?(?: you)?|thank you|great|cool|sure|yes|yeah|yep|no|nope|sounds good|perfect|"
     r"got it|hi|hello|hey|awesome|nice)\b[\s!.,]*$",
     re.IGNORECASE,
 )
-_LABELLED = re.compile(r"^[A-Za-z][\w /&'-]{0,30}:\s*\S")  # "Pets: two indoor cats."
-_SHORT_WORDS = 12
 _MAX_SENTENCE_CHARS = 400
 _FAILURE_MARKS = ("FAILED", "ERROR", "Error", "Traceback")
 _MAX_FAILURE_LINES = 5
+_WRITE_TOOL_WORDS = ("edit", "write", "replace", "patch", "create", "apply", "insert", "multiedit")
+_PATH_KEYS = ("path", "file_path", "filename", "file", "target_file")
+_MAX_EDITED_FILES = 3
+_CORRECTION_CUE_LITERALS = (
+    "actual", "correct", "mistake", "mistaken", "sorry", "wait", "fix", "instead", "chang", "updat", "meant",
+    "misread", "wrong", "typo", "swapped",
+)  # fmt: skip
+_CORRECTION_CUE = re.compile(rf"\b(?:{'|'.join(_CORRECTION_CUE_LITERALS)})")
+_WEEKDAYS = "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+_MONTH_NAMES = (
+    "january|february|march|april|may|june|july|august|september|october|november|december|"
+    "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec"
+)
+_VALUE = (
+    rf"(?:(?:{_MONTH_NAMES})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?|\d{{1,2}}(?:st|nd|rd|th)?\s+of\s+(?:{_MONTH_NAMES})"
+    rf"|\$?\d[\d,.:]*\d(?:\s?(?:k|m|am|pm)\b)?|\$?\d(?:\s?(?:k|m|am|pm)\b)?|(?:{_WEEKDAYS}))"
+)
+_NEGATED = re.compile(rf"\b(?:not|instead of|rather than|no longer)\s+(?:the\s+|on\s+|at\s+|by\s+)?({_VALUE})(?!\w)")
+_PHONE = re.compile(r"(?<![\w.])\+?\(?\d[\d\s().-]{5,}\d(?![\w])")  # and 7 digits or more: ``_phones``
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 class _Words:
@@ -98,8 +141,6 @@ class _Words:
 
 
 _TIME = _Words(_MONTHS)
-_FIRST_PERSON = _Words(_FIRST_PERSON_WORDS)
-_SIGNAL = _Words(_SIGNAL_WORDS)
 _COMMITMENT = _Words(_COMMITMENT_WORDS)
 
 
@@ -114,41 +155,69 @@ def _has_contact(sentence: str) -> bool:
 
 
 def _is_user_fact(sentence: str) -> bool:
-    if _FILLER.match(sentence):
+    """What the user said, but small talk and questions that state nothing about them (see the module doc)."""
+    if _FILLER.match(sentence) or _COURTESY.match(sentence):
         return False
-    if _NUMBER.search(sentence) or _has_contact(sentence):
+    if not sentence.endswith("?") or _NUMBER.search(sentence) or _has_contact(sentence):
         return True
-    if sentence.endswith("?"):
-        return False  # a question to the assistant: its answer is the assistant's, not the user's fact
-    low = fold(sentence)
-    if _LABELLED.match(sentence) or _TIME.search(sentence, low) or _PROPER.search(sentence):
-        return True
-    if _SIGNAL.search(sentence, low):
-        return _FIRST_PERSON.search(sentence, low) or len(sentence.split()) <= _SHORT_WORDS
-    return False
+    # a request states a wish ("can we pay the deposit in two parts?"); a question for information does not
+    return _REQUEST.match(sentence) is not None
 
 
-def _is_assistant_fact(sentence: str) -> bool:
+def _has_specific(sentence: str, low: str | None) -> bool:
+    """A number, a contact, a date or time word, or a name (a capitalized word after the first)."""
+    return bool(
+        _NUMBER.search(sentence) or _has_contact(sentence) or _TIME.search(sentence, low) or _PROPER.search(sentence)
+    )
+
+
+def _is_assistant_fact(sentence: str, agreed: bool = False) -> bool:
+    """A commitment with specifics, a recap, or (``agreed``: the user's next message agrees) a specific."""
     low = fold(sentence)  # the commitment first: the rarer of the two conditions
-    return _COMMITMENT.search(sentence, low) and bool(_NUMBER.search(sentence) or _TIME.search(sentence, low))
+    if _COMMITMENT.search(sentence, low) and bool(_NUMBER.search(sentence) or _TIME.search(sentence, low)):
+        return True
+    if not sentence.endswith("?"):
+        opener = _RECAP_START.match(sentence)
+        if opener or _RECAP_INSIDE.search(sentence):
+            return _records(sentence[opener.end() :] if opener else sentence, low)
+    return agreed and _has_specific(sentence, low)
+
+
+def _records(rest: str, low: str | None) -> bool:
+    """Whether what a recap says after its opener records something: not a courtesy ("Noted, thank you.",
+    "Got it, that's really useful."), and a specific or four words or more."""
+    if _COURTESY.match(rest):
+        return False
+    return _has_specific(rest, None if low is None else fold(rest)) or len(rest.split()) >= 4
+
+
+def agrees(text: str) -> bool:
+    """Whether a user message opens by agreeing ("yes!", "sounds good", "perfect, book it")."""
+    return _AGREES.match(text) is not None
 
 
 @functools.lru_cache(maxsize=65_536)
-def _text_facts(role: str, text: str) -> tuple[str, ...]:
-    """The fact sentences of one message text. Memoized: the gateway sees the same history on every turn, so
-    each message is read once, not once per turn (the 100-turn benchmark relies on it).
+def _text_facts(role: str, text: str, agreed: bool = False) -> tuple[str, ...]:
+    """The fact sentences of one message text (``agreed``: an assistant message the user's next one agrees
+    with). Memoized: the gateway sees the same history on every turn, so each message is read once, not once
+    per turn (the 100-turn benchmark relies on it).
 
-    An assistant fact needs a commitment phrase, so only the sentences where one occurs are examined (found
-    with ``str.find``): long explanations cost a few substring searches, not a regex pass per sentence.
+    Unless agreed with, an assistant fact needs a commitment or recap phrase, so only the sentences where one
+    occurs are examined (found with ``str.find``): long explanations cost a few substring searches, not a regex
+    pass per sentence.
     """
     if role == "user":
         return tuple(_clip(s) for s in sentences(text) if _is_user_fact(s))
+    if agreed:
+        return tuple(_clip(s) for s in sentences(text) if _is_assistant_fact(s, True))
     low = fold(text)
     if low is None:
         starts = [m.start() for m in _COMMITMENT.slow.finditer(text)]
-    else:  # where the commitment phrases occur at all (str.find); the sentence check below is the exact one
+        starts += [m.start() for m in re.finditer(rf"\b(?:{_RECAP_WORDS}|noted|it is)\b", text, re.IGNORECASE)]
+        starts.sort()
+    else:  # where the commitment and recap phrases occur at all (str.find); the sentence check is the exact one
         starts = []
-        for literal in _COMMITMENT_LITERALS:
+        for literal in (*_COMMITMENT_LITERALS, *_RECAP_LITERALS):
             at = low.find(literal)
             while at >= 0:
                 starts.append(at)
@@ -159,7 +228,7 @@ def _text_facts(role: str, text: str) -> tuple[str, ...]:
     previous = -1
     for at in starts:
         begin, sentence = _sentence_at(text, at)
-        if begin != previous:
+        if begin >= 0 and begin != previous:
             previous = begin
             if sentence and _is_assistant_fact(sentence):
                 found.append(_clip(sentence))
@@ -167,26 +236,14 @@ def _text_facts(role: str, text: str) -> tuple[str, ...]:
 
 
 def _sentence_at(text: str, at: int) -> tuple[int, str]:
-    """Where the sentence holding ``text[at]`` (not a break) begins, and the sentence as ``sentences`` gives
-    it: the run of non-break characters around ``at`` and the ``.!?`` run or newline that ends it."""
-    # The line first: the other marks are then looked for within it, not across a long text.
+    """Where the sentence holding ``text[at]`` begins, and the sentence as ``sentences`` gives it (``-1`` and
+    ``""`` when ``at`` is in no sentence). A newline always ends a sentence, so only its line is read."""
     line = text.rfind("\n", 0, at) + 1
-    begin = max(line, text.rfind(".", line, at) + 1, text.rfind("!", line, at) + 1, text.rfind("?", line, at) + 1)
     end = text.find("\n", at)
-    if end < 0:
-        end = len(text)
-    for mark in ".!?":
-        found = text.find(mark, at, end)
-        if found >= 0:
-            end = found
-    stop = end
-    if end < len(text):
-        if text[end] == "\n":
-            stop = end + 1
-        else:
-            while stop < len(text) and text[stop] in ".!?":
-                stop += 1
-    return begin, text[begin:stop].strip()
+    for match in _SENTENCE.finditer(text, line, end if end >= 0 else len(text)):
+        if match.start() <= at < match.end():
+            return match.start(), match.group().strip()
+    return -1, ""
 
 
 def _clip(sentence: str) -> str:
@@ -218,17 +275,46 @@ def failure_lines(text: str) -> tuple[str, ...]:
     return tuple(sorted(found, key=found.__getitem__)[:_MAX_FAILURE_LINES])
 
 
-def facts_of_turn(messages: Sequence[Any], texts: Sequence[tuple[Any, str]]) -> list[tuple[str, str]]:
+def _edited_path(block: Mapping[str, Any]) -> str | None:
+    """The file a ``tool_use`` block writes, when its name says it writes and its input names one."""
+    name = block.get("name")
+    tool_input = block.get("input")
+    if not isinstance(name, str) or not isinstance(tool_input, dict):
+        return None
+    low = name.lower()
+    if not any(word in low for word in _WRITE_TOOL_WORDS):
+        return None
+    for key in _PATH_KEYS:
+        path = tool_input.get(key)
+        if isinstance(path, str) and path.strip():
+            return _clip(path.strip())
+    return None
+
+
+def facts_of_turn(
+    messages: Sequence[Any], texts: Sequence[tuple[Any, str]], next_user: str | None = None
+) -> list[tuple[str, str]]:
     """The facts of one turn: ``messages`` (its messages, in order) and ``texts`` (``(role, message_text)`` of
-    its dict messages, as ``split_turns`` collects them). An agent's turn (one with ``tool_result`` blocks)
-    keeps its opening instruction whole and the failure lines of its tool outputs (see the module doc)."""
+    its dict messages, as ``split_turns`` collects them); ``next_user``: the text of the message that opens the
+    next turn, if any (an assistant proposal it agrees with is kept). An agent's turn (one with ``tool_result``
+    blocks) keeps its opening instruction whole, the failure lines of its tool outputs and the files it edited
+    (see the module doc)."""
     if len(messages) < 3:  # a tool result needs a human message and a tool call before it
-        return facts_of_texts(texts)
+        return facts_of_texts(texts, next_user)
     failures: list[tuple[str, str]] = []
+    edited: dict[str, None] = {}  # in order of last edit
     agent = False
     for message in messages[1:]:
         content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(content, list) or message.get("role") != "user":
+        if not isinstance(content, list):
+            continue
+        if message.get("role") == "assistant":
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "tool_use":
+                    path = _edited_path(block)
+                    if path is not None:
+                        edited.pop(path, None)
+                        edited[path] = None
             continue
         for block in content:
             if isinstance(block, dict) and block.get("type") == "tool_result":
@@ -236,33 +322,103 @@ def facts_of_turn(messages: Sequence[Any], texts: Sequence[tuple[Any, str]]) -> 
                 if len(failures) < _MAX_FAILURE_LINES:
                     failures.extend(("tool", line) for line in failure_lines(block_text(block)))
     if not agent or not texts or texts[0][0] != "user" or not texts[0][1].strip():
-        return facts_of_texts(texts)
+        return facts_of_texts(texts, next_user)
     instruction = ("user", _clip(texts[0][1].strip()))
-    return [instruction, *facts_of_texts(texts[1:]), *failures[:_MAX_FAILURE_LINES]]
+    files = [("tool", f"edited {path}") for path in list(edited)[-_MAX_EDITED_FILES:]]
+    return [instruction, *facts_of_texts(texts[1:], next_user), *failures[:_MAX_FAILURE_LINES], *files]
 
 
-def extract_facts(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+def extract_facts(messages: Sequence[Mapping[str, Any]], next_user: str | None = None) -> list[tuple[str, str]]:
     """``(role, sentence)`` for every fact of the turn ``messages``, in order (duplicates kept: ``render_memory``
     drops them across the whole compacted span)."""
-    return facts_of_turn(messages, [(message.get("role"), message_text(message)) for message in messages])
+    texts = [(message.get("role"), message_text(message)) for message in messages]
+    return facts_of_turn(messages, texts, next_user)
 
 
-def facts_of_texts(texts: Sequence[tuple[Any, str]]) -> list[tuple[str, str]]:
+def facts_of_texts(texts: Sequence[tuple[Any, str]], next_user: str | None = None) -> list[tuple[str, str]]:
     """``extract_facts`` of messages already reduced to ``(role, message_text)``."""
     found: list[tuple[str, str]] = []
-    for role, text in texts:
+    last = len(texts) - 1
+    for i, (role, text) in enumerate(texts):
         # An empty text (a message of tool_result blocks, say) has no facts: no need to look it up.
-        if text and (role == "user" or role == "assistant"):
-            for sentence in _text_facts(role, text):
-                found.append((role, sentence))
+        if not text:
+            continue
+        if role == "user":
+            found.extend((role, sentence) for sentence in _text_facts(role, text))
+        elif role == "assistant":
+            reply = next_user if i == last else (texts[i + 1][1] if texts[i + 1][0] == "user" else None)
+            agreed = reply is not None and agrees(reply)
+            found.extend((role, sentence) for sentence in _text_facts(role, text, agreed))
     return found
 
 
+@functools.lru_cache(maxsize=16_384)
+def corrected_values(text: str) -> tuple[tuple[str, str], ...]:
+    """What a user message corrects: ``("value", old)`` for each value it negates ("560, not 575"), ``("phone",
+    new)`` / ``("email", new)`` for a phone number or e-mail address it gives again; only when the message says
+    it corrects something ("actually", "sorry", "I need to fix", "instead"). Memoized like ``_text_facts``."""
+    low = fold(text)
+    if low is None:
+        low = text.lower()
+    if not any(cue in low for cue in _CORRECTION_CUE_LITERALS) or not _CORRECTION_CUE.search(low):
+        return ()
+    found: list[tuple[str, str]] = [("value", m.group(1)) for m in _NEGATED.finditer(low)]
+    found += [("phone", phone) for phone in _phones(text)]
+    found += [("email", m.group()) for m in _EMAIL.finditer(text)]
+    return tuple(found)
+
+
+def _value_pattern(value: str) -> re.Pattern[str]:
+    """Whole-word occurrences of a corrected value, with its currency sign and unit ("$575k" for "575")."""
+    return re.compile(rf"(?<![\w$.,])\$?{re.escape(value)}(?:\s?(?:k|m|am|pm)\b)?(?![\w,.]\w|\w)", re.IGNORECASE)
+
+
+def _apply_corrections(text: str, turn: int, corrections: Sequence[tuple[int, str, str]]) -> str:
+    """``text`` (a memory line of ``turn``) with the values later corrections replaced (see the module doc)."""
+    for at, kind, value in corrections:
+        if at <= turn:
+            continue
+        note = f"[corrected in t{at + 1}]"
+        if kind == "value":
+            text = _value_pattern(value).sub(note, text)
+        else:
+            text = _replace_others(_PHONE if kind == "phone" else _EMAIL, text, value, note, kind == "phone")
+    return text
+
+
+def _is_phone(candidate: str) -> bool:
+    return sum(c.isdigit() for c in candidate) >= 7
+
+
+def _phones(text: str) -> list[str]:
+    return [m.group().strip() for m in _PHONE.finditer(text) if _is_phone(m.group())]
+
+
+def _replace_others(pattern: re.Pattern[str], text: str, keep: str, note: str, phone: bool) -> str:
+    """``text`` with every match of ``pattern`` but ``keep`` (and, for phones, but non-phone digit runs)
+    replaced by ``note``."""
+
+    def swap(match: re.Match[str]) -> str:
+        found = match.group().strip()
+        if found == keep or (phone and not _is_phone(found)):
+            return match.group()
+        return note
+
+    return pattern.sub(swap, text)
+
+
 def render_memory(
-    first_turn: int, last_turn: int, omitted: int, facts: Sequence[tuple[int, str, str]], summary: str | None = None
+    first_turn: int,
+    last_turn: int,
+    omitted: int,
+    facts: Sequence[tuple[int, str, str]],
+    summary: str | None = None,
+    corrections: Sequence[tuple[int, str, str]] = (),
 ) -> str:
     """The memory block's text: a header saying what was removed, then one line per fact (first occurrence of
-    each sentence wins), or the stored summary when a cheap model wrote one."""
+    each sentence wins), or the stored summary when a cheap model wrote one. ``corrections``: ``(turn, kind,
+    value)`` as ``corrected_values`` finds them in the history; a line older than a correction has the value
+    it corrects replaced by a note of the correcting turn."""
     head = (
         f'{MEMORY_TAG} turns="{first_turn + 1}-{last_turn + 1}" omitted="{omitted}">\n'
         "Earlier turns of this conversation were condensed to save tokens. "
@@ -271,11 +427,18 @@ def render_memory(
         return head + "Summary of them:\n" + summary.strip() + "\n</conversation-memory>"
     seen: set[str] = set()
     lines: list[str] = []
+    last: tuple[int, str] | None = None
     for turn, role, text in facts:
         normal = text.lower()
         if normal in seen:
             continue
         seen.add(normal)
-        lines.append(f"- t{turn + 1} {role}: {text}")
+        if corrections:
+            text = _apply_corrections(text, turn, corrections)
+        if last == (turn, role) and role != "tool":  # one line per turn and speaker: "No car. He bikes."
+            lines[-1] += " " + text
+        else:
+            lines.append(f"- t{turn + 1} {role}: {text}")
+        last = (turn, role)
     body = "Statements from them, verbatim:\n" + "\n".join(lines) + "\n" if lines else "No facts were found in them.\n"
     return head + body + "</conversation-memory>"

@@ -30,7 +30,13 @@ from clawback.api.errors import InvalidRequestError
 from clawback.api.messages import MAX_CACHE_BREAKPOINTS, check_tool_pairing, content_blocks
 from clawback.config import PruningPolicy
 from clawback.pipeline.pruning.conversation import Turn, block_text, fast_block_tokens, message_text, split_turns
-from clawback.pipeline.pruning.facts import extract_facts, facts_of_turn, failure_lines, render_memory
+from clawback.pipeline.pruning.facts import (
+    corrected_values,
+    extract_facts,
+    facts_of_turn,
+    failure_lines,
+    render_memory,
+)
 from clawback.pipeline.pruning.relevance import Bm25Scorer, Scorer, select_relevant
 from clawback.tokens import MESSAGE_OVERHEAD, fast_tokens, tokenizer_factor
 
@@ -152,8 +158,17 @@ class _Estimates:
         found = self.facts.get(index)
         if found is None:
             turn = self.turns[index]
-            found = self.facts[index] = facts_of_turn(self.messages[turn.start : turn.end], self.texts(index))
+            found = self.facts[index] = facts_of_turn(
+                self.messages[turn.start : turn.end], self.texts(index), self.next_user(index)
+            )
         return found
+
+    def next_user(self, index: int) -> str | None:
+        """The text of the human message that opens turn ``index + 1`` (``None`` for the last turn)."""
+        if index + 1 >= len(self.turns):
+            return None
+        texts = self.texts(index + 1)
+        return texts[0][1] if texts and texts[0][0] == "user" else None
 
     def compacted(self, index: int) -> int:
         """Tokens turn ``index`` still costs once compacted (its facts, or its elided self)."""
@@ -588,13 +603,32 @@ def extractive_memory(body: Mapping[str, Any], plan: Plan, summary: str | None =
         return None
     messages = body["messages"]
     facts: list[tuple[int, str, str]] = []
+    corrections: list[tuple[int, str, str]] = []
     if summary is None:
         for index in plan.dropped:
             found = plan.facts.get(index)
             if found is None:
-                found = extract_facts(_turn_messages(messages, plan.turns[index]))
+                following = plan.turns[index + 1] if index + 1 < len(plan.turns) else None
+                opener = messages[following.start] if following is not None else None
+                next_user = message_text(opener) if isinstance(opener, dict) and opener.get("role") == "user" else None
+                found = extract_facts(_turn_messages(messages, plan.turns[index]), next_user)
             facts.extend((index, role, text) for role, text in found)
-    return render_memory(plan.dropped[0], plan.dropped[-1], len(plan.dropped), facts, summary)
+        corrections = _corrections(messages, plan)
+    return render_memory(plan.dropped[0], plan.dropped[-1], len(plan.dropped), facts, summary, corrections)
+
+
+def _corrections(messages: Sequence[Any], plan: Plan) -> list[tuple[int, str, str]]:
+    """``(turn, kind, value)`` for what the user's messages after the first dropped turn correct (the whole
+    history, the verbatim tail too: a correction the model is about to read must not be contradicted by the
+    memory before it; the memory then changes once, on the request after the correction)."""
+    found: list[tuple[int, str, str]] = []
+    for turn in plan.turns[plan.dropped[0] + 1 :]:
+        for message in messages[turn.start : turn.end]:
+            if isinstance(message, dict) and message.get("role") == "user":
+                text = message_text(message)
+                if text:
+                    found.extend((turn.index, kind, value) for kind, value in corrected_values(text))
+    return found
 
 
 def _elide_block(block: Mapping[str, Any], min_tokens: int, factor: float) -> tuple[Mapping[str, Any], int, int]:
