@@ -175,7 +175,9 @@ class PruningPolicy(_Section):
         "extractive", description="Distil dropped turns into a memory block; 'summary' asks a cheap model"
     )
     tool_elision: bool = Field(True, description="Replace large old tool_result contents with a placeholder")
-    keep_first_turns: int = Field(1, ge=0, description="Opening turns always kept verbatim")
+    keep_first_turns: int = Field(
+        0, ge=0, description="Opening turns always kept verbatim (0: the first turn is condensed like the others)"
+    )
     keep_recent_turns: int = Field(2, ge=1, description="Completed turns always kept verbatim before the current")
     trigger_tokens: int = Field(1000, ge=1, description="Compact when the verbatim tail exceeds this")
     trigger_turns: int | None = Field(None, ge=1, description="...or holds more completed turns than this")

@@ -139,16 +139,23 @@ def test_split_turns_collects_the_message_texts_and_the_same_turns(messages: lis
     assert texts == expected
 
 
-_LOG_PIECES = ["FAILED", "ERROR", "Error", "Traceback", "PASSED", "ok", "tests/a.py::t", " ", "\n", "\n\n", "x"]
+_LOG_PIECES = ["FAILED", "FAIL", "ERROR", "Error", "error:", "Traceback", "\u00d7", "PASSED", "ok", "tests/a.py::t",
+               " ", "\n", "\n\n", "x"]  # fmt: skip
 
 
 @settings(max_examples=1500, deadline=None)
 @given(st.lists(st.sampled_from(_LOG_PIECES), max_size=40).map("".join))
 def test_failure_lines_are_the_plain_line_scan(text: str) -> None:
-    expected: list[str] = []
-    for line in text.split("\n"):
+    lines = text.split("\n")
+    first: dict[str, int] = {}  # failure line -> the index of its first occurrence
+    for index, line in enumerate(lines):
         if any(mark in line for mark in facts._FAILURE_MARKS):
-            clipped = " ".join(line.strip().split())
-            if clipped not in expected:
-                expected.append(clipped)
-    assert facts.failure_lines.__wrapped__(text) == tuple(expected[: facts._MAX_FAILURE_LINES])
+            first.setdefault(" ".join(line.strip().split()), index)
+    expected: list[str] = []
+    for line, index in list(first.items())[: facts._MAX_FAILURE_LINES]:
+        expected.append(line)
+        if index + 1 < len(lines):
+            detail = " ".join(lines[index + 1].strip().split())
+            if detail and detail not in expected and not any(mark in detail for mark in facts._FAILURE_MARKS):
+                expected.append(detail)
+    assert facts.failure_lines.__wrapped__(text) == tuple(expected)

@@ -264,7 +264,11 @@ def test_an_elided_test_run_keeps_its_failure_lines_in_the_placeholder() -> None
     pruned = PruningStage(settings, BOOK).prune_body(request(history, marker=False), settings).body
     block = pruned["messages"][2]["content"][0]
     assert elided(block)
-    assert "; its failure lines: tests/test_scoring.py::test_rank_60 FAILED;" in block["content"]
+    # the failing test, and the line after it (here the run's summary)
+    assert (
+        "; its failure lines: tests/test_scoring.py::test_rank_60 FAILED | ==== 60 passed, 1 failed ====;"
+        in (block["content"])
+    )
     assert "test_rank_59 PASSED" not in block["content"]
 
 

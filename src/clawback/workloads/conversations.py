@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from clawback.api.errors import InvalidRequestError
 from clawback.api.messages import validate_messages_request
+from clawback.pipeline.pruning.conversation import is_turn_start
 from clawback.tokens import count_request_tokens
 from clawback.workloads.model import Step, StepLabels, Workload
 
@@ -46,7 +47,11 @@ __all__ = [
 ]
 
 CONVERSATION_MODEL = "claude-sonnet-4-6"  # the lead chat's model: what a chat assistant runs on
-_TURN_GAP_S = 30.0  # between two requests of a conversation: well inside the 5-minute cache TTL
+# Between two requests of a conversation, on the simulated clock (the prompt cache's 5-minute TTL sees them):
+# a human's next message a minute later (the lead_chat generator: 15-120 s), an agent's next round trip, which
+# answers tool results, 12 s later (the agentic generator: 2-25 s).
+_HUMAN_GAP_S = 60.0
+_ROUND_TRIP_GAP_S = 12.0
 _CONVERSATION_GAP_S = 4 * 3600.0  # between conversations: every cache entry of the previous one has expired
 
 Content = str | list[dict[str, Any]]
@@ -173,8 +178,9 @@ def conversation_workload(
             labels = StepLabels(session=conversation.id)
             if k == last:
                 labels = StepLabels(conversation.id, needed, stale_facts=tuple(conversation.stale_facts))
+            if k:
+                at += _HUMAN_GAP_S if is_turn_start(messages[2 * k]) else _ROUND_TRIP_GAP_S
             steps.append(Step(ref=f"{name}/{conversation.id}/t{k:03d}", at_s=at, request=request, labels=labels))
-            at += _TURN_GAP_S
         for turn in conversation.turns:
             reply = {"role": "assistant", "content": turn.assistant}
             replies.append(count_request_tokens({"model": model, "messages": [reply]}))

@@ -23,7 +23,8 @@ An agent's turn (one whose tool calls were answered: a coding agent's, say) is r
 message that opened it is an instruction, and an instruction is kept whole: "Use the logger in storage.py
 instead of print statements." holds no number or first-person signal, yet dropping it changes the work.
 Tool outputs are not read for sentences (they are code, listings, logs), but the lines that report a failure
-(a test marked ``FAILED``, an ``ERROR`` / ``Error`` line, a ``Traceback``) are kept, at most five a turn: the
+(a test marked ``FAILED`` / ``FAIL`` / a cross mark, an ``ERROR`` / ``Error`` / ``error:`` / ``fatal:`` line, a
+``Traceback``), each with the line after it (its detail), are kept, the first five a turn: the
 failing test is what the agent is fixing long after the run that showed it has been compacted away. So are
 the files the turn's tool calls edited (a ``tool_use`` whose name says it writes: ``edit``, ``write``,
 ``replace``, ``patch``, ``create``, ``apply``, ``str_replace``; its ``path`` / ``file_path`` input), the newest
@@ -92,11 +93,17 @@ _FILLER = re.compile(
     re.IGNORECASE,
 )
 _MAX_SENTENCE_CHARS = 400
-_FAILURE_MARKS = ("FAILED", "ERROR", "Error", "Traceback")
+_FAILURE_MARKS = (
+    "FAIL", "ERROR", "Error", "error:", "fatal:", "FATAL", "panic:", "Traceback",
+    "\u00d7", "\u2715", "\u2717",  # the cross marks of vitest / jest / mocha
+)  # fmt: skip
 _MAX_FAILURE_LINES = 5
 _WRITE_TOOL_WORDS = ("edit", "write", "replace", "patch", "create", "apply", "insert", "multiedit")
 _PATH_KEYS = ("path", "file_path", "filename", "file", "target_file")
 _MAX_EDITED_FILES = 3
+_CODE_KEYS = ("new_str", "new_string", "content", "file_text", "code", "patch", "diff")
+_DEFINITION = re.compile(r"^[ \t+]*(?:async\s+)?(?:def|class|function|func|fn)\s+(\w+)", re.MULTILINE)
+_MAX_DEFINITIONS = 3
 _CORRECTION_CUE_LITERALS = (
     "actual", "correct", "mistake", "mistaken", "sorry", "wait", "fix", "instead", "chang", "updat", "meant",
     "misread", "wrong", "typo", "swapped",
@@ -256,7 +263,8 @@ def _clip(sentence: str) -> str:
 
 @functools.lru_cache(maxsize=16_384)
 def failure_lines(text: str) -> tuple[str, ...]:
-    """The first ``_MAX_FAILURE_LINES`` distinct lines of a tool output that report a failure, in order, found
+    """The first ``_MAX_FAILURE_LINES`` distinct lines of a tool output that report a failure, in order, each
+    followed by the line after it when that one reports none itself (its detail, a test summary), found
     with ``str.find`` (a 10 kB output costs a few substring searches, not a regex pass). Memoized like
     ``_text_facts``. Each mark's own first five distinct lines are enough: a line among the first five overall
     is among the first five of any mark it holds (the unit tests compare it with a plain line-by-line scan)."""
@@ -272,11 +280,23 @@ def failure_lines(text: str) -> tuple[str, ...]:
             if line not in found or found[line] > start:
                 found[line] = start
             at = text.find(mark, end) if end >= 0 else -1
-    return tuple(sorted(found, key=found.__getitem__)[:_MAX_FAILURE_LINES])
+    first = sorted(found, key=found.__getitem__)[:_MAX_FAILURE_LINES]
+    out: list[str] = []
+    for line in first:  # each with the line after it, its detail ("pg_dump: detail: server version: 16.2")
+        out.append(line)
+        start = found[line]
+        end = text.find("\n", start)
+        if end >= 0:
+            stop = text.find("\n", end + 1)
+            detail = _clip(text[end + 1 : stop if stop >= 0 else len(text)].strip())
+            if detail and detail not in out and not any(mark in detail for mark in _FAILURE_MARKS):
+                out.append(detail)
+    return tuple(out)
 
 
 def _edited_path(block: Mapping[str, Any]) -> str | None:
-    """The file a ``tool_use`` block writes, when its name says it writes and its input names one."""
+    """The file a ``tool_use`` block writes, when its name says it writes and its input names one, with the
+    functions and classes the written code defines (the test the agent just wrote, the helper it added)."""
     name = block.get("name")
     tool_input = block.get("input")
     if not isinstance(name, str) or not isinstance(tool_input, dict):
@@ -287,7 +307,13 @@ def _edited_path(block: Mapping[str, Any]) -> str | None:
     for key in _PATH_KEYS:
         path = tool_input.get(key)
         if isinstance(path, str) and path.strip():
-            return _clip(path.strip())
+            names: dict[str, None] = {}
+            for key in _CODE_KEYS:
+                code = tool_input.get(key)
+                if isinstance(code, str):
+                    names.update(dict.fromkeys(_DEFINITION.findall(code)))
+            defined = list(names)[:_MAX_DEFINITIONS]
+            return _clip(path.strip()) + (f" (defines {', '.join(defined)})" if defined else "")
     return None
 
 
@@ -319,13 +345,18 @@ def facts_of_turn(
         for block in content:
             if isinstance(block, dict) and block.get("type") == "tool_result":
                 agent = True
-                if len(failures) < _MAX_FAILURE_LINES:
+                if len(failures) < 2 * _MAX_FAILURE_LINES:
                     failures.extend(("tool", line) for line in failure_lines(block_text(block)))
     if not agent or not texts or texts[0][0] != "user" or not texts[0][1].strip():
         return facts_of_texts(texts, next_user)
     instruction = ("user", _clip(texts[0][1].strip()))
-    files = [("tool", f"edited {path}") for path in list(edited)[-_MAX_EDITED_FILES:]]
-    return [instruction, *facts_of_texts(texts[1:], next_user), *failures[:_MAX_FAILURE_LINES], *files]
+    files = [("tool", f"edited {path}") for path in list(edited)[-_MAX_EDITED_FILES:]]  # the newest last
+    # the agent's own words between tool calls say what it found and decided ("The fix is to install
+    # postgresql-client-16"): short, and not regenerable once the outputs they read are gone
+    said = [(role, _clip(text.strip())) if role == "assistant" else (role, text) for role, text in texts[1:]]
+    notes = [item for item in said if item[0] == "assistant" and item[1]]
+    rest = facts_of_texts([item for item in said if item[0] != "assistant"], next_user)
+    return [instruction, *rest, *notes, *failures[: 2 * _MAX_FAILURE_LINES], *files]
 
 
 def extract_facts(messages: Sequence[Mapping[str, Any]], next_user: str | None = None) -> list[tuple[str, str]]:

@@ -20,7 +20,7 @@ detail: ``docs/pruning.md``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,6 +170,12 @@ class _Estimates:
         texts = self.texts(index + 1)
         return texts[0][1] if texts and texts[0][0] == "user" else None
 
+    def elided(self, index: int) -> int:
+        """Tokens turn ``index`` costs sent whole with its large tool outputs elided (a turn kept for relevance)."""
+        turn = self.turns[index]
+        min_tokens = self.policy.tool_elision_min_tokens
+        return sum(_elided_tokens(m, min_tokens, self.factor) for m in _turn_messages(self.messages, turn))
+
     def compacted(self, index: int) -> int:
         """Tokens turn ``index`` still costs once compacted (its facts, or its elided self)."""
         cached = self._compacted.get(index)
@@ -225,6 +231,7 @@ class _Point:
     query_turn: int
     step: int
     count: int
+    kept: tuple[int, ...] = ()  # older turns relevance keeps verbatim
 
 
 def _opening(turns: Sequence[Turn], policy: PruningPolicy) -> int:
@@ -239,12 +246,16 @@ def schedule(
     estimates: _Estimates,
     rates: CacheRates | None,
     loops: _ToolLoops | None = None,
+    choose: Callable[[int, int], tuple[int, ...]] | None = None,
 ) -> _Point | None:
     """Replay the conversation's growth and return the compaction point in force at its last turn.
 
     ``rates`` set: decisions are priced as cached (compaction must pay back its cache write); ``None``: every
     compaction that removes tokens pays. ``loops``: each turn's tool loop is elided (``_ToolLoops``) once the
     replay has reached the end of that turn, and the schedule counts the turn at its size after it.
+    ``choose(candidate, completed)``: the turns of ``[opening, candidate)`` that relevance keeps verbatim at
+    that point (``_Point.kept``); the decision is priced with them kept, and a point that would drop nothing is
+    no compaction at all (it would rewrite the cache for nothing).
     """
     n = len(turns)
     opening = _opening(turns, policy)
@@ -254,6 +265,7 @@ def schedule(
         for turn in turns:
             cum.append(cum[-1] + turn.tokens)
     boundary = opening
+    form = 0  # tokens of turns [opening, boundary) as the compaction in force sends them
     point: _Point | None = None
     for step in range(opening + 1, n + 1):
         completed = step - 1  # turns 0..step-2 are complete; turn step-1 is in progress
@@ -273,14 +285,23 @@ def schedule(
             candidate += 1
         if candidate == boundary:
             continue
+        kept = choose(candidate, completed) if choose is not None else ()
+        short = estimates.region(opening, candidate)
+        unchanged = True
+        for index in kept:  # sent whole (large tool outputs elided), not as memory
+            verbatim = cum[index + 1] - cum[index]
+            sent = min(verbatim, estimates.elided(index)) if policy.tool_elision else verbatim
+            unchanged = unchanged and sent == verbatim
+            short += sent - estimates.compacted(index)
+        if len(kept) == candidate - opening and unchanged:
+            continue  # relevance keeps every turn as it is: the compaction would rewrite the cache for nothing
         if rates is not None:
-            long_tokens = estimates.region(opening, boundary) + cum[candidate] - cum[boundary]
-            short_tokens = estimates.region(opening, candidate)
+            long_tokens = form + cum[candidate] - cum[boundary]
             tail_tokens = cum[completed] - cum[candidate]
-            if not _pays(rates, policy.expected_turns, long_tokens, short_tokens, tail_tokens):
+            if not _pays(rates, policy.expected_turns, long_tokens, short, tail_tokens):
                 continue
-        boundary = candidate
-        point = _Point(boundary, completed, step, (point.count if point else 0) + 1)
+        boundary, form = candidate, short
+        point = _Point(boundary, completed, step, (point.count if point else 0) + 1, kept)
     while settle is not None and len(cum) <= n:
         index = len(cum) - 1
         cum.append(cum[-1] + turns[index].tokens - settle(index, boundary, cum))
@@ -507,7 +528,26 @@ def plan_pruning(
     tool_loops = None
     if policy.tool_elision and policy.keep_recent_tool_results is not None:
         tool_loops = _ToolLoops(messages, turns, policy, rates, estimates, frontier_floor)
-    point = schedule(turns, policy, estimates, rates, tool_loops)
+    choose = None
+    if policy.window and policy.relevance and policy.relevance_max_turns > 0:
+        relevance_scorer = scorer or Bm25Scorer()
+        opening_turns = _opening(turns, policy)
+
+        def choose(candidate: int, completed: int) -> tuple[int, ...]:
+            """The older turns relevance keeps at a compaction point: those of ``[opening, candidate)`` that
+            best match the human messages of the turns from ``candidate`` to the one then in progress."""
+            # An agent's turn (a tool loop) is not kept for relevance: it is large, and its memory keeps what a
+            # later turn refers to (the instruction, the failures, the files edited).
+            region = [i for i in range(opening_turns, candidate) if turns[i].end - turns[i].start <= 2]
+            query = "\n".join(message_text(messages[turns[i].start]) for i in range(candidate, completed + 1))
+            documents = ["\n".join(text for _, text in estimates.texts(i)) for i in region]
+            chosen = select_relevant(
+                relevance_scorer, query, documents,
+                max_items=policy.relevance_max_turns, min_score=policy.relevance_min_score,
+            )  # fmt: skip
+            return tuple(sorted(region[i] for i in chosen))
+
+    point = schedule(turns, policy, estimates, rates, tool_loops, choose)
     loops: dict[int, tuple[int, ...]] = {}
     loop_fields: dict[str, Any] = {}
     current_turn = turns[-1]
@@ -526,13 +566,7 @@ def plan_pruning(
         elif current_turn.end - current_turn.start > 1:  # a loop too short to elide: its human message, as
             loop_fields["loop_frontier"] = current_turn.start  # ``loop_start`` gives it when nothing is compacted
     if point is None:
-        if not loops:
-            return None
-        return Plan(
-            turns=tuple(turns), opening=0, boundary=0, kept=(), dropped=(), query_turn=len(turns) - 1,
-            new_compaction=False, compactions=0, elide=False, elide_min_tokens=policy.tool_elision_min_tokens,
-            factor=factor, **loop_fields,
-        )  # fmt: skip
+        return _loops_only(turns, policy, factor, loop_fields) if loops else None
     # the compaction is new on the request that opens the turn; the turn's later round trips replay it
     in_progress = any(
         isinstance(m, dict) and m.get("role") == "user" for m in messages[current_turn.start + 1 : current_turn.end]
@@ -540,18 +574,7 @@ def plan_pruning(
     opening = _opening(turns, policy)
     region = list(range(opening, point.boundary))
     if policy.window:
-        kept: list[int] = []
-        if policy.relevance and policy.relevance_max_turns > 0 and region:
-            query = "\n".join(
-                message_text(messages[turns[i].start]) for i in range(point.boundary, point.query_turn + 1)
-            )
-            documents = ["\n".join(text for _, text in estimates.texts(i)) for i in region]
-            chosen = select_relevant(
-                scorer or Bm25Scorer(), query, documents,
-                max_items=policy.relevance_max_turns, min_score=policy.relevance_min_score,
-            )  # fmt: skip
-            kept = sorted(region[i] for i in chosen)
-        kept = sorted({*kept, *(i for i in region if _pinned(messages, turns[i]))})
+        kept = sorted({*point.kept, *(i for i in region if _pinned(messages, turns[i]))})
         dropped = [i for i in region if i not in set(kept)]
     else:
         kept, dropped = region, []
@@ -570,6 +593,15 @@ def plan_pruning(
         facts=estimates.facts,
         **loop_fields,
     )
+
+
+def _loops_only(turns: Sequence[Turn], policy: PruningPolicy, factor: float, loop_fields: dict[str, Any]) -> Plan:
+    """A plan that only elides the tail's tool loops (no history compaction)."""
+    return Plan(
+        turns=tuple(turns), opening=0, boundary=0, kept=(), dropped=(), query_turn=len(turns) - 1,
+        new_compaction=False, compactions=0, elide=False, elide_min_tokens=policy.tool_elision_min_tokens,
+        factor=factor, **loop_fields,
+    )  # fmt: skip
 
 
 def region_digest(body: Mapping[str, Any], plan: Plan) -> str:
