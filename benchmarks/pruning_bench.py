@@ -91,6 +91,8 @@ def clear_memos() -> None:
     if hasattr(facts, "failure_lines"):  # (absent before b997096: the script also measures older checkouts)
         facts.failure_lines.cache_clear()
     relevance._terms.cache_clear()
+    if hasattr(facts, "corrected_values"):  # (absent before issue 18)
+        facts.corrected_values.cache_clear()
 
 
 def measure(body: dict[str, Any], runs: int, *, cold: bool) -> dict[str, float]:
