@@ -262,7 +262,8 @@ class ConversationReport:
 
 
 def _headline(row: dict[str, Any], conversations: int) -> dict[str, Any]:
-    """The issue's named fields from a tally's figures (the pruned+cache set-up: the gateway's default)."""
+    """The issue's named fields from a tally's figures (the pruned+cache set-up: the gateway's default, whose
+    pruner prices its decisions as cached), and the pruned set-up's (the client's caching alone: none here)."""
     return {
         "conversations": conversations,
         "requests": row["requests"],
@@ -276,6 +277,14 @@ def _headline(row: dict[str, Any], conversations: int) -> dict[str, Any]:
         "stale_facts": row["stale_facts"],
         "stale_as_current": row["stale_as_current_cached"],
         "prefix_stability": row["prefix_stability_cached"],
+        # the same request pruned without caching in the picture (every compaction pays: what the memory is
+        # worth when pruning compacts freely, which caching makes rare on short conversations)
+        "without_cache": {
+            "fact_retention": row["fact_retention"],
+            "history_reduction": row["history_token_reduction"],
+            "input_reduction": row["input_token_reduction"],
+            "stale_as_current": row["stale_as_current"],
+        },
     }
 
 

@@ -132,7 +132,9 @@ def conversations_command(
             f"{head['stale_as_current']} of {head['stale_facts']}; history {-head['history_reduction']:+.1%}, "
             f"input {-head['input_reduction']:+.1%}; cost ${head['cost_usd_pruned_and_cache']:.4f} against "
             f"${head['cost_usd_cache_alone']:.4f} with caching alone ({-head['cost_reduction_vs_cache_alone']:+.1%}); "
-            f"prefix stable on {head['prefix_stability']:.1%} of requests",
+            f"prefix stable on {head['prefix_stability']:.1%} of requests; without caching: facts kept "
+            f"{head['without_cache']['fact_retention']:.1%}, history {-head['without_cache']['history_reduction']:+.1%}, "
+            f"stale shown {head['without_cache']['stale_as_current']}",
             highlight=False,
         )
     for problem in report.label_problems:

@@ -74,12 +74,11 @@ _PHRASE_LITERAL_LIST = (
     "we'll", "noted", "got it", "recap", "noting", "understood", "it is.", "it is!", "it is\n",
 )  # fmt: skip
 _RECAP_INSIDE = re.compile(r"\bnoted\b|\bit is[.!]*$", re.IGNORECASE)
-_COURTESY = re.compile(
-    r"^\W*(?:thanks?|thank you|that's (?:really |very |so )?(?:useful|helpful|great|good|clear|fine)|great|"
-    r"perfect|good|of course|will do|sure|ok(?:ay)?|lovely|wonderful|makes sense|that makes sense|understood)"
-    r"(?:[\s,]+(?:thanks?|thank you|so much|very much))*[\s!.,]*$",
-    re.IGNORECASE,
+_COURTESY_ATOM = (
+    r"(?:thanks?|thank you|so much|very much|that's (?:really |very |so )?(?:useful|helpful|great|good|clear|fine)|"
+    r"great|perfect|good|of course|will do|sure|ok(?:ay)?|lovely|wonderful|(?:that )?makes sense|understood)"
 )
+_COURTESY = re.compile(rf"^\W*{_COURTESY_ATOM}(?:[\s,!.]+{_COURTESY_ATOM})*[\s!.,]*$", re.IGNORECASE)
 _REQUEST = re.compile(
     r"^\W*(?:\w+[,:]\s+)?(?:can|could|may|would|will|is it ok(?:ay)? if|would it be ok(?:ay)? if)\s+"
     r"(?:i|we|my|our|us|me)\b",
