@@ -126,6 +126,7 @@ def conversations_command(
         )  # fmt: skip
     console.print(table)
     for label, head in (("every request", report.summary), (f"requests at {long_turns}+ turns", report.long)):
+        bare = head["without_cache"]
         console.print(
             f"{label}: {head['conversations']} conversations, {head['requests']} requests; facts kept "
             f"{head['fact_retention']:.1%} of {head['facts_needed']}; stale shown as current "
@@ -133,8 +134,8 @@ def conversations_command(
             f"input {-head['input_reduction']:+.1%}; cost ${head['cost_usd_pruned_and_cache']:.4f} against "
             f"${head['cost_usd_cache_alone']:.4f} with caching alone ({-head['cost_reduction_vs_cache_alone']:+.1%}); "
             f"prefix stable on {head['prefix_stability']:.1%} of requests; without caching: facts kept "
-            f"{head['without_cache']['fact_retention']:.1%}, history {-head['without_cache']['history_reduction']:+.1%}, "
-            f"stale shown {head['without_cache']['stale_as_current']}",
+            f"{bare['fact_retention']:.1%}, history {-bare['history_reduction']:+.1%}, stale shown "
+            f"{bare['stale_as_current']}",
             highlight=False,
         )
     for problem in report.label_problems:
