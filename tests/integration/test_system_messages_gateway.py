@@ -118,7 +118,7 @@ def test_system_messages_between_turns_are_kept_in_place_and_cached_as_the_rules
     assert [u["cache_read_input_tokens"] for u in usages] == predicted_reads(received, min_tokens)
     # Between compaction points the whole previous prompt is read, also when a system message was appended.
     points = [i for i, r in enumerate(rows) if r.labels.get("pruning") == "compacted-new"]
-    assert points and points[-1] < TURNS - 1
+    assert points and points[0] < TURNS - 1  # requests after a compaction point read what it wrote
     for n in range(1, TURNS):
         if n not in points:
             before, after = usages[n - 1], usages[n]
