@@ -33,8 +33,10 @@ def sim_admin(simulator: BackgroundServer) -> Iterator[httpx.Client]:
 @pytest.fixture
 def gateway_settings(tmp_path: Path, simulator: BackgroundServer) -> Settings:
     # The foundation tests check pass-through forwarding and billing: every optimization stage off (each
-    # stage's own tests turn it on).
+    # stage's own tests turn it on); dispatch stays on but makes one attempt, so upstream errors reach the
+    # client as they came (its own tests retry).
     return Settings(
+        dispatch={"max_attempts": 1},
         exact_cache={"enabled": False},
         prompt_cache={"enabled": False},
         pruning={"enabled": False},

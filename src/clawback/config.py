@@ -22,6 +22,7 @@ from pydantic_settings import (
 __all__ = [
     "BudgetSettings",
     "ConfigError",
+    "DispatchSettings",
     "ExactCacheSettings",
     "GatewaySettings",
     "LedgerSettings",
@@ -110,6 +111,12 @@ class SimulatorSettings(_Section):
     error_rate_500: float = Field(0.0, ge=0, le=1)
     error_rate_529: float = Field(0.0, ge=0, le=1)
     stream_drop_rate: float = Field(0.0, ge=0, le=1, description="Streams that end with an error event")
+    connection_drop_rate: float = Field(
+        0.0, ge=0, le=1, description="Replies whose connection is dropped mid-body (after being processed and billed)"
+    )
+    max_concurrent_requests: int | None = Field(
+        None, ge=1, description="Messages in progress per key; past it a 429 (unset: no concurrency limit)"
+    )
     requests_per_minute: int = Field(1_000_000, ge=1)
     input_tokens_per_minute: int = Field(1_000_000_000, ge=1)
     output_tokens_per_minute: int = Field(1_000_000_000, ge=1)
@@ -290,6 +297,41 @@ class BudgetSettings(_Section):
     )
 
 
+def _share_weights(value: dict[str, float]) -> dict[str, float]:
+    for name, weight in value.items():
+        if not name.startswith(("key:", "feature:")):
+            raise ValueError(f"{name!r}: a weight is per 'key:<id>' or 'feature:<name>'")
+        if not weight > 0:
+            raise ValueError(f"{name!r}: a weight must be greater than 0 (got {weight})")
+    return value
+
+
+class DispatchSettings(_Section):
+    """The dispatch stage (issue 12): limits, retries, breaker and fair sharing; see ``clawback.pipeline.dispatch``."""
+
+    enabled: bool = Field(True, description="Bound, pace and retry upstream calls (off: every call goes straight up)")
+    max_attempts: int = Field(8, ge=1, le=50, description="Upstream attempts per client request, the first included")
+    deadline_s: float = Field(60.0, gt=0, description="No retry starts after this long since the request arrived")
+    backoff_initial_s: float = Field(0.5, ge=0, description="First retry delay without retry-after (as the SDK)")
+    backoff_max_s: float = Field(8.0, ge=0, description="Longest retry delay without retry-after (as the SDK)")
+    initial_concurrency: int = Field(64, ge=1, description="Concurrent upstream calls per key, to start")
+    min_concurrency: int = Field(1, ge=1)
+    max_concurrency: int = Field(1000, ge=1, description="The adaptive limit never goes above this")
+    probe_rounds: int = Field(
+        5, ge=1, description="At the level of the last concurrency refusal, grow by one per this many round trips"
+    )
+    model_concurrency: dict[str, int] = Field(
+        default_factory=dict, description="Fixed caps on concurrent calls per model id (on top of the adaptive limit)"
+    )
+    breaker_failures: int = Field(10, ge=1, description="Consecutive upstream failures that open the circuit")
+    breaker_cooldown_s: float = Field(5.0, gt=0, description="Open for this long, then one probe is let through")
+    breaker_max_cooldown_s: float = Field(60.0, gt=0, description="Cooldown doubles per failed probe up to this")
+    weights: Annotated[dict[str, float], AfterValidator(_share_weights)] = Field(
+        default_factory=dict,
+        description="Fair-share weight per 'key:<id>' or 'feature:<name>' (default 1; feature beats key)",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLAWBACK_",
@@ -307,6 +349,7 @@ class Settings(BaseSettings):
     prompt_cache: PromptCacheSettings = PromptCacheSettings()
     exact_cache: ExactCacheSettings = ExactCacheSettings()
     budgets: BudgetSettings = BudgetSettings()
+    dispatch: DispatchSettings = DispatchSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -137,6 +137,7 @@ def test_unreachable_upstream_is_a_502_envelope(tmp_path):
     settings = Settings(
         upstream={"url": f"http://127.0.0.1:{free_port()}", "connect_timeout_s": 2},
         gateway={"require_key": False},
+        dispatch={"max_attempts": 1},  # the envelope as the client sees it at once (dispatch's tests retry)
         ledger={"url": f"sqlite:///{tmp_path / 'l.db'}", "journal_path": str(tmp_path / "j")},
     )
     with BackgroundServer(create_gateway_app(settings)) as gateway:

@@ -74,6 +74,8 @@ class ApiError(Exception):
         self.message = message
         self.status = status if status is not None else ERROR_STATUS[self.error_type]
         self.headers: dict[str, str] = dict(headers or {})
+        self.upstream_request_id: str | None = None
+        """Set when the upstream had accepted the request (its ``request-id`` arrived) before the failure."""
 
     def body(self, request_id: str | None = None) -> dict[str, Any]:
         return error_body(self.error_type, self.message, request_id)

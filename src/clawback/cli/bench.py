@@ -1,5 +1,6 @@
 """``clawback bench savings``: what each optimization saves on the reference workloads; ``clawback bench budgets``:
-budgets under concurrent load across replicas."""
+budgets under concurrent load across replicas; ``clawback bench dispatch``: throughput and failures of many
+concurrent calls through the dispatch stage."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from clawback.bench.savings import render, run_savings, summarize, workload_name
 from clawback.cli.options import ConfigOption, settings_or_exit
 from clawback.config import Settings
 
-__all__ = ["bench_app", "savings_command", "wide_console"]
+__all__ = ["bench_app", "dispatch_command", "savings_command", "wide_console"]
 
 
 def wide_console() -> Console:
@@ -113,3 +114,51 @@ def bench_budgets(
         print(orjson.dumps(report).decode(), flush=True)
     if not all(checks.values()):
         raise typer.Exit(1)
+
+
+def dispatch_command(
+    *, calls: int, latency_ms: float, concurrency_limit: int, fault_rate: float, seed: int, json_output: bool
+) -> None:
+    """Run the dispatch benchmark; a summary to stdout, then (``--json``) one JSON line, last."""
+    from clawback.bench.dispatch import run_dispatch_bench
+
+    report = run_dispatch_bench(
+        calls=calls, latency_ms=latency_ms, concurrency_limit=concurrency_limit, fault_rate=fault_rate, seed=seed
+    )
+    out = wide_console()
+    limit = (report["dispatch"] or {}).get("keys", {})
+    learned = ", ".join(str(v["concurrency_limit"]) for v in limit.values()) or "-"
+    out.print(
+        f"{report['calls']} calls of {latency_ms:g} ms under a {concurrency_limit}-call upstream limit, "
+        f"faults {fault_rate:.0%}: wall {report['wall_s']:.2f} s (ideal {report['ideal_s']:.2f} s, "
+        f"x{report['wall_over_ideal']}); {report['throughput_ratio']}x sequential (estimated "
+        f"{report['sequential_wall_s']:.0f} s); utilisation {report['utilisation']:.1%}; learned limit {learned}",
+        highlight=False,
+    )
+    out.print(
+        f"upstream: {report['upstream_attempts']} attempts, {report['upstream_429s']} 429s, "
+        f"{report['upstream_5xx']} 5xx, {report['upstream_dropped']} dropped; clients: "
+        f"{report['client_failures']} failed, {report['client_429s']} 429s, {report['clients_with_two_answers']} "
+        f"with two answers; ledger: {report['ledger_rows']} rows, {report['duplicate_bookings']} duplicate bookings",
+        highlight=False,
+    )
+    if json_output:
+        print(orjson.dumps(report).decode(), flush=True)
+
+
+@bench_app.command("dispatch")
+def bench_dispatch(
+    calls: Annotated[int, typer.Option(help="Calls sent at once", min=1)] = 500,
+    latency_ms: Annotated[float, typer.Option(help="Upstream latency per call", min=0)] = 1000.0,
+    concurrency_limit: Annotated[int, typer.Option(help="Calls the upstream takes at once", min=1)] = 50,
+    fault_rate: Annotated[
+        float, typer.Option(help="Share of attempts failing (500, 529, dropped)", min=0, max=0.9)
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Simulator seed")] = 0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line")] = False,
+) -> None:
+    """Many concurrent calls through the gateway's dispatch stage against the simulator's limits and faults."""
+    dispatch_command(
+        calls=calls, latency_ms=latency_ms, concurrency_limit=concurrency_limit, fault_rate=fault_rate, seed=seed,
+        json_output=json_output,
+    )  # fmt: skip

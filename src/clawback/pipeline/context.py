@@ -90,6 +90,8 @@ class RequestContext:
     upstream_auth: dict[str, str] = field(default_factory=dict)
     budget_status: str | None = None
     """Set by the budget stage: reserved, downgraded, refused, fail_open or fail_closed (the ledger records it)."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Labels a stage adds to the request's ledger row (dispatch: its attempts), next to the tenant's."""
     original_body: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -5,6 +5,11 @@ Streams are relayed chunk by chunk as they arrive (a parser reads usage out of `
 unmodified. If the upstream breaks mid-stream, the client gets the documented ``event: error``; if the
 client goes away, the upstream connection is dropped (the call is cancelled) and the usage seen so far is
 what the ledger records.
+
+A stream's first chunk is read before the ``Reply`` is returned: a failure up to that point (the connection
+dropped, the read timed out) raises an ``ApiError`` like any failure before an answer, which the dispatch stage
+may retry, because nothing has reached the client yet. After it, nothing is ever retried. A JSON body that
+breaks off raises with ``upstream_request_id`` set: the upstream accepted that attempt and may have billed it.
 """
 
 from __future__ import annotations
@@ -39,9 +44,26 @@ class Forwarder:
         reply = Reply(status=response.status, headers=relayed, upstream_request_id=find_header(relayed, "request-id"))
         content_type = find_header(response.headers, "content-type") or ""
         if response.status == 200 and content_type.startswith("text/event-stream"):
-            reply.stream = self._relay(response, reply, ctx.started)
+            chunks = response.iter_chunks()
+            try:
+                first = await anext(chunks)
+            except StopAsyncIteration:
+                first = b""
+            except ApiError as exc:
+                response.close()
+                exc.upstream_request_id = reply.upstream_request_id
+                raise
+            except BaseException:
+                response.close()
+                raise
+            reply.ttft = time.monotonic() - ctx.started
+            reply.stream = self._relay(response, chunks, first, reply, ctx.started)
             return reply
-        reply.body = await response.read()
+        try:
+            reply.body = await response.read()
+        except ApiError as exc:
+            exc.upstream_request_id = reply.upstream_request_id
+            raise
         reply.ttft = time.monotonic() - ctx.started
         reply.finished = True
         if response.status >= 400:
@@ -52,15 +74,23 @@ class Forwarder:
         return reply
 
     @staticmethod
-    async def _relay(response: UpstreamResponse, reply: Reply, started: float) -> AsyncIterator[bytes]:
+    async def _relay(
+        response: UpstreamResponse, chunks: AsyncIterator[bytes], first: bytes, reply: Reply, started: float
+    ) -> AsyncIterator[bytes]:
         parser = SSEParser(only=_USAGE_EVENTS)
         try:
-            async for chunk in response.iter_chunks():
+            chunk = first
+            while True:
                 if reply.ttft is None:
                     reply.ttft = time.monotonic() - started
                 for event in parser.feed(chunk):
                     _observe(event.event, event.data, reply)
-                yield chunk
+                if chunk:
+                    yield chunk
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
             reply.finished = True
         except ApiError as exc:  # the upstream broke off: say so the documented way, after the 200
             reply.error_type = exc.error_type

@@ -100,7 +100,7 @@ class LedgerStage:
             feature=tenant.feature,
             session_id=tenant.session_id,
             agent_id=tenant.agent_id,
-            labels=dict(tenant.labels),
+            labels={**tenant.labels, **ctx.labels} if ctx.labels else dict(tenant.labels),
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cache_read_input_tokens=usage.cache_read_input_tokens,

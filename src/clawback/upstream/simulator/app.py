@@ -104,18 +104,25 @@ class MessagesEndpoint:
             _remember(api, request_id, scope, raw)
             body = parse_json_body(raw)
             turn = api.prepare(body, workspace=workspace, fault=headers.get(FAULT_HEADER), request_id=request_id)
-            if body.get("stream"):
-                stream_headers = [*turn.headers.items(), ("content-type", "text/event-stream"),
-                                  ("cache-control", "no-cache")]  # fmt: skip
-                await RelayResponse(api.stream_chunks(turn), 200, stream_headers)(scope, receive, send)
+            try:
+                if body.get("stream"):
+                    stream_headers = [*turn.headers.items(), ("content-type", "text/event-stream"),
+                                      ("cache-control", "no-cache")]  # fmt: skip
+                    await RelayResponse(api.stream_chunks(turn), 200, stream_headers)(scope, receive, send)
+                    return
+                message = await api.complete(turn)
+                json_headers = [*turn.headers.items(), ("content-type", "application/json")]
+                if turn.disconnect:
+                    await _send_then_drop(send, json_headers, orjson.dumps(message))
+                await send_response(send, 200, json_headers, orjson.dumps(message))
                 return
-            message = await api.complete(turn)
-            json_headers = [*turn.headers.items(), ("content-type", "application/json")]
-            await send_response(send, 200, json_headers, orjson.dumps(message))
-            return
+            finally:
+                api.leave(turn)
         except ApiError as exc:
             error: ApiError = exc
-        except ClientGone:
+        except (ClientGone, ConnectionDropped) as exc:
+            if isinstance(exc, ConnectionDropped):
+                raise
             return
         except Exception:  # never a traceback to the client
             log.exception("simulator failed on /v1/messages")
@@ -123,6 +130,24 @@ class MessagesEndpoint:
         error_headers = {**error.headers, "content-type": "application/json"}
         error_headers.setdefault("request-id", request_id)
         await send_response(send, error.status, error_headers.items(), error.json_bytes(error_headers["request-id"]))
+
+
+class ConnectionDropped(Exception):
+    """Raised after a partial reply: uvicorn then closes the connection, which is the fault wanted."""
+
+
+class _QuietDrops(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ConnectionDropped))
+
+
+async def _send_then_drop(send: Send, headers: list[tuple[str, str]], body: bytes) -> None:
+    """Half a reply, then the connection goes: the client has the headers (and the request id) but no answer."""
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": raw})
+    await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
+    raise ConnectionDropped
 
 
 class SimulatorApp:
@@ -144,6 +169,9 @@ def create_simulator_app(
     settings: SimulatorSettings | None = None, price_book: PriceBook | None = None
 ) -> SimulatorApp:
     api = SimulatedAPI(settings or SimulatorSettings(), price_book)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _QuietDrops) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(_QuietDrops())
     batches = BatchStore(api, clock=api.clock)
 
     def base_url(request: Request) -> str:
@@ -258,7 +286,8 @@ def create_simulator_app(
         return _json([_received(r) for r in api.log.received])
 
     async def totals(request: Request) -> Response:
-        return _json(api.log.totals())
+        return _json({**api.log.totals(), "peak_concurrent_requests": api.peak_active,
+                      "busy_request_seconds": round(api.active_seconds, 3)})  # fmt: skip
 
     async def advance_clock(request: Request) -> Response:
         seconds = orjson.loads(await request.body() or b"{}").get("advance_s", 0)
@@ -267,6 +296,7 @@ def create_simulator_app(
 
     async def reset(request: Request) -> Response:
         api.log.reset()
+        api.reset_concurrency_stats()
         return _json({"ok": True})
 
     async def http_error(request: Request, exc: Exception) -> Response:

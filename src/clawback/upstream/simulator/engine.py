@@ -39,7 +39,8 @@ from clawback.upstream.simulator.replies import Reply, ReplyGenerator
 __all__ = ["FAULT_HEADER", "SimulatedAPI", "Turn"]
 
 #: Tests force a fault on one request with this header: 429, 500, 529, drop (stream ends with an
-#: ``error`` event), or ``delay:<ms>`` (answer late, for timeout tests).
+#: ``error`` event), disconnect (the connection is dropped mid-reply, after billing), or ``delay:<ms>``
+#: (answer late, for timeout tests).
 FAULT_HEADER = "x-simulator-fault"
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -59,6 +60,8 @@ class Turn:
     headers: dict[str, str]
     batch: bool = False
     drop_stream: bool = False
+    disconnect: bool = False
+    counted: bool = False
     delay_s: float = 0.0
     per_token_s: float = 0.0
     usage: Usage = field(default_factory=Usage)
@@ -93,6 +96,13 @@ class SimulatedAPI:
         self.log = BillingLog()
         self.rng = random.Random(settings.seed)
         self._count = 0
+        self.active: dict[str, int] = {}
+        """Messages in progress per workspace (``max_concurrent_requests``)."""
+        self.peak_active = 0
+        self.active_seconds = 0.0
+        """Time-integral of the messages in progress (all workspaces): busy request-seconds, for utilisation."""
+        self._active_total = 0
+        self._active_since = 0.0
 
     def clock(self) -> float:
         return self._base_clock() + self.clock_offset
@@ -124,7 +134,10 @@ class SimulatedAPI:
             self.check_model(model)
             if batch and body.get("stream"):
                 raise InvalidRequestError("stream: streaming is not supported in message batches")
+            if not batch:
+                self._check_concurrency(workspace)
             drop = self._apply_faults(fault, stream=bool(body.get("stream")))
+            disconnect = not batch and self._disconnects(fault, stream=bool(body.get("stream")))
             price = self.price_book.get(model)
             account = self.cache.account(workspace, body, min_cacheable_tokens=price.min_cacheable_tokens)
             uncached = account.usage.input_tokens + account.usage.cache_creation_input_tokens
@@ -161,6 +174,10 @@ class SimulatedAPI:
         if fault and fault.startswith("delay:"):
             delay += float(fault.split(":", 1)[1]) / 1000.0
         headers["request-id"] = request_id
+        if not batch:
+            self._active_changed(+1)
+            self.active[workspace] = active = self.active.get(workspace, 0) + 1
+            self.peak_active = max(self.peak_active, active)
         return Turn(
             request_id=request_id,
             message_id=self.new_id("msg_"),
@@ -172,9 +189,47 @@ class SimulatedAPI:
             headers=headers,
             batch=batch,
             drop_stream=drop,
+            disconnect=disconnect,
+            counted=not batch,
             delay_s=delay,
             per_token_s=s.per_token_ms / 1000.0,
         )
+
+    def _check_concurrency(self, workspace: str) -> None:
+        """The 429 the API answers past a concurrency limit (its message, as clients have reported it)."""
+        limit = self.settings.max_concurrent_requests
+        if limit is not None and self.active.get(workspace, 0) >= limit:
+            raise RateLimitError(
+                "Number of concurrent connections has exceeded your rate limit. Please try again later or "
+                "contact sales at https://www.anthropic.com/contact-sales to discuss your options for a rate limit "
+                "increase.",
+                headers={**self.limits.headers(workspace), "retry-after": "1"},
+            )
+
+    def leave(self, turn: Turn) -> None:
+        """The reply is over (sent, dropped or abandoned): the request no longer counts as in progress."""
+        if turn.counted:
+            turn.counted = False
+            self._active_changed(-1)
+            self.active[turn.workspace] = self.active.get(turn.workspace, 1) - 1
+
+    def reset_concurrency_stats(self) -> None:
+        self._active_changed(0)
+        self.peak_active = self._active_total
+        self.active_seconds = 0.0
+
+    def _active_changed(self, delta: int) -> None:
+        now = self._base_clock()
+        if self._active_total:
+            self.active_seconds += self._active_total * (now - self._active_since)
+        self._active_total += delta
+        self._active_since = now
+
+    def _disconnects(self, fault: str | None, *, stream: bool) -> bool:
+        if fault == "disconnect":
+            return True
+        rate = self.settings.connection_drop_rate
+        return not stream and rate > 0 and self.rng.random() < rate
 
     def _apply_faults(self, fault: str | None, *, stream: bool) -> bool:
         """Raise an injected error; return True when the stream should break mid-way."""
