@@ -38,7 +38,7 @@ from clawback.pipeline.dispatch.breaker import CircuitBreaker, CircuitOpen
 from clawback.pipeline.dispatch.fairness import FairScheduler, QueueTimeout
 from clawback.pipeline.dispatch.limits import AimdLimit, LearnedBuckets, Reservation
 from clawback.pipeline.dispatch.retry import backoff_delay, judge_status, server_delay
-from clawback.pipeline.stage import CallNext
+from clawback.pipeline.stage import CallNext, Chain
 from clawback.upstream.client import UpstreamUnavailable
 
 __all__ = ["DispatchStage"]
@@ -76,7 +76,7 @@ class DispatchStage:
         self.counts: Counter[str] = Counter()
 
     # -- the stage protocol ---------------------------------------------------------------------------------
-    def bind(self, chain: Any) -> None:
+    def bind(self, chain: Chain) -> None:
         """Nothing to learn from the chain: dispatch is innermost and talks only to the terminal call."""
 
     async def aclose(self) -> None:
@@ -212,7 +212,7 @@ class DispatchStage:
         if reply.stream is None:
             state.scheduler.release(model)
         else:  # the slot is held while the stream runs; inner callbacks run before the ledger's
-            reply.on_close.append(lambda _: state.scheduler.release(model))
+            reply.on_close(lambda _: state.scheduler.release(model))
 
     def _give_up(self, ctx: RequestContext, history: list[str], lost: list[str], exc: ApiError) -> ApiError:
         if len(history) > 1:  # retried here already: the client should not multiply the attempts
