@@ -69,16 +69,22 @@ class ApiError(Exception):
         *,
         status: int | None = None,
         headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.details = dict(details) if details else None
+        """``error.details`` (the API sends ``{"error_code": "enforced_spend_limit_reached"}`` on a spend limit)."""
         self.status = status if status is not None else ERROR_STATUS[self.error_type]
         self.headers: dict[str, str] = dict(headers or {})
         self.upstream_request_id: str | None = None
         """Set when the upstream had accepted the request (its ``request-id`` arrived) before the failure."""
 
     def body(self, request_id: str | None = None) -> dict[str, Any]:
-        return error_body(self.error_type, self.message, request_id)
+        body = error_body(self.error_type, self.message, request_id)
+        if self.details:
+            body["error"]["details"] = self.details
+        return body
 
     def json_bytes(self, request_id: str | None = None) -> bytes:
         return orjson.dumps(self.body(request_id))

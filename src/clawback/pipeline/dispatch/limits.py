@@ -25,7 +25,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 
 __all__ = ["AimdLimit", "LearnedBuckets", "Reservation"]
 
@@ -70,17 +69,6 @@ class AimdLimit:
         self.ceiling = held
 
 
-def _reset_seconds(value: str | None, now_wall: float) -> float | None:
-    """An RFC 3339 reset time as seconds from now (None when absent or unreadable)."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return max(0.0, moment.timestamp() - now_wall)
-
-
 @dataclass(slots=True)
 class _Bucket:
     limit: float
@@ -112,9 +100,8 @@ class Reservation:
 class LearnedBuckets:
     """Per (upstream key, model): the upstream's buckets as its headers last described them."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self.wall = wall
         self._buckets: dict[tuple[str, str], dict[str, _Bucket]] = {}
 
     def known(self, key: str, model: str) -> bool:
@@ -159,10 +146,13 @@ class LearnedBuckets:
     def observe(self, key: str, model: str, headers: Mapping[str, str]) -> None:
         """Reset the mirror to what the upstream reported, minus what is still reserved by calls in flight.
 
+        The ``-reset`` headers are not used: they say when a bucket will be *full* again, and the mirror refills
+        continuously at ``limit / 60`` a second, as the upstream's bucket does.
+
         Calls sent before this one may already be counted in ``remaining``, so the mirror errs low (never
         high), and the next reply sets it straight again: it cannot drift.
         """
-        now, wall = self.clock(), self.wall()
+        now = self.clock()
         buckets = self._buckets.setdefault((key, model), {})
         for kind in KINDS:
             limit = _number(headers.get(f"anthropic-ratelimit-{kind}-limit"))
@@ -175,10 +165,6 @@ class LearnedBuckets:
             bucket.limit = limit
             bucket.level = min(limit, remaining) - bucket.reserved
             bucket.updated = now
-            if remaining <= 0:
-                reset = _reset_seconds(headers.get(f"anthropic-ratelimit-{kind}-reset"), wall)
-                if reset is not None:
-                    bucket.blocked_until = max(bucket.blocked_until, now + min(reset, 60.0))
 
     def block(self, key: str, model: str, seconds: float) -> None:
         """A 429 whose headers show an exhausted bucket: nothing goes to this key and model for ``seconds``."""

@@ -39,8 +39,9 @@ from clawback.upstream.simulator.replies import Reply, ReplyGenerator
 __all__ = ["FAULT_HEADER", "SimulatedAPI", "Turn"]
 
 #: Tests force a fault on one request with this header: 429, 500, 529, drop (stream ends with an
-#: ``error`` event), disconnect (the connection is dropped mid-reply, after billing), or ``delay:<ms>``
-#: (answer late, for timeout tests).
+#: ``error`` event), disconnect (the connection is dropped mid-reply, after billing), spend_limit (the 429 of
+#: an organisation's spend limit: no retry-after, ``error.details.error_code``), or ``delay:<ms>`` (answer late,
+#: for timeout tests).
 FAULT_HEADER = "x-simulator-fault"
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -238,6 +239,12 @@ class SimulatedAPI:
         if fault == "429" or roll < s.error_rate_429:
             raise RateLimitError(
                 "Number of requests has exceeded your rate limit (simulated).", headers={"retry-after": "1"}
+            )
+        if fault == "spend_limit":
+            raise RateLimitError(
+                "You have reached your specified workspace API usage limits. You will regain access on the first "
+                "of next month at 00:00 UTC.",
+                details={"error_code": "enforced_spend_limit_reached"},
             )
         roll -= s.error_rate_429
         if fault == "500" or 0 <= roll < s.error_rate_500:
