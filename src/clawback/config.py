@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 __all__ = [
     "BudgetSettings",
+    "CoalesceSettings",
     "ConfigError",
     "DispatchSettings",
     "ExactCacheSettings",
@@ -297,6 +298,16 @@ class BudgetSettings(_Section):
     )
 
 
+class CoalesceSettings(_Section):
+    """Identical requests in flight share one upstream call (issue 12); see ``clawback.pipeline.coalesce``."""
+
+    enabled: bool = Field(True, description="Let identical requests in flight at once share one upstream call")
+    policy: Literal["cacheable", "all"] = Field(
+        "cacheable", description="'cacheable': requests the exact cache's rules accept; 'all': every identical request"
+    )
+    features: dict[str, bool] = Field(default_factory=dict, description="Per feature label: always / never coalesce")
+
+
 def _share_weights(value: dict[str, float]) -> dict[str, float]:
     for name, weight in value.items():
         if not name.startswith(("key:", "feature:")):
@@ -349,6 +360,7 @@ class Settings(BaseSettings):
     prompt_cache: PromptCacheSettings = PromptCacheSettings()
     exact_cache: ExactCacheSettings = ExactCacheSettings()
     budgets: BudgetSettings = BudgetSettings()
+    coalesce: CoalesceSettings = CoalesceSettings()
     dispatch: DispatchSettings = DispatchSettings()
 
     @classmethod

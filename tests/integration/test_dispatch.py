@@ -229,3 +229,60 @@ def test_an_interactive_tenant_is_not_starved_by_a_batch_job(tmp_path):
         idle, busy, statuses = asyncio.run(scenario(f"{run.gateway.url}/v1/messages"))
     assert statuses == [200] * 1000
     assert busy <= 2 * idle, f"interactive p50 {busy * 1000:.0f} ms during the batch vs {idle * 1000:.0f} ms idle"
+
+
+def test_identical_streams_in_flight_share_one_upstream_call(tmp_path):
+    """N identical streamed calls at once: one upstream call, N valid event streams parsed by the official SDK,
+    one ledger row each, the upstream's cost booked once and the followers' calls booked as saved."""
+    sim = SimulatorSettings(seed=4, per_token_ms=20, output_tokens=30)
+    request = body("Summarise the listing at 12 Oak St.")
+    pinned = {"temperature": 0}  # what the exact cache's rules accept (sent as the body field it is)
+
+    async def scenario(url: str) -> list[str]:
+        client = anthropic.AsyncAnthropic(base_url=url, api_key="sk-x", max_retries=0)
+
+        async def one() -> str:
+            async with client.messages.stream(**request, extra_body=pinned) as stream:
+                return (await stream.get_final_message()).content[0].text
+
+        try:
+            return list(await asyncio.gather(*[one() for _ in range(6)]))
+        finally:
+            await client.close()
+
+    with servers(tmp_path, sim) as run:
+        texts = asyncio.run(scenario(run.gateway.url))
+        different = run.post(body("Another listing", temperature=0))  # not identical: its own call
+        assert different.status_code == 200
+        billed = run.billed()
+    assert len(texts) == 6 and len(set(texts)) == 1 and texts[0]
+    assert len(billed) == 2
+    rows = run.rows()
+    assert len(rows) == 7
+    shared = [r for r in rows if r.upstream_request_id == billed[0]["request_id"]]
+    assert len(shared) == 6 and all(r.status == 200 and r.stream for r in shared)
+    leaders = [r for r in shared if r.cache_status != "coalesced"]
+    followers = [r for r in shared if r.cache_status == "coalesced"]
+    assert len(leaders) == 1 and len(followers) == 5
+    assert leaders[0].cost_micro_usd == billed[0]["cost_micro_usd"] > 0
+    assert all(f.cost_micro_usd == 0 and f.savings_micro_usd == {"coalesce": billed[0]["cost_micro_usd"]}
+               for f in followers)  # fmt: skip
+
+
+def test_sampled_requests_are_not_coalesced_unless_the_policy_says_so(tmp_path):
+    sim = SimulatorSettings(seed=4, ttft_ms=200)
+    request = body("Write a tagline for 12 Oak St.")  # sampled (no temperature 0): two callers want two answers
+
+    async def burst(url: str) -> list[int]:
+        async with aiohttp.ClientSession() as session:
+
+            async def one() -> int:
+                async with session.post(url, json=request) as response:
+                    await response.read()
+                    return response.status
+
+            return list(await asyncio.gather(one(), one(), one()))
+
+    with servers(tmp_path, sim) as run:
+        assert asyncio.run(burst(f"{run.gateway.url}/v1/messages")) == [200] * 3
+        assert len(run.billed()) == 3

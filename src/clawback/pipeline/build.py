@@ -3,14 +3,15 @@
 The order (``docs/architecture.md``): ledger (outermost: it sees what the caller sent and got) → flags → budget → exact
 cache → semantic cache → pruning → prompt-cache planner → coalesce → dispatch (the terminal upstream call).
 Built today: ledger, budget, exact cache, pruning, prompt-cache planner (its cache-aware fan-out is the
-coalescing of requests that share a new prefix), dispatch (limits, retries, breaker, fair sharing); flags and
-semantic cache come with their own issues.
+coalescing of requests that share a new prefix), coalesce (identical requests in flight share one call), dispatch
+(limits, retries, breaker, fair sharing); flags and semantic cache come with their own issues.
 """
 
 from __future__ import annotations
 
 from clawback.config import Settings
 from clawback.pipeline.budget import BudgetStage
+from clawback.pipeline.coalesce import CoalesceStage
 from clawback.pipeline.dispatch import DispatchStage
 from clawback.pipeline.exact_cache import ExactCacheStage
 from clawback.pipeline.ledger import LedgerStage, RecordSink
@@ -34,6 +35,8 @@ def build_pipeline(
         stages.append(PruningStage(settings.pruning, price_book))
     if settings.prompt_cache.enabled:  # after pruning (it plans the pruned body), before coalesce
         stages.append(PromptCachePlanner(settings.prompt_cache, price_book))
+    if settings.coalesce.enabled:  # after the planner (identical planned requests), above dispatch
+        stages.append(CoalesceStage(settings.coalesce, settings.exact_cache, price_book))
     if settings.dispatch.enabled:  # innermost: around the terminal upstream call
         stages.append(DispatchStage(settings.dispatch))
     return Pipeline(stages, terminal)  # binds each stage to the ones below it (``Stage.bind``)

@@ -31,7 +31,14 @@ from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import PriceBook
 from clawback.storage.response_cache import CachedReply, MemoryResponseCache, RedisResponseCache, ResponseCache
 
-__all__ = ["ExactCacheStage", "assemble_message", "cache_key", "make_response_cache", "replay_sse"]
+__all__ = [
+    "ExactCacheStage",
+    "assemble_message",
+    "cache_eligibility",
+    "cache_key",
+    "make_response_cache",
+    "replay_sse",
+]
 
 log = logging.getLogger("clawback.exact_cache")
 
@@ -191,6 +198,34 @@ def assemble_message(raw: bytes) -> dict[str, Any] | None:
 # ------------------------------------------------------------------------------------------------ the stage
 
 
+def cache_eligibility(settings: ExactCacheSettings, ctx: RequestContext) -> str:
+    """``"on"``, ``"refresh"`` (store, do not look up) or ``"off"``: the exact cache's eligibility rules (module
+    docstring); the coalescing stage applies the same rules."""
+    body = ctx.body
+    if body.get("max_tokens") == 0:
+        return "off"
+    header = (ctx.header(CACHE_HEADER) or "").strip().lower()
+    if header in _ON:
+        return "on"
+    if header == "refresh":
+        return "refresh"
+    if header in _OFF:
+        return "off"
+    tenant = ctx.tenant
+    if tenant.key_id is not None and tenant.key_id in settings.keys:
+        return "on" if settings.keys[tenant.key_id] else "off"
+    if tenant.feature is not None and tenant.feature in settings.features:
+        return "on" if settings.features[tenant.feature] else "off"
+    policy = settings.default_policy
+    if policy == "all":
+        return "on"
+    if policy == "deterministic":
+        temperature, top_k = body.get("temperature"), body.get("top_k")
+        pinned = (isinstance(temperature, int | float) and temperature == 0) or top_k == 1
+        return "on" if pinned else "off"
+    return "off"
+
+
 class ExactCacheStage:
     name = "exact_cache"
 
@@ -210,29 +245,7 @@ class ExactCacheStage:
     # -- policy
     def eligible(self, ctx: RequestContext) -> str:
         """``"on"``, ``"refresh"`` (store, do not look up) or ``"off"``: see the module docstring."""
-        body = ctx.body
-        if body.get("max_tokens") == 0:
-            return "off"
-        header = (ctx.header(CACHE_HEADER) or "").strip().lower()
-        if header in _ON:
-            return "on"
-        if header == "refresh":
-            return "refresh"
-        if header in _OFF:
-            return "off"
-        tenant = ctx.tenant
-        if tenant.key_id is not None and tenant.key_id in self.settings.keys:
-            return "on" if self.settings.keys[tenant.key_id] else "off"
-        if tenant.feature is not None and tenant.feature in self.settings.features:
-            return "on" if self.settings.features[tenant.feature] else "off"
-        policy = self.settings.default_policy
-        if policy == "all":
-            return "on"
-        if policy == "deterministic":
-            temperature, top_k = body.get("temperature"), body.get("top_k")
-            pinned = (isinstance(temperature, int | float) and temperature == 0) or top_k == 1
-            return "on" if pinned else "off"
-        return "off"
+        return cache_eligibility(self.settings, ctx)
 
     async def handle(self, ctx: RequestContext, call_next: CallNext) -> Reply:
         if ctx.endpoint != "messages":
