@@ -40,8 +40,9 @@ import aiohttp
 import httpx
 import orjson
 
+from clawback.pricing import from_micro_usd
 from clawback.serving import free_port
-from clawback.storage.ledger import LedgerReader, from_micro_usd
+from clawback.storage.ledger import LedgerReader
 
 __all__ = ["run_dispatch_bench"]
 
