@@ -33,6 +33,7 @@ from clawback.front.assembly import assemble, open_ledger
 from clawback.front.auth import Authenticator
 from clawback.front.intake import PIPELINE_PATHS, Intake
 from clawback.pipeline.context import Reply, RequestContext, new_request_id
+from clawback.pipeline.dispatch.batches import book_batch_results
 from clawback.pipeline.forward import Forwarder
 from clawback.storage.ledger import LedgerWriter
 from clawback.upstream.client import UpstreamClient, UpstreamUnavailable
@@ -193,7 +194,8 @@ class _Core:
         # upstream as sent and the ledger names it by a hash; the gateway's tenant headers apply.
         auth = Authenticator(GatewaySettings(require_key=False, passthrough_client_keys=True), None, None)
         self.intake = Intake(auth, labels=labels, caller_credentials=True)
-        self.pipeline = assemble(settings, terminal=self._forward, ledger=self.ledger).pipeline
+        assembly = assemble(settings, terminal=self._forward, ledger=self.ledger)
+        self.pipeline, self.price_book = assembly.pipeline, assembly.price_book
         self._upstream: UpstreamClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._abandoned: set[asyncio.Future[Any]] = set()
@@ -274,6 +276,7 @@ class _Core:
         )  # fmt: skip
         if endpoint is None:  # batches, models, files, …: forwarded unchanged, as the gateway does
             reply = await self._forward(ctx)
+            book_batch_results(ctx, reply, self.price_book, [self.ledger.submit])
         else:
             reply = await self.pipeline(ctx)
         if reply.stream is None:

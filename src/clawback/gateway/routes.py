@@ -17,6 +17,7 @@ from clawback.asgi import ClientGone, RelayResponse, read_body
 from clawback.gateway.metrics import CONTENT_TYPE_LATEST
 from clawback.gateway.process import gateway_of
 from clawback.pipeline.context import Reply, new_request_id
+from clawback.pipeline.dispatch.batches import book_batch_results
 
 __all__ = ["BATCHES_BODY_LIMIT", "exception_handlers", "json_response", "routes"]
 
@@ -54,6 +55,7 @@ async def passthrough(request: Request) -> Response | RelayResponse:
             path=request.url.path, query=request.url.query, headers=headers, raw=raw,
         )  # fmt: skip
         reply = await gateway.forward(ctx)
+        book_batch_results(ctx, reply, gateway.price_book, [gateway.ledger.submit])
     except ApiError as exc:
         return json_response(exc.body(None), exc.status, list(exc.headers.items()))
     except ClientGone:
