@@ -56,6 +56,15 @@ class ConversationManager:
         return answer
 
 
+def parse_score(message: Any) -> dict[str, Any]:
+    text = _text(message)
+    try:
+        parsed: dict[str, Any] = json.loads(text)
+    except ValueError:
+        parsed = {"raw": text}  # the simulator does not write JSON; a real model does
+    return parsed
+
+
 class LeadScorer:
     """Score leads concurrently; at most ``concurrency`` requests in flight."""
 
@@ -65,20 +74,19 @@ class LeadScorer:
         self.limit = asyncio.Semaphore(concurrency)
         self.prefix = scoring_prefix()
 
+    def request(self, lead_form: str) -> dict[str, Any]:
+        """The ``messages.create`` arguments that score one lead (also what ``batch_scoring.py`` gathers)."""
+        return {
+            "model": self.model,
+            "max_tokens": 300,
+            "system": self.prefix,
+            "messages": [{"role": "user", "content": lead_form}],
+        }
+
     async def score(self, lead_form: str) -> dict[str, Any]:
         async with self.limit:
-            message = await self.client.messages.create(
-                model=self.model,
-                max_tokens=300,
-                system=self.prefix,
-                messages=[{"role": "user", "content": lead_form}],
-            )
-        text = _text(message)
-        try:
-            parsed: dict[str, Any] = json.loads(text)
-        except ValueError:
-            parsed = {"raw": text}  # the simulator does not write JSON; a real model does
-        return parsed
+            message = await self.client.messages.create(**self.request(lead_form))
+        return parse_score(message)
 
     async def score_all(self, lead_forms: Sequence[str]) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(self.score(form) for form in lead_forms)))
