@@ -101,16 +101,12 @@ def test_buckets_learn_from_headers_pace_and_block():
     now = [100.0]
     buckets = LearnedBuckets(clock=lambda: now[0])
     assert buckets.wait_for("k", "m", {"requests": 1}) == 0  # nothing known: no pacing
-    buckets.observe(
-        "k", "m", {"anthropic-ratelimit-requests-limit": "60", "anthropic-ratelimit-requests-remaining": "1"}
-    )
+    buckets.observe("k", "m", _requests(60, 1))
     reservation = buckets.reserve("k", "m", {"requests": 1})
     assert buckets.wait_for("k", "m", {"requests": 1}) == pytest.approx(1.0)  # 60/min refills one a second
     now[0] += 0.5
     assert buckets.wait_for("k", "m", {"requests": 1}) == pytest.approx(0.5)
-    buckets.settle(
-        reservation, {"anthropic-ratelimit-requests-limit": "60", "anthropic-ratelimit-requests-remaining": "30"}
-    )
+    buckets.settle(reservation, _requests(60, 30), "k", "m")
     assert buckets.wait_for("k", "m", {"requests": 1}) == 0
     exhausted = _requests(60, 0)
     assert buckets.explains(exhausted, {"requests": 1})
@@ -199,3 +195,16 @@ def test_fair_queue_caps_a_model_without_blocking_others_and_times_out():
         assert scheduler.by_model["opus"] == 1 and scheduler.in_flight == 2
 
     asyncio.run(scenario())
+
+
+def test_buckets_are_roomy_while_at_least_half_full_and_not_after_a_block():
+    buckets = LearnedBuckets(clock=lambda: 0.0, sample_every=4)
+    assert not buckets.roomy("k", "m")  # nothing known: the full path
+    buckets.observe("k", "m", _requests(100, 60))
+    assert buckets.roomy("k", "m")
+    assert [buckets.sample() for _ in range(8)] == [False, False, False, True] * 2
+    buckets.observe("k", "m", _requests(100, 40))
+    assert not buckets.roomy("k", "m")
+    buckets.observe("k", "m", _requests(100, 90))
+    buckets.block("k", "m", 1.0)
+    assert not buckets.roomy("k", "m")

@@ -100,9 +100,26 @@ class Reservation:
 class LearnedBuckets:
     """Per (upstream key, model): the upstream's buckets as its headers last described them."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, sample_every: int = 4) -> None:
         self.clock = clock
+        self.sample_every = sample_every
         self._buckets: dict[tuple[str, str], dict[str, _Bucket]] = {}
+        self._roomy: dict[tuple[str, str], bool] = {}
+        self._replies = 0
+
+    def roomy(self, key: str, model: str) -> bool:
+        """Every bucket of ``key`` / ``model`` was at least half full at the last reply read.
+
+        The hot path's shortcut: a roomy call is neither paced nor reserved for, and only one reply in
+        ``sample_every`` is read (``sample``); half of any bucket cannot drain in a few replies unless its limit is
+        tiny, and a bucket under half full turns the full path back on at the next reply read.
+        """
+        return self._roomy.get((key, model), False)
+
+    def sample(self) -> bool:
+        """Whether to read this roomy reply's headers."""
+        self._replies += 1
+        return self._replies % self.sample_every == 0
 
     def known(self, key: str, model: str) -> bool:
         return (key, model) in self._buckets
@@ -134,14 +151,15 @@ class LearnedBuckets:
                 reservation.amounts[kind] = amount
         return reservation
 
-    def settle(self, reservation: Reservation, headers: Mapping[str, str] | None) -> None:
+    def settle(self, reservation: Reservation | None, headers: Mapping[str, str] | None, key: str, model: str) -> None:
         """The call's reply arrived (or it failed): release its reservation and learn from ``headers``."""
-        buckets = self._buckets.get(reservation.bucket_key)
-        if buckets is not None:
-            for kind, amount in reservation.amounts.items():
-                buckets[kind].reserved = max(0.0, buckets[kind].reserved - amount)
+        if reservation is not None:
+            buckets = self._buckets.get(reservation.bucket_key)
+            if buckets is not None:
+                for kind, amount in reservation.amounts.items():
+                    buckets[kind].reserved = max(0.0, buckets[kind].reserved - amount)
         if headers:
-            self.observe(*reservation.bucket_key, headers)
+            self.observe(key, model, headers)
 
     def observe(self, key: str, model: str, headers: Mapping[str, str]) -> None:
         """Reset the mirror to what the upstream reported, minus what is still reserved by calls in flight.
@@ -165,10 +183,14 @@ class LearnedBuckets:
             bucket.limit = limit
             bucket.level = min(limit, remaining) - bucket.reserved
             bucket.updated = now
+        self._roomy[(key, model)] = bool(buckets) and all(
+            b.level >= b.limit / 2 and b.blocked_until <= now for b in buckets.values()
+        )
 
     def block(self, key: str, model: str, seconds: float) -> None:
         """A 429 whose headers show an exhausted bucket: nothing goes to this key and model for ``seconds``."""
         now = self.clock()
+        self._roomy[(key, model)] = False
         for bucket in self._buckets.get((key, model), {}).values():
             if bucket.level <= 0:
                 bucket.blocked_until = max(bucket.blocked_until, now + seconds)

@@ -49,6 +49,7 @@ _READ = frozenset(
     | {f"anthropic-ratelimit-{k}-{f}" for k in ("requests", "input-tokens", "output-tokens")
        for f in ("limit", "remaining", "reset")}
 )  # fmt: skip
+_ONE_REQUEST = {"requests": 1.0}
 #: Bytes per token for the input-bucket reservation: a cheap over-estimate (the next reply corrects it).
 _BYTES_PER_TOKEN = 4
 
@@ -91,14 +92,16 @@ class DispatchStage:
         model = (ctx.model or "-") if ctx.endpoint == "messages" else "count_tokens"
         flow, weight = self._flow(ctx)
         deadline = ctx.started + s.deadline_s
-        needs = self._needs(ctx, key, model)
+        roomy = self.buckets.roomy(key, model)
+        needs = _ONE_REQUEST if roomy else self._needs(ctx, key, model)
         history: list[str] = []
         lost: list[str] = []
         attempt = 0
         while True:
             attempt += 1
             probe = await self._admit(deadline, history)
-            await self._pace(key, model, needs, deadline, history)
+            if not roomy:
+                await self._pace(key, model, needs, deadline, history)
             if not state.scheduler.try_acquire(flow, weight, model):
                 try:
                     await state.scheduler.acquire(flow, weight, model, deadline - self.clock())
@@ -108,14 +111,14 @@ class DispatchStage:
                     message = f"clawback: no upstream capacity within the request's deadline ({s.deadline_s:g} s)"
                     refusal = RateLimitError(message, headers={"retry-after": "1"})
                     raise self._give_up(ctx, history, lost, refusal) from None
-            reservation = self.buckets.reserve(key, model, needs)
+            reservation = None if roomy else self.buckets.reserve(key, model, needs)
             call = self.breaker.sent()
             self.counts["attempts"] += 1
             try:
                 reply = await call_next(ctx)
             except ApiError as exc:
                 state.scheduler.release(model)
-                self.buckets.settle(reservation, None)
+                self.buckets.settle(reservation, None, key, model)
                 self.breaker.record(False, probe=probe, call=call)
                 kind = "timeout" if isinstance(exc, ApiTimeoutError) else "connection"
                 self.counts[f"upstream_{kind}"] += 1
@@ -128,19 +131,23 @@ class DispatchStage:
                 raise self._give_up(ctx, history, lost, exc) from None
             except BaseException:
                 state.scheduler.release(model)
-                self.buckets.settle(reservation, None)
+                self.buckets.settle(reservation, None, key, model)
                 self.breaker.forget(call)
                 if probe:
                     self.breaker.release_probe()
                 raise
-            headers = _read_headers(reply.headers)
             if reply.status < 400:
-                self._succeeded(state, reservation, headers, (probe, call), model, reply)
+                headers = _read_headers(reply.headers) if not roomy or self.buckets.sample() else {}
+                self._succeeded(state, reservation, (key, model, headers), (probe, call), model, reply)
                 if history:
                     history.append(f"{reply.status} - {reply.upstream_request_id or '-'}")
                     self._label(ctx, history, lost)
                 return reply
-            self.buckets.settle(reservation, headers)
+            headers = _read_headers(reply.headers)
+            self.buckets.settle(reservation, headers, key, model)
+            roomy = roomy and self.buckets.roomy(key, model)  # a 429 may have blocked the buckets
+            if not roomy:
+                needs = self._needs(ctx, key, model)
             self.counts[f"upstream_{reply.status}"] += 1
             history.append(f"{reply.status} {reply.error_type or '-'} {reply.upstream_request_id or '-'}")
             verdict = judge_status(reply.status, headers, reply.body)
@@ -199,13 +206,14 @@ class DispatchStage:
     def _succeeded(
         self,
         state: _KeyState,
-        reservation: Reservation,
-        headers: dict[str, str],
+        reservation: Reservation | None,
+        learned: tuple[str, str, dict[str, str]],
         attempt: tuple[bool, int],
         model: str,
         reply: Reply,
     ) -> None:
-        self.buckets.settle(reservation, headers)
+        key, bucket_model, headers = learned
+        self.buckets.settle(reservation, headers, key, bucket_model)
         probe, call = attempt
         self.breaker.record(True, probe=probe, call=call)
         state.limit.on_success(state.scheduler.in_flight)
