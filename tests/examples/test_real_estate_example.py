@@ -50,6 +50,9 @@ def test_batch_scoring_now_and_overnight(tmp_path):
     with LedgerReader(f"sqlite:///{tmp_path / 'l-True.db'}") as reader:
         overnight = reader.rows()
     assert overnight and all(r.batch for r in overnight)
+    assert any(r.cache_read_input_tokens for r in overnight)  # the 1 h mark on the shared instructions is read
     for row in overnight:
-        standard = book.cost(row.model, Usage(row.input_tokens, row.output_tokens)).micro_usd
+        usage = Usage(row.input_tokens, row.output_tokens, row.cache_read_input_tokens,
+                      row.cache_write_5m_input_tokens, row.cache_write_1h_input_tokens)  # fmt: skip
+        standard = book.cost(row.model, usage).micro_usd
         assert abs(row.cost_micro_usd * 2 - standard) <= 1
