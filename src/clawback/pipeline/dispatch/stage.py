@@ -99,9 +99,9 @@ class DispatchStage:
         attempt = 0
         while True:
             attempt += 1
-            probe = await self._admit(deadline, history)
+            probe = await self._admit(deadline)
             if not roomy:
-                await self._pace(key, model, needs, deadline, history)
+                await self._pace(key, model, needs, deadline)
             if not state.scheduler.try_acquire(flow, weight, model):
                 try:
                     await state.scheduler.acquire(flow, weight, model, deadline - self.clock())
@@ -167,7 +167,7 @@ class DispatchStage:
             return reply
 
     # -- the steps of an attempt ----------------------------------------------------------------------------
-    async def _admit(self, deadline: float, history: list[str]) -> bool:
+    async def _admit(self, deadline: float) -> bool:
         if self.breaker.open_until is None:
             return False
         try:
@@ -180,7 +180,7 @@ class DispatchStage:
                 headers={"retry-after": str(max(1, round(exc.retry_in))), "x-should-retry": "false"},
             ) from None
 
-    async def _pace(self, key: str, model: str, needs: dict[str, float], deadline: float, history: list[str]) -> None:
+    async def _pace(self, key: str, model: str, needs: dict[str, float], deadline: float) -> None:
         while (wait := self.buckets.wait_for(key, model, needs)) > 0:
             if self.clock() + wait > deadline:
                 self.counts["rate_refused"] += 1
