@@ -337,6 +337,13 @@ class DispatchSettings(_Section):
     breaker_failures: int = Field(10, ge=1, description="Consecutive upstream failures that open the circuit")
     breaker_cooldown_s: float = Field(5.0, gt=0, description="Open for this long, then one probe is let through")
     breaker_max_cooldown_s: float = Field(60.0, gt=0, description="Cooldown doubles per failed probe up to this")
+    defer_features: dict[str, bool] = Field(
+        default_factory=dict,
+        description="Per feature label: send its (non-streamed) calls through the Message Batches API at 50 % off",
+    )
+    defer_window_s: float = Field(1.0, gt=0, description="Deferred calls arriving within this window share a batch")
+    defer_poll_initial_s: float = Field(1.0, gt=0, description="First wait between polls of a batch (grows by half)")
+    defer_poll_max_s: float = Field(60.0, gt=0, description="Longest wait between polls of a batch")
     weights: Annotated[dict[str, float], AfterValidator(_share_weights)] = Field(
         default_factory=dict,
         description="Fair-share weight per 'key:<id>' or 'feature:<name>' (default 1; feature beats key)",

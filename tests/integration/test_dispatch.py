@@ -16,8 +16,10 @@ import anthropic
 import httpx
 import pytest
 
+from clawback.api.usage import Usage
 from clawback.config import Settings, SimulatorSettings
 from clawback.gateway.app import create_gateway_app
+from clawback.pricing import load_price_book
 from clawback.serving import BackgroundServer
 from clawback.storage.ledger import LedgerReader, LedgerRecord
 from clawback.upstream.simulator.app import create_simulator_app
@@ -286,3 +288,39 @@ def test_sampled_requests_are_not_coalesced_unless_the_policy_says_so(tmp_path):
     with servers(tmp_path, sim) as run:
         assert asyncio.run(burst(f"{run.gateway.url}/v1/messages")) == [200] * 3
         assert len(run.billed()) == 3
+
+
+def test_deferred_calls_are_answered_through_the_batches_api_at_batch_prices(tmp_path):
+    """A feature marked deferrable (and a per-call header) goes through the Message Batches API: the client gets its
+    Message as usual, the simulator bills batch items, the ledger books batch prices and the saving."""
+    sim = SimulatorSettings(seed=9, batch_processing_s=0.3)
+    settings = {"defer_features": {"overnight": True}, "defer_window_s": 0.2, "defer_poll_initial_s": 0.1}
+
+    async def burst(url: str) -> list[tuple[int, dict[str, Any]]]:
+        async with aiohttp.ClientSession() as session:
+
+            async def one(n: int, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+                async with session.post(url, json=body(f"score lead {n}"), headers=headers) as response:
+                    return response.status, await response.json()
+
+            calls = [one(n, {"x-clawback-feature": "overnight"}) for n in range(4)]
+            calls.append(one(4, {"x-clawback-defer": "true"}))
+            calls.append(one(5, {"x-clawback-feature": "overnight", "x-clawback-defer": "false"}))  # opted out
+            return list(await asyncio.gather(*calls))
+
+    with servers(tmp_path, sim, **settings) as run:
+        answers = asyncio.run(burst(f"{run.gateway.url}/v1/messages"))
+        billed = run.billed()
+    assert [status for status, _ in answers] == [200] * 6
+    assert all(message["type"] == "message" for _, message in answers)
+    batch_items = [b for b in billed if b["batch"]]
+    assert len(batch_items) == 5 and len([b for b in billed if not b["batch"]]) == 1  # one batch, one direct call
+    rows = run.rows()
+    deferred = [r for r in rows if r.batch]
+    assert len(rows) == 6 and len(deferred) == 5
+    assert sorted(r.cost_micro_usd for r in deferred) == sorted(b["cost_micro_usd"] for b in batch_items)
+    book = load_price_book()
+    for row in deferred:
+        standard = book.cost(MODEL, Usage(row.input_tokens, row.output_tokens)).micro_usd
+        assert row.savings_micro_usd == {"dispatch": standard - row.cost_micro_usd}
+        assert row.labels["dispatch_deferred"].startswith("msgbatch_")

@@ -38,5 +38,5 @@ def build_pipeline(
     if settings.coalesce.enabled:  # after the planner (identical planned requests), above dispatch
         stages.append(CoalesceStage(settings.coalesce, settings.exact_cache, price_book))
     if settings.dispatch.enabled:  # innermost: around the terminal upstream call
-        stages.append(DispatchStage(settings.dispatch))
+        stages.append(DispatchStage(settings.dispatch, price_book))
     return Pipeline(stages, terminal)  # binds each stage to the ones below it (``Stage.bind``)

@@ -92,6 +92,8 @@ class RequestContext:
     """Set by the budget stage: reserved, downgraded, refused, fail_open or fail_closed (the ledger records it)."""
     labels: dict[str, str] = field(default_factory=dict)
     """Labels a stage adds to the request's ledger row (dispatch: its attempts), next to the tenant's."""
+    batch: bool = False
+    """Set by dispatch when the request was deferred to the Message Batches API: priced at batch prices."""
     original_body: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -30,7 +30,7 @@ def booked_cost(price_book: PriceBook, ctx: RequestContext, usage: Usage) -> int
         return 0
     request = ctx.request
     return price_book.cost(
-        ctx.model, usage, batch=False, inference_geo=request.inference_geo, speed=request.speed
+        ctx.model, usage, batch=ctx.batch, inference_geo=request.inference_geo, speed=request.speed
     ).micro_usd
 
 
@@ -92,6 +92,7 @@ class LedgerStage:
             status=status,
             latency_ms=elapsed * 1000,
             stream=ctx.stream,
+            batch=ctx.batch,
             error_type=error_type,
             ttft_ms=ttft * 1000 if ttft is not None else None,
             key_id=tenant.key_id,

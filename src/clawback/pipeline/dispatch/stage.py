@@ -35,10 +35,12 @@ from clawback.api.errors import ApiError, ApiTimeoutError, OverloadedError, Rate
 from clawback.config import DispatchSettings
 from clawback.pipeline.context import Reply, RequestContext
 from clawback.pipeline.dispatch.breaker import CircuitBreaker, CircuitOpen
+from clawback.pipeline.dispatch.deferred import DeferredBatcher
 from clawback.pipeline.dispatch.fairness import FairScheduler, QueueTimeout
 from clawback.pipeline.dispatch.limits import AimdLimit, LearnedBuckets, Reservation
 from clawback.pipeline.dispatch.retry import backoff_delay, judge_status, server_delay
 from clawback.pipeline.stage import CallNext, Chain
+from clawback.pricing import PriceBook
 from clawback.upstream.client import UpstreamUnavailable
 
 __all__ = ["DispatchStage"]
@@ -64,9 +66,16 @@ class DispatchStage:
     name = "dispatch"
 
     def __init__(
-        self, settings: DispatchSettings, *, clock: Callable[[], float] = time.monotonic, seed: int | None = None
+        self,
+        settings: DispatchSettings,
+        price_book: PriceBook,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        seed: int | None = None,
     ) -> None:
         self.settings = settings
+        self.price_book = price_book
+        self.deferred = DeferredBatcher(settings, clock=clock)
         self.clock = clock
         self.rng = random.Random(seed)
         self.breaker = CircuitBreaker(
@@ -81,13 +90,16 @@ class DispatchStage:
         """Nothing to learn from the chain: dispatch is innermost and talks only to the terminal call."""
 
     async def aclose(self) -> None:
-        """Nothing to close: the upstream connection pool belongs to the front door."""
+        """Stop polling deferred batches (the upstream connection pool belongs to the front door)."""
+        await self.deferred.aclose()
 
     async def handle(self, ctx: RequestContext, call_next: CallNext) -> Reply:
         if ctx.endpoint not in ("messages", "count_tokens"):
             return await call_next(ctx)
         s = self.settings
         key = _key_of(ctx.upstream_auth)
+        if self.deferred.wants(ctx):
+            return self._book_deferral(ctx, await self.deferred.submit(ctx, key, call_next))
         state = self._state(key)
         model = (ctx.model or "-") if ctx.endpoint == "messages" else "count_tokens"
         flow, weight = self._flow(ctx)
@@ -230,6 +242,18 @@ class DispatchStage:
         self.counts["gave_up"] += 1
         return exc
 
+    def _book_deferral(self, ctx: RequestContext, reply: Reply) -> Reply:
+        """A deferred call's saving: the standard price of its usage less the batch price the ledger books."""
+        if reply.status == 200:
+            request = ctx.request
+            standard = self.price_book.cost(ctx.model, reply.usage, inference_geo=request.inference_geo,
+                                            speed=request.speed).micro_usd  # fmt: skip
+            batch = self.price_book.cost(ctx.model, reply.usage, batch=True, inference_geo=request.inference_geo,
+                                         speed=request.speed).micro_usd  # fmt: skip
+            ctx.savings.add(self.name, standard - batch)
+        ctx.labels["dispatch_deferred"] = dict(reply.headers).get("x-clawback-batch-id", "-")
+        return reply
+
     @staticmethod
     def _label(ctx: RequestContext, history: list[str], lost: list[str]) -> None:
         ctx.labels["dispatch_attempts"] = str(len(history))
@@ -282,6 +306,7 @@ class DispatchStage:
             },
             "buckets": {f"{_fingerprint(key)}/{model}": v for (key, model), v in self.buckets.snapshot().items()},
             "counts": dict(self.counts),
+            "deferred": {"batches": self.deferred.batches, "items": self.deferred.items},
         }  # fmt: skip
 
 
