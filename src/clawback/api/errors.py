@@ -130,13 +130,8 @@ class BudgetExceededError(RateLimitError):
     """
 
     def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
-        super().__init__(message, headers={"x-should-retry": "false"})
-        self.details = dict(details or {})
-
-    def body(self, request_id: str | None = None) -> dict[str, Any]:
-        body = super().body(request_id)
-        body["error"]["details"] = {"error_code": "clawback_budget_exceeded", **self.details}
-        return body
+        details = {"error_code": "clawback_budget_exceeded", **(details or {})}
+        super().__init__(message, headers={"x-should-retry": "false"}, details=details)
 
 
 class BudgetUnavailableError(ApiError):
