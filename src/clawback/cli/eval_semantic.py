@@ -41,7 +41,7 @@ def eval_semantic(
     config: ConfigOption = None,
 ) -> None:
     """Precision, recall and false-hit rate of the semantic cache at the configured settings, overall and per kind."""
-    from clawback.embeddings import SentenceTransformerEmbedder
+    from clawback.embeddings import shared_embedder
     from clawback.pipeline.semantic_cache.calibration import choose_threshold, write_calibration
     from clawback.pipeline.semantic_cache.evaluate import (
         CORPUS_SPLITS,
@@ -75,7 +75,7 @@ def eval_semantic(
     except PairFileError as exc:
         err_console.print(f"[bold red]clawback:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
-    embedder = MemoEmbedder(SentenceTransformerEmbedder(semantic.model, threads=semantic.embed_threads))
+    embedder = MemoEmbedder(shared_embedder(semantic.model, semantic.embed_threads))
     price_book = load_price_book(settings.pricing)
     started = time.perf_counter()
     embedder.prefetch([t for p in loaded for t in (p.a, p.b)])

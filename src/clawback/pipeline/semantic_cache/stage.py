@@ -38,7 +38,7 @@ import orjson
 
 from clawback.api.usage import Usage
 from clawback.config import SemanticCacheSettings, SemanticGuards
-from clawback.embeddings import Embedder, SentenceTransformerEmbedder, resolve_model_path
+from clawback.embeddings import Embedder, resolve_model_path, shared_embedder
 from clawback.embeddings.protocol import Vectors
 from clawback.pipeline.context import Reply, RequestContext
 from clawback.pipeline.exact_cache import (
@@ -54,7 +54,7 @@ from clawback.pipeline.exact_cache import (
 from clawback.pipeline.semantic_cache.calibration import shipped_threshold
 from clawback.pipeline.semantic_cache.guards import check
 from clawback.pipeline.semantic_cache.partition import eligibility, partition_key
-from clawback.pipeline.stage import CallNext
+from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import PriceBook
 from clawback.storage.response_cache import CachedReply
 from clawback.storage.semantic_store import SemanticEntry, SemanticStore, SqlSemanticPersistence, new_entry_id
@@ -64,6 +64,8 @@ __all__ = ["Match", "SemanticCacheStage"]
 log = logging.getLogger("clawback.semantic_cache")
 
 HIT = "semantic-hit"
+_COUNTERS = ("hits", "misses", "bypass", "stored", "shadow_hits", "shadow_agree", "shadow_disagree", "store_errors",
+             "sync_errors")  # fmt: skip
 LEARN_MARGIN = 0.005
 
 
@@ -91,7 +93,7 @@ class SemanticCacheStage:
         self.price_book = price_book
         if embedder is None:
             resolve_model_path(settings.model)  # a wrong name stops start-up here, with the fix in the message
-            embedder = SentenceTransformerEmbedder(settings.model, threads=settings.embed_threads)
+            embedder = shared_embedder(settings.model, settings.embed_threads)
         self.embedder = embedder
         self.threshold = settings.threshold if settings.threshold is not None else shipped_threshold()
         self._embedding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clawback-embed")
@@ -101,7 +103,7 @@ class SemanticCacheStage:
         self._store_lock = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sync_task: asyncio.Task[None] | None = None
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter(dict.fromkeys(_COUNTERS, 0))
         self.rejected_by: Counter[str] = Counter()
 
     # -- the store, built once the model's dimension is known (in the embedding worker)
@@ -143,6 +145,9 @@ class SemanticCacheStage:
         return None
 
     # -- the stage
+    def bind(self, chain: Chain) -> None:
+        pass
+
     async def handle(self, ctx: RequestContext, call_next: CallNext) -> Reply:
         decision = eligibility(ctx, self.settings)
         if decision.mode == "off" or decision.text is None:
@@ -221,7 +226,13 @@ class SemanticCacheStage:
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.counters["background_errors"] += 1
+            log.error("semantic cache: background task failed", exc_info=task.exception())
 
     async def _put(self, entry: SemanticEntry, ttl: float) -> None:
         store = self._get_store()
@@ -280,7 +291,8 @@ class SemanticCacheStage:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    def stats(self) -> dict[str, Any]:
+    def report(self) -> dict[str, Any]:
+        """Counters for ``GET /admin/cache/stats``: hits, misses, shadow agreement, why candidates were refused."""
         store = self._store.stats() if self._store is not None else {"entries": 0}
         shadow = self.counters["shadow_agree"] + self.counters["shadow_disagree"]
         return {"mode": self.settings.mode, "threshold": self.threshold, "model": self.embedder.name,
