@@ -94,7 +94,7 @@ class SentenceTransformerEmbedder:
             import transformers
             from sentence_transformers import SentenceTransformer
 
-            transformers.logging.set_verbosity_error()  # its load report lists a buffer the model does not use
+            transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # its load report lists a buffer the model does not use
 
             torch.set_num_threads(self.threads)
             model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
