@@ -174,6 +174,10 @@ class SemanticGuards(_Section):
     contrasts: bool = Field(
         True, description="Reject different members of one closed set (house/condo, bedroom/bathroom, email/phone)"
     )
+    alignment: bool = Field(
+        True,
+        description="Verify by word alignment: every content word needs a counterpart (see semantic_cache.alignment)",
+    )
 
 
 class SemanticCacheSettings(_Section):
@@ -194,6 +198,13 @@ class SemanticCacheSettings(_Section):
     embed_threads: int = Field(1, ge=1, description="CPU threads of the embedding model")
     threshold: float | None = Field(None, gt=0, le=1, description="Cosine similarity a candidate needs")
     candidates: int = Field(4, ge=1, le=64, description="Nearest entries checked by the guards")
+    word_similarity: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Alignment guard: how close a word must be to count as another's counterpart "
+        "(unset: the calibrated value)",
+    )
     guards: SemanticGuards = SemanticGuards()
     learn_thresholds: bool = Field(
         True, description="Raise an entry's own threshold above a similarity at which it disagreed (shadow)"

@@ -42,9 +42,14 @@ def embedder():
     return model
 
 
+# These tests check the machinery (partitions, tenancy, serving, storage), not the calibration (that is
+# ``clawback eval semantic``): a threshold of their own keeps them independent of the shipped one.
+LOOSE = {"enabled": True, "default_policy": "all", "threshold": 0.7, "word_similarity": 0.2}
+
+
 @pytest.fixture
 def semantic() -> SemanticCacheSettings:
-    return SemanticCacheSettings(enabled=True, default_policy="all")
+    return SemanticCacheSettings(**LOOSE)
 
 
 @pytest.fixture
@@ -201,13 +206,13 @@ def test_admin_invalidation_drops_semantic_entries_by_tag_namespace_and_key(http
     assert stats["entries"] == 0 and stats["misses"] == 3
 
 
-@pytest.mark.parametrize("semantic", [SemanticCacheSettings(enabled=True, default_policy="all", mode="shadow")])
+@pytest.mark.parametrize("semantic", [SemanticCacheSettings(**{**LOOSE, "mode": "shadow"})])
 def test_shadow_mode_records_would_be_hits_and_their_agreement_without_serving(
     http, gateway, gateway_settings, sim_admin
 ):
-    http.post("/v1/messages", json=ask("What are your office hours?"))
+    http.post("/v1/messages", json=ask("What are your office hours on Saturday?"))
     settle(gateway)
-    response = http.post("/v1/messages", json=ask("When is your office open?"))
+    response = http.post("/v1/messages", json=ask("When is your office open on Saturday?"))
     assert response.headers["x-clawback-cache"] == "miss"  # not served
     settle(gateway)
     assert upstream_calls(sim_admin) == 2
@@ -237,7 +242,7 @@ async def _store_then_ask(stage: SemanticCacheStage, stored: str, asked: str, na
 
 
 def test_entries_survive_a_restart(tmp_path: Path, embedder):
-    settings = SemanticCacheSettings(enabled=True, default_policy="all", store_url=f"sqlite:///{tmp_path / 's.db'}")
+    settings = SemanticCacheSettings(**LOOSE, store_url=f"sqlite:///{tmp_path / 's.db'}")
     price_book = load_price_book()
 
     async def run() -> tuple[bool, bool]:
@@ -278,7 +283,7 @@ def pg_url() -> Iterator[str]:
 
 
 def test_replicas_share_entries_through_postgresql_and_stay_in_step(pg_url, embedder):
-    settings = SemanticCacheSettings(enabled=True, default_policy="all", store_url=pg_url, sync_interval_s=3600)
+    settings = SemanticCacheSettings(**LOOSE, store_url=pg_url, sync_interval_s=3600)
     price_book = load_price_book()
 
     async def run() -> None:
@@ -286,16 +291,16 @@ def test_replicas_share_entries_through_postgresql_and_stay_in_step(pg_url, embe
         try:
             pipe_one, pipe_two = Pipeline([one], _answer), Pipeline([two], _answer)
             assert (await one.sync(), await two.sync()) == (0, 0)  # both replicas up, the database empty
-            await pipe_one(_ctx("What are your office hours?", "ns"))
+            await pipe_one(_ctx("What are your office hours on Saturday?", "ns"))
             await one.flush()
             assert await two.sync() >= 1  # replica two reads what replica one wrote
-            reply = await pipe_two(_ctx("When is your office open?", "ns"))
+            reply = await pipe_two(_ctx("When is your office open on Saturday?", "ns"))
             assert ("x-clawback-cache", "semantic-hit") in reply.headers
             key = dict(reply.headers)["x-clawback-cache-key"]
             assert await two.invalidate(key=key) == 1  # dropped on two, and in the database
             await one.sync()
             assert len(one.store) == 0
-            reply = await pipe_one(_ctx("When is your office open?", "ns"))
+            reply = await pipe_one(_ctx("When is your office open on Saturday?", "ns"))
             assert ("x-clawback-cache", "semantic-hit") not in reply.headers
         finally:
             await one.aclose()
@@ -315,11 +320,13 @@ def test_eval_semantic_scores_any_pairs_file_and_ends_with_one_json_object(tmp_p
             {"a": "Can the landlord evict the tenant?", "b": "Can the tenant evict the landlord?", "same": False,
              "kind": "role_swap"}]  # fmt: skip
     pairs.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
-    result = CliRunner().invoke(cli_app, ["eval", "semantic", "--pairs", str(pairs), "--json", "--no-ablation"])
+    loose = {"CLAWBACK_SEMANTIC_CACHE__THRESHOLD": "0.5"}  # scored at a setting of the caller's, as documented
+    result = CliRunner().invoke(cli_app, ["eval", "semantic", "--pairs", str(pairs), "--json", "--no-ablation"],
+                                env=loose)  # fmt: skip
     assert result.exit_code == 0, result.output
     report = orjson.loads(result.stdout.strip().splitlines()[-1])
     assert report["pairs"] == 3 and report["wrong_hits"] == 0 and report["served_hits"] == 1
-    assert report["precision"] == 1.0 and report["recall"] == 1.0
+    assert report["precision"] == 1.0 and report["recall"] == 1.0 and report["threshold"] == 0.5
     assert set(report["per_kind"]) == {"paraphrase", "date", "role_swap"}
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"a": "x", "same": true}\n')

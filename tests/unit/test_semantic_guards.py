@@ -67,7 +67,7 @@ def test_true_paraphrases_pass_every_guard(stored, asked):
 
 
 def test_every_guard_is_a_setting():
-    assert set(GUARD_NAMES) == set(SemanticGuards.model_fields)
+    assert {*GUARD_NAMES, "alignment"} == set(SemanticGuards.model_fields)
 
 
 def _ctx(body, key="k1", headers=()):

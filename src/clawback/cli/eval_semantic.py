@@ -42,6 +42,7 @@ def eval_semantic(
 ) -> None:
     """Precision, recall and false-hit rate of the semantic cache at the configured settings, overall and per kind."""
     from clawback.embeddings import shared_embedder
+    from clawback.pipeline.semantic_cache.alignment import Aligner
     from clawback.pipeline.semantic_cache.calibration import choose_threshold, write_calibration
     from clawback.pipeline.semantic_cache.evaluate import (
         CORPUS_SPLITS,
@@ -83,10 +84,23 @@ def eval_semantic(
 
     if calibrate:
         sims = similarities(loaded, embedder)
-        scored = [(s, check(p.a, p.b, semantic.guards) is None, p.same) for p, s in zip(loaded, sims, strict=True)]
-        chosen = choose_threshold(scored, target=target)
-        data = write_calibration(chosen, model=semantic.model, pairs=len(loaded), target=target,
-                                 guards=semantic.guards.model_dump())  # fmt: skip
+        lexical = [check(p.a, p.b, semantic.guards) is None for p in loaded]
+        # lower is more lenient (more words count as counterparts); 1.0 is the alignment check at its strictest
+        options = [semantic.word_similarity] if semantic.word_similarity else [0.2, 0.3, 0.4, 0.5, 0.6]
+        tried: dict[str, Any] = {}
+        best: tuple[float, Any] | None = None
+        for word_similarity in options:
+            aligner = Aligner(embedder, word_similarity)
+            scored = [(s, ok and not (semantic.guards.alignment and aligner.unexplained(p.a, p.b)), p.same)
+                      for p, s, ok in zip(loaded, sims, lexical, strict=True)]  # fmt: skip
+            chosen = choose_threshold(scored, target=target)
+            tried[str(word_similarity)] = {"threshold": round(chosen.threshold, 4), "recall": round(chosen.recall, 4),
+                                           "served": chosen.served, "wrong": chosen.wrong}  # fmt: skip
+            if best is None or chosen.served - chosen.wrong > best[1].served - best[1].wrong:
+                best = (word_similarity, chosen)
+        assert best is not None
+        data = write_calibration(best[1], model=semantic.model, pairs=len(loaded), target=target,
+                                 guards=semantic.guards.model_dump(), word_similarity=best[0], tried=tried)  # fmt: skip
         print(orjson.dumps(data).decode())
         return
 

@@ -275,8 +275,8 @@ class SemanticStore:
             index = self._indexes[entry.partition] = ExactIndex(self.dim)
         elif isinstance(index, ExactIndex) and len(index) >= self.ann_above:
             ann = AnnIndex(self.dim)
-            for entry_id, row in index.items():
-                ann.add(entry_id, row)
+            rows = index.items()
+            ann.add_many(np.array([i for i, _ in rows], dtype=np.int64), np.stack([r for _, r in rows]))
             index = self._indexes[entry.partition] = ann
         index.add(entry.id, entry.vector)
         self._by_key.setdefault(entry.reply.key, set()).add(entry.id)

@@ -6,8 +6,10 @@ the *lowest* threshold at which precision (right hits over the hits served at or
 difference), serving at least ``min_served`` hits: the most recall precision allows. The test split is never
 read here.
 
-The chosen value ships in ``calibrated.json`` beside this module (with the figures it was chosen on and the
-command that wrote it: ``clawback eval semantic --calibrate``); ``semantic_cache.threshold`` overrides it.
+The alignment guard's ``word_similarity`` is chosen with it, from a few values, as the one whose threshold serves
+the most right hits at the target precision. The chosen values ship in ``calibrated.json`` beside this module (with
+the figures they were chosen on and the command that wrote them: ``clawback eval semantic --calibrate``);
+``semantic_cache.threshold`` and ``semantic_cache.word_similarity`` override them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CALIBRATION_FILE", "Calibration", "choose_threshold", "shipped_threshold", "write_calibration"]
+__all__ = [
+    "CALIBRATION_FILE",
+    "Calibration",
+    "choose_threshold",
+    "shipped_threshold",
+    "shipped_word_similarity",
+    "write_calibration",
+]
 
 CALIBRATION_FILE = Path(__file__).with_name("calibrated.json")
 
@@ -55,10 +64,21 @@ def choose_threshold(scored: Sequence[tuple[float, bool, bool]], *, target: floa
     return best
 
 
-def write_calibration(result: Calibration, *, model: str, pairs: int, target: float, path: Path = CALIBRATION_FILE,
-                      guards: dict[str, bool]) -> dict[str, Any]:  # fmt: skip
+def write_calibration(
+    result: Calibration,
+    *,
+    model: str,
+    pairs: int,
+    target: float,
+    guards: dict[str, bool],
+    word_similarity: float,
+    tried: dict[str, Any],
+    path: Path = CALIBRATION_FILE,
+) -> dict[str, Any]:
     data = {
         "threshold": round(result.threshold, 4),
+        "word_similarity": word_similarity,
+        "tried": tried,
         "model": model,
         "target_precision": target,
         "calibration_pairs": pairs,
@@ -72,7 +92,14 @@ def write_calibration(result: Calibration, *, model: str, pairs: int, target: fl
     }
     path.write_text(json.dumps(data, indent=2) + "\n")
     shipped_threshold.cache_clear()
+    shipped_word_similarity.cache_clear()
     return data
+
+
+@lru_cache(maxsize=1)
+def shipped_word_similarity() -> float:
+    """The alignment guard's word similarity chosen with the threshold."""
+    return float(json.loads(CALIBRATION_FILE.read_text()).get("word_similarity", 0.5))
 
 
 @lru_cache(maxsize=1)

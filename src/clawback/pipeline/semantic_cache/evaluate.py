@@ -31,6 +31,8 @@ from clawback.config import SemanticCacheSettings, SemanticGuards
 from clawback.embeddings import Embedder
 from clawback.embeddings.protocol import Vectors
 from clawback.pipeline.context import Reply, RequestContext, new_request_id
+from clawback.pipeline.semantic_cache.alignment import Aligner
+from clawback.pipeline.semantic_cache.calibration import shipped_word_similarity
 from clawback.pipeline.semantic_cache.guards import GUARD_NAMES, check
 from clawback.pipeline.semantic_cache.stage import HIT, SemanticCacheStage
 from clawback.pipeline.stage import Pipeline
@@ -222,7 +224,7 @@ def guard_ablation(pairs: Sequence[Pair], settings: SemanticCacheSettings, embed
     """Wrong hits per kind with no guard, each guard alone, and all guards; and the paraphrases each guard costs."""
     off = SemanticGuards(**dict.fromkeys(SemanticGuards.model_fields, False))
     configs: dict[str, SemanticGuards] = {"none": off}
-    for name in GUARD_NAMES:
+    for name in (*GUARD_NAMES, "alignment"):
         configs[f"only_{name}"] = off.model_copy(update={name: True})
     configs["all"] = settings.guards
     out: dict[str, dict[str, Any]] = {}
@@ -238,4 +240,6 @@ def guard_ablation(pairs: Sequence[Pair], settings: SemanticCacheSettings, embed
         out[f"only_{name}"]["paraphrases_rejected"] = sum(
             1 for p in pairs if p.same and check(p.a, p.b, alone) is not None
         )
+    aligner = Aligner(embedder, settings.word_similarity or shipped_word_similarity())
+    out["only_alignment"]["paraphrases_rejected"] = sum(1 for p in pairs if p.same and aligner.unexplained(p.a, p.b))
     return out

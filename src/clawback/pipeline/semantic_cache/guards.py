@@ -30,7 +30,7 @@ from functools import lru_cache
 
 from clawback.config import SemanticGuards
 
-__all__ = ["GUARD_NAMES", "Features", "check", "features"]
+__all__ = ["GUARD_NAMES", "Features", "check", "features", "fold_words"]
 
 GUARD_NAMES = ("language", "negation", "antonyms", "numbers", "units", "dates", "entities", "roles", "contrasts")
 
@@ -46,6 +46,11 @@ def _fold(word: str) -> str:
     decomposed = unicodedata.normalize("NFKD", word.lower())
     folded = "".join(c for c in decomposed if not unicodedata.combining(c)).replace("\u2019", "'")
     return folded[:-2] if folded.endswith("'s") else folded
+
+
+def fold_words(words: str) -> list[str]:
+    """Space-separated words, folded as the guards fold what they compare."""
+    return [_fold(w) for w in words.split()]
 
 
 def _split(words: str) -> list[str]:

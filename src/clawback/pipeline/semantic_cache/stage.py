@@ -9,7 +9,8 @@ embedding. Per request:
 3. the last user turn is embedded in a worker thread (one thread: requests queue instead of fighting over
    two cores), never on the event loop;
 4. the ``candidates`` nearest entries *of that partition* above the threshold (the entry's own learned
-   threshold when it has one) go through the guards (``guards.check``); the first that passes is the match;
+   threshold when it has one) go through the guards (``guards.check``) and the word alignment
+   (``alignment.Aligner``), in the same worker; the first that passes is the match;
 5. ``mode: serve`` answers with it (``x-clawback-cache: semantic-hit``, ``x-clawback-cache-key`` of the
    entry, the similarity and entry id in the ledger row's labels, the saving booked as ``semantic_cache``);
    ``mode: shadow`` records the would-be hit and lets the request go on; once the real reply is in, it
@@ -51,7 +52,8 @@ from clawback.pipeline.exact_cache import (
     storable_message,
     tee_message,
 )
-from clawback.pipeline.semantic_cache.calibration import shipped_threshold
+from clawback.pipeline.semantic_cache.alignment import Aligner
+from clawback.pipeline.semantic_cache.calibration import shipped_threshold, shipped_word_similarity
 from clawback.pipeline.semantic_cache.guards import check
 from clawback.pipeline.semantic_cache.partition import eligibility, partition_key
 from clawback.pipeline.stage import CallNext, Chain
@@ -95,6 +97,8 @@ class SemanticCacheStage:
             resolve_model_path(settings.model)  # a wrong name stops start-up here, with the fix in the message
             embedder = shared_embedder(settings.model, settings.embed_threads)
         self.embedder = embedder
+        word_similarity = settings.word_similarity or shipped_word_similarity()
+        self.aligner = Aligner(embedder, word_similarity)
         self.threshold = settings.threshold if settings.threshold is not None else shipped_threshold()
         self._embedding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clawback-embed")
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clawback-semantic-db")
@@ -128,8 +132,14 @@ class SemanticCacheStage:
         return np.asarray(self.embedder.embed([text])[0], dtype=np.float32)
 
     # -- matching (also what ``clawback eval semantic`` scores)
+    def _lookup(self, partition: str, text: str, look: bool) -> tuple[Vectors, Match | None]:
+        """In the embedding worker: the question's vector and, when ``look``, its match."""
+        vector = self._embed_one(text)
+        return vector, (self.choose(partition, vector, text) if look else None)
+
     def choose(self, partition: str, vector: Vectors, text: str) -> Match | None:
-        """The best candidate of ``partition`` that clears its threshold and every guard, or None."""
+        """The best candidate of ``partition`` that clears its threshold and every guard, or None. Runs in the
+        embedding worker (the alignment check may embed words)."""
         for entry, similarity in self._get_store().search(partition, vector, self.settings.candidates):
             needed = max(self.threshold, entry.threshold or 0.0)
             if similarity < needed:
@@ -138,6 +148,8 @@ class SemanticCacheStage:
                 self.rejected_by["learned_threshold"] += 1
                 continue
             reason = check(entry.text, text, self.settings.guards)
+            if reason is None and self.settings.guards.alignment and self.aligner.unexplained(entry.text, text):
+                reason = "alignment"
             if reason is not None:
                 self.rejected_by[reason] += 1
                 continue
@@ -159,8 +171,7 @@ class SemanticCacheStage:
         beta = ctx.header("anthropic-beta")
         partition = partition_key(scope, namespace, ctx.body, beta)
         text = decision.text
-        vector: Vectors = await self._run(self._embedding, self._embed_one, text)
-        match = self.choose(partition, vector, text) if decision.mode == "on" else None
+        vector, match = await self._run(self._embedding, self._lookup, partition, text, decision.mode == "on")
         if match is not None:
             labels = {"semantic_similarity": f"{match.similarity:.4f}", "semantic_entry": str(match.entry.id)}
             if self.settings.mode == "serve":
