@@ -1,10 +1,12 @@
 """Nearest-neighbour search over unit vectors: exact numpy while small, HNSW (usearch) when large.
 
-Why both: an exact scan is one matrix-vector product, has no recall loss and no build cost, and stays under a
-millisecond up to tens of thousands of 384-d rows on this machine; past that its cost grows linearly while an
-HNSW graph's grows with log n. ``benchmarks/semantic_lookup.py`` measures both (and hnswlib) at 10 k / 100 k /
-1 M entries; the switch point is ``semantic_cache.ann_above``. usearch was chosen over hnswlib by that
-measurement (see ``benchmarks/README.md``): it builds faster, supports removal, and its wheels need no compiler.
+Why both: an exact scan is one matrix-vector product, has no recall loss and no build cost; measured by
+``benchmarks/semantic_lookup.py`` (``benchmarks/README.md``, "Semantic cache") it searches 10 k 384-d rows in
+0.5 ms (p50) but 100 k in 32 ms and 1 M in 473 ms, while an HNSW graph stays near 0.3 ms at 100 k with recall@1
+of 1.0 against exact search. The switch point is ``semantic_cache.ann_above`` (50 k). Between the two HNSW
+libraries measured, hnswlib built 100 k entries 3.5x faster than usearch on this machine (72 s vs 252 s) and
+searched as fast; usearch is used because it ships wheels (hnswlib 0.8 compiled from source here), removes
+entries natively and stores f16 (1.5 kB an entry at 100 k). Swapping is this one class.
 
 Ids are 63-bit integers chosen by the caller (the semantic store uses the entry id, the same on every replica).
 """
