@@ -137,3 +137,12 @@ def test_calibration_keeps_the_lowest_threshold_that_holds_precision():
     assert chosen.wrong == 0 and abs(chosen.threshold - 0.66) < 1e-9 and chosen.served == 34
     loose = choose_threshold(scored, target=0.97, min_served=20)
     assert loose.wrong == 1 and loose.threshold < 0.655
+
+
+def test_an_unknown_model_stops_start_up_with_the_setting_named():
+    from clawback.config import ConfigError
+    from clawback.pipeline.semantic_cache import SemanticCacheStage
+    from clawback.pricing import load_price_book
+
+    with pytest.raises(ConfigError, match=r"semantic_cache\.model: model 'no-such-model' .* nothing is downloaded"):
+        SemanticCacheStage(SemanticCacheSettings(enabled=True, model="no-such-model"), load_price_book())

@@ -38,8 +38,9 @@ import numpy as np
 import orjson
 
 from clawback.api.usage import Usage
-from clawback.config import SemanticCacheSettings, SemanticGuards
+from clawback.config import ConfigError, SemanticCacheSettings, SemanticGuards
 from clawback.embeddings import Embedder, resolve_model_path, shared_embedder
+from clawback.embeddings.local import ModelNotFoundError
 from clawback.embeddings.protocol import Vectors
 from clawback.pipeline.context import Reply, RequestContext
 from clawback.pipeline.exact_cache import (
@@ -94,7 +95,10 @@ class SemanticCacheStage:
         self.settings = settings
         self.price_book = price_book
         if embedder is None:
-            resolve_model_path(settings.model)  # a wrong name stops start-up here, with the fix in the message
+            try:  # a wrong name stops start-up here, with the fix in the message
+                resolve_model_path(settings.model)
+            except ModelNotFoundError as exc:
+                raise ConfigError(f"semantic_cache.model: {exc}") from None
             embedder = shared_embedder(settings.model, settings.embed_threads)
         self.embedder = embedder
         word_similarity = settings.word_similarity or shipped_word_similarity()
