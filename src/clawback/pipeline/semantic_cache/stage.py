@@ -321,7 +321,8 @@ class SemanticCacheStage:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
         await self.flush()
-        self._embedding.shutdown(wait=True, cancel_futures=True)
+        # not waiting: a model still loading (tens of seconds) must not hold shutdown; database writes are waited for
+        self._embedding.shutdown(wait=False, cancel_futures=True)
         self._writes.shutdown(wait=True)
         if self._store is not None:
             self._store.close()
