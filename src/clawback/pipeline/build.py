@@ -2,9 +2,9 @@
 
 The order (``docs/architecture.md``): ledger (outermost: it sees what the caller sent and got) → flags → budget → exact
 cache → semantic cache → pruning → prompt-cache planner → coalesce → dispatch (the terminal upstream call).
-Built today: ledger, budget, exact cache, pruning, prompt-cache planner (its cache-aware fan-out is the
-coalescing of requests that share a new prefix), coalesce (identical requests in flight share one call), dispatch
-(limits, retries, breaker, fair sharing); flags and semantic cache come with their own issues.
+Built today: ledger, budget, exact cache, semantic cache, pruning, prompt-cache planner (its cache-aware fan-out is
+the coalescing of requests that share a new prefix), coalesce (identical requests in flight share one call), dispatch
+(limits, retries, breaker, fair sharing); flags come with their own issue.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from clawback.pipeline.exact_cache import ExactCacheStage
 from clawback.pipeline.ledger import LedgerStage, RecordSink
 from clawback.pipeline.prompt_cache import PromptCachePlanner
 from clawback.pipeline.pruning import PruningStage
+from clawback.pipeline.semantic_cache import SemanticCacheStage
 from clawback.pipeline.stage import CallNext, Pipeline, Stage
 from clawback.pricing import PriceBook
 
@@ -31,6 +32,8 @@ def build_pipeline(
         stages.append(BudgetStage(settings.budgets, price_book, settings.ledger.url))
     if settings.exact_cache.enabled:  # after flags and budget, before semantic cache and pruning
         stages.append(ExactCacheStage(settings.exact_cache, price_book))
+    if settings.semantic_cache.enabled:  # right after the exact cache: an identical request is never embedded
+        stages.append(SemanticCacheStage(settings.semantic_cache, price_book))
     if settings.pruning.enabled or settings.pruning.overrides:  # after the caches, before the planner
         stages.append(PruningStage(settings.pruning, price_book))
     if settings.prompt_cache.enabled:  # after pruning (it plans the pruned body), before coalesce

@@ -32,12 +32,20 @@ from clawback.pricing import PriceBook
 from clawback.storage.response_cache import CachedReply, MemoryResponseCache, RedisResponseCache, ResponseCache
 
 __all__ = [
+    "CACHE_HEADER",
+    "NAMESPACE_HEADER",
+    "TAGS_HEADER",
+    "TTL_HEADER",
     "ExactCacheStage",
     "assemble_message",
     "cache_eligibility",
     "cache_key",
     "make_response_cache",
+    "normalized_request",
+    "replay_entry",
     "replay_sse",
+    "storable_message",
+    "tee_message",
 ]
 
 log = logging.getLogger("clawback.exact_cache")
@@ -195,6 +203,73 @@ def assemble_message(raw: bytes) -> dict[str, Any] | None:
     return message
 
 
+# ------------------------------------------------------------------------------------------------ shared with
+# the semantic cache, which stores and replays replies the same way
+
+
+def storable_message(body: bytes, message: dict[str, Any] | None, max_entry_bytes: int) -> dict[str, Any] | None:
+    """The Message to store for this reply, or None when it must not be stored (see the module docstring)."""
+    if len(body) > max_entry_bytes:
+        return None
+    if message is None:
+        try:
+            message = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+    if not isinstance(message, dict) or message.get("type") != "message":
+        return None
+    if message.get("stop_reason") not in _STORED_STOPS:
+        return None
+    if any(not isinstance(b, dict) or b.get("type") not in _REPLAYABLE_BLOCKS or b.get("citations")
+           for b in message.get("content") or []):  # fmt: skip
+        return None
+    return message
+
+
+def replay_entry(ctx: RequestContext, entry: CachedReply, headers: list[tuple[str, str]]) -> Reply:
+    """A stored reply as JSON or, for ``stream: true``, as the API's SSE sequence, sent as one body (no relay
+    tasks for a stream whose every byte is already known)."""
+    age = str(max(0, int(time.time() - entry.created_at)))
+    headers = [*headers, ("age", age)]
+    if ctx.stream:
+        headers = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *headers]
+        body_bytes = replay_sse(orjson.loads(entry.body))
+    else:
+        headers = [("content-type", "application/json"), *headers]
+        body_bytes = entry.body
+    reply = Reply(status=200, headers=headers, body=body_bytes)
+    reply.finished = True
+    reply.ttft = time.monotonic() - ctx.started
+    return reply
+
+
+async def tee_message(reply: Reply, inner: AsyncIterator[bytes], max_entry_bytes: int) -> AsyncIterator[
+        bytes | dict[str, Any]]:  # fmt: skip
+    """Relay ``inner`` unchanged, keeping a copy (up to ``max_entry_bytes``); after a clean ``message_stop``
+    (by then the upstream relay has closed and the stages below have booked their savings) yield the assembled
+    Message once, as a dict, for the caller to store instead of relaying."""
+    chunks: list[bytes] | None = []
+    size = 0
+    limit = max_entry_bytes * 2  # SSE framing roughly doubles a message
+    try:
+        async for chunk in inner:
+            if chunks is not None:
+                size += len(chunk)
+                if size > limit:
+                    chunks = None
+                else:
+                    chunks.append(chunk)
+            yield chunk
+    finally:
+        aclose = getattr(inner, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if chunks is not None and reply.finished and reply.error_type is None:
+        message = assemble_message(b"".join(chunks))
+        if message is not None:
+            yield message
+
+
 # ------------------------------------------------------------------------------------------------ the stage
 
 
@@ -255,7 +330,8 @@ class ExactCacheStage:
             self.bypasses += 1
             ctx.cache_status = "bypass"
             reply = await call_next(ctx)
-            reply.headers.append((CACHE_HEADER, "bypass"))
+            if ctx.cache_status != "semantic-hit":
+                reply.headers.append((CACHE_HEADER, "bypass"))
             return reply
         namespace = ctx.header(NAMESPACE_HEADER) or ctx.tenant.scope
         key = cache_key(ctx.tenant.scope, namespace, ctx.body, ctx.header("anthropic-beta"))
@@ -266,6 +342,8 @@ class ExactCacheStage:
         self.misses += 1
         ctx.cache_status = "miss"
         reply = await call_next(ctx)
+        if ctx.cache_status == "semantic-hit":  # the semantic cache answered: its headers, its entry
+            return reply
         reply.headers.append((CACHE_HEADER, "miss"))
         reply.headers.append(("x-clawback-cache-key", key))
         if reply.status == 200:
@@ -292,63 +370,23 @@ class ExactCacheStage:
         request = ctx.request
         cost = self.price_book.cost(ctx.model, entry.usage, inference_geo=request.inference_geo, speed=request.speed)
         ctx.savings.add(self.name, cost.micro_usd + entry.saved_micro_usd)
-        age = str(max(0, int(time.time() - entry.created_at)))
-        headers = [(CACHE_HEADER, "hit"), ("x-clawback-cache-key", entry.key), ("age", age)]
-        if ctx.stream:
-            # The whole event sequence is at hand: send it as one body (no relay tasks for a stream whose
-            # every byte is already known), framed exactly as the API frames it.
-            headers = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *headers]
-            body_bytes = replay_sse(orjson.loads(entry.body))
-        else:
-            headers = [("content-type", "application/json"), *headers]
-            body_bytes = entry.body
-        reply = Reply(status=200, headers=headers, body=body_bytes)
-        reply.finished = True
-        reply.ttft = time.monotonic() - ctx.started
-        return reply
+        return replay_entry(ctx, entry, [(CACHE_HEADER, "hit"), ("x-clawback-cache-key", entry.key)])
 
     async def _tee(
         self, ctx: RequestContext, reply: Reply, inner: AsyncIterator[bytes], key: str, namespace: str,
         tags: tuple[str, ...], ttl: float,
     ) -> AsyncIterator[bytes]:  # fmt: skip
-        """Relay ``inner`` unchanged, keeping a copy (up to ``max_entry_bytes``) to store after ``message_stop``
-        (by then the upstream relay has closed and the stages below have booked their savings)."""
-        chunks: list[bytes] | None = []
-        size = 0
-        limit = self.settings.max_entry_bytes * 2  # SSE framing roughly doubles a message
-        try:
-            async for chunk in inner:
-                if chunks is not None:
-                    size += len(chunk)
-                    if size > limit:
-                        chunks = None
-                    else:
-                        chunks.append(chunk)
+        """Relay ``inner`` unchanged; store the reply after ``message_stop`` (see ``tee_message``)."""
+        async for chunk in tee_message(reply, inner, self.settings.max_entry_bytes):
+            if isinstance(chunk, bytes):
                 yield chunk
-        finally:
-            aclose = getattr(inner, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        if chunks is not None and reply.finished and reply.error_type is None:
-            message = assemble_message(b"".join(chunks))
-            if message is not None:
-                self._store(key, ctx.model, namespace, tags, ttl, orjson.dumps(message), message, ctx.savings.total)
+            else:
+                self._store(key, ctx.model, namespace, tags, ttl, orjson.dumps(chunk), chunk, ctx.savings.total)
 
     def _store(self, key: str, model: str, namespace: str, tags: tuple[str, ...], ttl: float, body: bytes,
                message: dict[str, Any] | None, saved: int) -> None:  # fmt: skip
-        if len(body) > self.settings.max_entry_bytes:
-            return
+        message = storable_message(body, message, self.settings.max_entry_bytes)
         if message is None:
-            try:
-                message = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                return
-        if not isinstance(message, dict) or message.get("type") != "message":
-            return
-        if message.get("stop_reason") not in _STORED_STOPS:
-            return
-        if any(not isinstance(b, dict) or b.get("type") not in _REPLAYABLE_BLOCKS or b.get("citations")
-               for b in message.get("content") or []):  # fmt: skip
             return
         entry = CachedReply(key=key, body=body, model=model, usage=Usage.from_api(message.get("usage")),
                             namespace=namespace, tags=tags, saved_micro_usd=saved)  # fmt: skip

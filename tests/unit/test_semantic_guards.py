@@ -1,0 +1,148 @@
+"""The semantic cache's guards and hard partitions, without the model: each false-hit class is refused by its own
+guard, true paraphrases pass every guard, and anything but the last user turn's text must match exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from clawback.config import SemanticCacheSettings, SemanticGuards
+from clawback.pipeline.context import RequestContext, Tenant
+from clawback.pipeline.semantic_cache.calibration import choose_threshold
+from clawback.pipeline.semantic_cache.guards import GUARD_NAMES, check
+from clawback.pipeline.semantic_cache.partition import eligibility, partition_key
+
+ALL = SemanticGuards()
+NONE = SemanticGuards(**dict.fromkeys(SemanticGuards.model_fields, False))
+
+
+@pytest.mark.parametrize(
+    ("guard", "stored", "asked"),
+    [
+        ("negation", "Are pets allowed in the apartment?", "Are pets not allowed in the apartment?"),
+        ("negation", "¿Se permiten mascotas?", "¿No se permiten mascotas?"),
+        ("antonyms", "How do I enable two-factor authentication?", "How do I disable two-factor authentication?"),
+        ("antonyms", "¿Compran casas de contado?", "¿Venden casas de contado?"),
+        ("antonyms", "Is the apartment furnished?", "Is the apartment unfurnished?"),
+        ("numbers", "I'm looking for a 3 bedroom house under $400k.", "I'm looking for a 3 bedroom house under $450k."),
+        ("numbers", "Is the commission 3% or $3,000?", "Is the commission $3,000 or 3%?"),
+        ("numbers", "I have two dogs.", "I have three dogs."),
+        ("units", "Is the house 2,000 square feet?", "Is the house 2,000 square meters?"),
+        ("units", "Is the HOA fee $200 per month?", "Is the HOA fee $200 per year?"),
+        ("dates", "Can I see the house on Saturday?", "Can I see the house on Sunday?"),
+        ("dates", "Is the office open the day after Thanksgiving?", "Is the office open on Thanksgiving?"),
+        ("dates", "La prueba termina hoy.", "La prueba termina mañana."),
+        ("entities", "Do you have homes for sale in Austin?", "Do you have homes for sale in Dallas?"),
+        ("entities", "Is the Chestnut Street house for sale?", "Is the Chestnut Avenue house for sale?"),
+        ("entities", "¿Laura es la asesora de la casa?", "¿Lucía es la asesora de la casa?"),
+        ("roles", "Can the landlord evict the tenant?", "Can the tenant evict the landlord?"),
+        ("roles", "Do I pay you the deposit?", "Do you pay me the deposit?"),
+        ("roles", "Can my neighbor cut the tree on my side?", "Can I cut the tree on my neighbor's side?"),
+        ("language", "What are your office hours?", "¿Cuál es el horario de su oficina?"),
+        ("contrasts", "How many bedrooms does the house have?", "How many bathrooms does the house have?"),
+        ("contrasts", "¿Tienen departamentos en venta?", "¿Tienen casas en venta?"),
+    ],
+)
+def test_each_false_hit_class_is_refused_by_its_guard(guard, stored, asked):
+    assert check(stored, asked, NONE) is None  # nothing refuses it without guards: the threshold alone would serve it
+    assert check(stored, asked, NONE.model_copy(update={guard: True})) == guard
+    assert check(stored, asked, ALL) is not None
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        ("What are your office hours?", "When is your office open?"),
+        ("Is the 1 bedroom on 5th Avenue still open?", "Is the one-bedroom on 5th Ave still available?"),
+        ("Is the house at 301 Harbor Drive still on the market?", "Is 301 Harbor Dr still for sale?"),
+        ("Are you open on Saturdays?", "Is the office open on Saturday?"),
+        ("What are the monthly HOA dues for Sunset Villas?", "How much are the HOA dues per month at Sunset Villas?"),
+        ("Busco una casa de 3 recámaras por $2,500,000.", "Estoy buscando casa de tres recámaras de $2,500,000."),
+        ("Can I see the apartment before signing?", "Will I be able to view the unit before I sign the lease?"),
+        ("¿Hay terrenos de al menos 500 metros cuadrados?", "¿Tienen terrenos de 500 metros cuadrados o más?"),
+        ("Am I allowed to paint the walls?", "Can I paint the walls?"),
+    ],
+)  # fmt: skip
+def test_true_paraphrases_pass_every_guard(stored, asked):
+    assert check(stored, asked, ALL) is None
+
+
+def test_every_guard_is_a_setting():
+    assert {*GUARD_NAMES, "alignment"} == set(SemanticGuards.model_fields)
+
+
+def _ctx(body, key="k1", headers=()):
+    return RequestContext("r", "messages", body, None, headers=list(headers), tenant=Tenant(key_id=key))
+
+
+BASE = {"model": "claude-haiku-4-5", "max_tokens": 100, "temperature": 0, "system": "You answer for Acme Realty.",
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                     {"role": "user", "content": "What are your office hours?"}]}  # fmt: skip
+
+
+def _last(body, text):
+    return {**body, "messages": [*body["messages"][:-1], {"role": "user", "content": text}]}
+
+
+def test_only_the_last_user_turn_text_is_outside_the_partition():
+    key = partition_key("k1", "k1", BASE, None)
+    # the last turn's text, and its form (string or one text block), change nothing
+    assert partition_key("k1", "k1", _last(BASE, "When is the office open?"), None) == key
+    blocks = _last(BASE, [{"type": "text", "text": "When is it open?", "cache_control": {"type": "ephemeral"}}])
+    assert partition_key("k1", "k1", blocks, None) == key
+    changed = [
+        partition_key("k2", "k2", BASE, None),  # another tenant
+        partition_key("k1", "docs-v2", BASE, None),  # another namespace
+        partition_key("k1", "k1", BASE, "some-beta-2026"),
+        partition_key("k1", "k1", {**BASE, "model": "claude-sonnet-4-6"}, None),
+        partition_key("k1", "k1", {**BASE, "system": "You answer for Other Realty."}, None),
+        partition_key("k1", "k1", {**BASE, "temperature": 0.7}, None),
+        partition_key("k1", "k1", {**BASE, "top_p": 0.5}, None),
+        partition_key("k1", "k1", {**BASE, "max_tokens": 101}, None),
+        partition_key("k1", "k1", {**BASE, "tools": [{"name": "search", "input_schema": {"type": "object"}}]}, None),
+        partition_key("k1", "k1", {**BASE, "some_future_field": True}, None),
+        partition_key(
+            "k1", "k1", {**BASE, "messages": [{"role": "user", "content": "Hey"}, *BASE["messages"][1:]]}, None
+        ),
+    ]
+    assert key not in changed and len(set(changed)) == len(changed)
+
+
+def test_eligibility_never_embeds_what_it_must_not_compare():
+    settings = SemanticCacheSettings(enabled=True)
+    assert eligibility(_ctx(BASE), settings).mode == "on"
+    assert eligibility(_ctx(BASE), settings).text == "What are your office hours?"
+    assert eligibility(_ctx({**BASE, "temperature": 1}), settings).mode == "off"  # sampled: deterministic policy
+    assert eligibility(_ctx({**BASE, "temperature": 1}, headers=[("x-clawback-cache", "on")]), settings).mode == "on"
+    assert eligibility(_ctx(BASE, headers=[("x-clawback-cache", "off")]), settings).mode == "off"
+    assert eligibility(_ctx(BASE, headers=[("x-clawback-cache", "refresh")]), settings).mode == "refresh"
+    tool_result = _last(BASE, [{"type": "tool_result", "tool_use_id": "t1", "content": "42"},
+                               {"type": "text", "text": "and now?"}])  # fmt: skip
+    assert eligibility(_ctx(tool_result), settings).reason == "tool_result"
+    allowed = settings.model_copy(update={"allow_tool_results": True})
+    assert eligibility(_ctx(tool_result), allowed).mode == "on"
+    image = _last(BASE, [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}},
+                         {"type": "text", "text": "what is this house?"}])  # fmt: skip
+    assert eligibility(_ctx(image), settings).reason == "media"
+    assert eligibility(_ctx({**BASE, "messages": BASE["messages"][:2]}), settings).reason == "no_text"
+    assert eligibility(_ctx({**BASE, "max_tokens": 0}), settings).mode == "off"
+    keyed = settings.model_copy(update={"keys": {"k1": False}, "default_policy": "all"})
+    assert eligibility(_ctx(BASE), keyed).mode == "off"
+    assert eligibility(_ctx(BASE, key="k2"), keyed).mode == "on"
+
+
+def test_calibration_keeps_the_lowest_threshold_that_holds_precision():
+    scored = [(0.99 - i * 0.01, True, True) for i in range(40)]  # 0.99 .. 0.60, all right
+    scored += [(0.655, True, False), (0.95, False, False)]  # one wrong at 0.655; one refused by a guard
+    chosen = choose_threshold(scored, target=0.99, min_served=20)
+    assert chosen.wrong == 0 and abs(chosen.threshold - 0.66) < 1e-9 and chosen.served == 34
+    loose = choose_threshold(scored, target=0.97, min_served=20)
+    assert loose.wrong == 1 and loose.threshold < 0.655
+
+
+def test_an_unknown_model_stops_start_up_with_the_setting_named():
+    from clawback.config import ConfigError
+    from clawback.pipeline.semantic_cache import SemanticCacheStage
+    from clawback.pricing import load_price_book
+
+    with pytest.raises(ConfigError, match=r"semantic_cache\.model: model 'no-such-model' .* nothing is downloaded"):
+        SemanticCacheStage(SemanticCacheSettings(enabled=True, model="no-such-model"), load_price_book())
