@@ -409,6 +409,7 @@ def diff_prefix(before: _Snapshot, after: _Snapshot) -> list[str]:
 
 class PromptCachePlanner:
     name = "prompt_cache"
+    supports_shadow = True  # shadow: plan, send the request as it came, book what the plan's breakpoints would save
 
     def __init__(self, settings: PromptCacheSettings, price_book: PriceBook, clock: Callable[[], float] = time.time):
         self.settings = settings
@@ -418,6 +419,10 @@ class PromptCachePlanner:
         self._stats: dict[tuple[str, str], PaybackStats] = {}
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
         self._pending: dict[PromptKey, asyncio.Event] = {}
+        self._shadow_entries: OrderedDict[PromptKey, float] = OrderedDict()
+        """Shadow mode: the prefixes the upstream's cache would hold had the planned breakpoints been sent, and
+        when each would expire."""
+        self.shadowed = 0
         self.churn: deque[ChurnReport] = deque(maxlen=500)
         self.churn_by_family: dict[str, int] = {}
         self.fanout_held = 0
@@ -465,7 +470,8 @@ class PromptCachePlanner:
         pass  # its state is in memory only
 
     async def handle(self, ctx: RequestContext, call_next: CallNext) -> Reply:
-        if ctx.endpoint != "messages" or not ctx.model:
+        mode = ctx.mode(self.name)
+        if ctx.endpoint != "messages" or not ctx.model or mode == "off":
             return await call_next(ctx)
         price = self.price_book.get(ctx.model)
         scope, model, now = ctx.tenant.scope, ctx.model, self.clock()
@@ -482,16 +488,20 @@ class PromptCachePlanner:
         family = _family_of(scope, model, snap)
         self._check_churn(ctx, family, snap)
 
+        shadow = mode == "shadow"
         plan = plan_request(
             body,
             price,
             allowed=lambda kind: self._allowed(family, kind),
             ttl_for=lambda kind: choose_ttl(self.stats_for(family, kind).intervals, price),
-            known=lambda index, digest: self._live((scope, model, digest), now),
+            known=lambda index, digest: self._shadow_live((scope, model, digest), now) if shadow
+            else self._live((scope, model, digest), now),
             blocks=blocks,
             digests=digests,
             frontier=ctx.cache_frontier,
-        )
+        )  # fmt: skip
+        if shadow:
+            return await self._shadow(ctx, plan, price, call_next)
         self.planned += 1
         if plan.added or plan.body is not ctx.body:
             self.breakpoints_added += len(plan.added)
@@ -532,6 +542,71 @@ class PromptCachePlanner:
             reply.stream = self._watch(reply, reply.stream, first_byte, static_key, family, plan, release is not None)
             reply.on_close(lambda done: self._judge(ctx, plan, family, price, done.usage, done.status))
         return reply
+
+    # -- shadow mode
+    def _shadow_live(self, key: PromptKey, now: float) -> bool:
+        expires = self._shadow_entries.get(key)
+        return expires is not None and expires > now
+
+    async def _shadow(self, ctx: RequestContext, plan: Plan, price: ModelPrice, call_next: CallNext) -> Reply:
+        """Send the request as it came (no breakpoint, no fan-out hold) and book, in ``ctx.shadow_savings``, what
+        the planned breakpoints would have saved: the actual bill less the bill predicted for the planned request
+        (``predict_usage``)."""
+        self.shadowed += 1
+        reply = await call_next(ctx)
+
+        def book(done: Reply) -> None:
+            if done.status != 200 or not plan.added:
+                return
+            predicted = self.predict_usage(ctx.tenant.scope, ctx.model, plan, price, done.usage)
+            geo, speed = ctx.request.inference_geo, ctx.request.speed
+            actual = self.price_book.cost(ctx.model, done.usage, inference_geo=geo, speed=speed).micro_usd
+            planned = self.price_book.cost(ctx.model, predicted, inference_geo=geo, speed=speed).micro_usd
+            ctx.shadow_savings.add(self.name, actual - planned)
+
+        if reply.stream is None:
+            book(reply)
+        else:
+            reply.on_close(book)
+        return reply
+
+    def predict_usage(self, scope: str, model: str, plan: Plan, price: ModelPrice, usage: Usage) -> Usage:
+        """The usage the planned request would have been billed, by the documented rules, from what the shadow
+        cache holds: the longest live prefix at a breakpoint is read, every breakpoint beyond it (from the
+        model's minimum on) writes the tokens after the previous one, at its TTL; the rest is plain input, the
+        request's total as the upstream counted it. Approximations: the 20-block lookback is not walked (a
+        breakpoint reads only its own prefix) and the token positions are the planner's estimates."""
+        now = self.clock()
+        total = usage.total_input_tokens
+        points = sorted(plan.breakpoints, key=lambda p: p.index)
+        read = 0
+        for point in points:
+            tokens = plan.cumulative[point.index]
+            key = (scope, model, plan.digests[point.index])
+            if tokens >= price.min_cacheable_tokens and self._shadow_live(key, now):
+                read = max(read, tokens)
+                self._shadow_entries[key] = now + TTL_SECONDS[point.ttl]
+        read = min(read, total)
+        written = {"5m": 0, "1h": 0}
+        floor = read
+        for point in points:
+            tokens = min(plan.cumulative[point.index], total)
+            if tokens <= floor or tokens < price.min_cacheable_tokens:
+                continue
+            written[point.ttl] += tokens - floor
+            floor = tokens
+            key = (scope, model, plan.digests[point.index])
+            self._shadow_entries[key] = now + TTL_SECONDS[point.ttl]
+            self._shadow_entries.move_to_end(key)
+        while len(self._shadow_entries) > self.settings.max_tracked_prefixes:
+            self._shadow_entries.popitem(last=False)
+        return Usage(
+            input_tokens=max(0, total - read - written["5m"] - written["1h"]),
+            output_tokens=usage.output_tokens,
+            cache_read_input_tokens=read,
+            cache_write_5m_input_tokens=written["5m"],
+            cache_write_1h_input_tokens=written["1h"],
+        )
 
     def _fanout_key(self, plan: Plan, scope: str, model: str, price: ModelPrice) -> PromptKey | None:
         """The static prefix (tools + system) when a breakpoint writes it and it is long enough to cache."""
@@ -682,6 +757,7 @@ class PromptCachePlanner:
             families.setdefault(family, {})[kind] = stats.as_dict()
         return {
             "planned": self.planned,
+            "shadowed": self.shadowed,
             "breakpoints_added": self.breakpoints_added,
             "fanout_held": self.fanout_held,
             "fanout_timeouts": self.fanout_timeouts,
