@@ -14,6 +14,7 @@ from clawback.cli.budgets import budgets_app
 from clawback.cli.cache import cache_app
 from clawback.cli.demo import demo
 from clawback.cli.eval import eval_app
+from clawback.cli.flags import flags_app, rollback_command
 from clawback.cli.keys import keys_app
 from clawback.cli.pricing import pricing_app
 from clawback.cli.servers import serve, simulate, version
@@ -33,3 +34,5 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
 app.command("whatif")(whatif_command)
 app.command()(demo)
+app.add_typer(flags_app, name="flags")
+app.command("rollback")(rollback_command)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast, get_args
@@ -204,6 +204,13 @@ class FlagStore:
         if changes:
             self.announce()
         return changes
+
+    def rollback(self, names: Iterable[str], *, actor: str, reason: str = "") -> list[FlagChange]:
+        """Turn every flag of ``names`` off (its rollout kept, for ``flags set NAME on`` to bring back), audited, in
+        one transaction; the changes made (a flag already off is not changed)."""
+        current = self.reload()
+        updates = [FlagUpdate(n, "off", current[n].rollout if n in current else 100.0) for n in dict.fromkeys(names)]
+        return self.apply(updates, actor=actor, reason=reason or "rollback")
 
     def announce(self) -> None:
         """Tell the replicas listening on Redis to reload now (best effort: the periodic refresh is the floor)."""
