@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ __all__ = ["MODES", "FlagChange", "FlagChangeRow", "FlagRow", "FlagState", "Flag
 log = logging.getLogger("clawback.flags")
 
 MODES: tuple[FlagMode, ...] = get_args(FlagMode)
+_WAKE_S = 0.25  # the watcher looks at its stop event at least this often
 
 
 class FlagRow(Base):
@@ -239,22 +241,26 @@ class FlagStore:
 
     def _watch(self) -> None:
         pubsub = None
+        due = time.monotonic() + self.refresh_s
         while not self._stop.is_set():
+            announced = False
+            wait = max(0.0, min(_WAKE_S, due - time.monotonic()))  # short waits: close() is never kept waiting
             try:
                 if self.redis_url is not None and pubsub is None:
                     pubsub = self._subscribe()
                 if pubsub is not None:
-                    pubsub.get_message(ignore_subscribe_messages=True, timeout=self.refresh_s)
+                    announced = pubsub.get_message(ignore_subscribe_messages=True, timeout=wait) is not None
                     while pubsub.get_message(ignore_subscribe_messages=True, timeout=0) is not None:
                         pass  # several announcements: one reload
                 else:
-                    self._stop.wait(self.refresh_s)
+                    self._stop.wait(wait)
             except Exception as exc:
                 log.warning("flags: Redis subscription lost (%s); reloading every %.0f s", exc, self.refresh_s)
                 pubsub = None
-                self._stop.wait(self.refresh_s)
-            if self._stop.is_set():
-                break
+                self._stop.wait(min(self.refresh_s, _WAKE_S * 4))
+            if self._stop.is_set() or not (announced or time.monotonic() >= due):
+                continue
+            due = time.monotonic() + self.refresh_s
             try:
                 self.reload()
             except Exception as exc:  # the database is down: keep the last flags, try again
@@ -275,7 +281,7 @@ class FlagStore:
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.refresh_s + 2)
+            self._thread.join(timeout=_WAKE_S * 4 + 2)
             self._thread = None
         if self._publisher is not None:
             self._publisher.close()
