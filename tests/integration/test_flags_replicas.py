@@ -39,7 +39,9 @@ def pg() -> Iterator[PgDatabase]:
         admin.dispose()
 
 
-def start_gateways(count: int, env: dict[str, str], upstream: str, tmp: Path) -> list[tuple[subprocess.Popen[bytes], str]]:
+def start_gateways(
+    count: int, env: dict[str, str], upstream: str, tmp: Path
+) -> list[tuple[subprocess.Popen[bytes], str]]:
     cli = [sys.executable, "-m", "clawback"]
     out = []
     for i in range(count):

@@ -22,8 +22,7 @@ from clawback.storage.migrate import migrate
 
 IDS = [f"conversation-{i}" for i in range(300)]
 PRINT_BUCKETS = (
-    "from clawback.pipeline.flags import bucket\n"
-    f"print('\\n'.join(repr(bucket('', 'pruning', w)) for w in {IDS!r}))"
+    f"from clawback.pipeline.flags import bucket\nprint('\\n'.join(repr(bucket('', 'pruning', w)) for w in {IDS!r}))"
 )
 
 
