@@ -43,7 +43,7 @@ from clawback.api.usage import Usage
 from clawback.config import Settings, SimulatorSettings
 from clawback.pricing import PriceBook, load_price_book, usd
 from clawback.serving import BackgroundServer
-from clawback.storage.ledger import LedgerReader
+from clawback.storage.ledger import LedgerReader, LedgerRecord
 from clawback.workloads.model import Step, Workload
 
 __all__ = ["RunResult", "UpstreamRecorder", "replay", "request_text"]
@@ -125,6 +125,8 @@ class RunResult:
     false_hits: int = 0
     wall_s: float = 0.0
     first_error: str | None = None
+    records: list[LedgerRecord] = field(default_factory=list)
+    """The ledger's rows, kept for a run with a holdout (``bench/savings.py`` compares its cohorts)."""
 
     @property
     def consistent(self) -> bool:
@@ -232,6 +234,8 @@ def replay(
                 result.ledger_micro_usd = ledger_totals["cost_micro_usd"]
                 result.ledger_counterfactual_micro_usd = ledger_totals["counterfactual_micro_usd"]
                 result.savings_by_stage = reader.savings_by_stage()
+                if settings is not None and settings.flags.holdout_percent > 0:
+                    result.records = reader.rows()
     result.simulator_micro_usd = int(totals["cost_micro_usd"])
     result.upstream_requests = int(totals["requests"])
     result.usage = Usage.from_api(totals["usage"])

@@ -1,13 +1,18 @@
 """``clawback bench savings``: every optimization judged in dollars and quality by one harness.
 
 For each workload: a baseline replay straight to the simulator, a replay through the gateway with every
-optimization on ("full"), then one replay per optimization with only that one on. The optimizations are
+optimization on ("full"), then one replay per optimization with only that one on. With ``holdout``, two more
+replays of the full pipeline with half the conversations held out (``flags.holdout_percent`` 50), the second with
+the other half (``holdout_offset`` 50): a crossover, so that every conversation is once treated and once held
+out, and the treated-vs-holdout saving (``clawback.holdout.compare_cohorts``) is measured on the same
+conversations the ledger's counterfactual is booked on. The optimizations are
 discovered, not listed: every ``Settings`` section (or sub-section) with an ``enabled`` field is one, so a
 stage that lands with its switch shows up here without touching this file.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,12 +24,24 @@ from rich.table import Table
 
 from clawback.bench.harness import BASELINE, RunResult, replay
 from clawback.config import Settings
+from clawback.holdout import HoldoutComparison, compare_cohorts
 from clawback.pricing import load_price_book, usd
 from clawback.workloads import WORKLOADS, Workload, build_workload
 
-__all__ = ["FULL", "optimization_names", "run_configurations", "run_savings", "summarize", "with_optimizations"]
+__all__ = [
+    "FULL",
+    "HOLDOUT_RUNS",
+    "holdout_comparison",
+    "optimization_names",
+    "run_configurations",
+    "run_savings",
+    "summarize",
+    "with_optimizations",
+]
 
 FULL = "full"
+HOLDOUT_RUNS = ("holdout-a", "holdout-b")
+"""The two crossover replays: the full pipeline, half the conversations held out, then the other half."""
 
 
 def _sections(model: type[BaseModel], prefix: str = "", depth: int = 2) -> list[str]:
@@ -60,11 +77,21 @@ def with_optimizations(settings: Settings, enabled: set[str]) -> Settings:
     return settings
 
 
-def configurations(base: Settings) -> list[tuple[str, Settings | None]]:
+def configurations(base: Settings, *, holdout: bool = False) -> list[tuple[str, Settings | None]]:
     names = optimization_names()
-    configs: list[tuple[str, Settings | None]] = [(BASELINE, None), (FULL, with_optimizations(base, set(names)))]
+    full = with_optimizations(base, set(names))
+    configs: list[tuple[str, Settings | None]] = [(BASELINE, None), (FULL, full)]
     configs += [(name, with_optimizations(base, {name})) for name in names]
+    if holdout:
+        for name, offset in zip(HOLDOUT_RUNS, (0.0, 50.0), strict=True):
+            flags = full.flags.model_copy(update={"holdout_percent": 50.0, "holdout_offset": offset})
+            configs.append((name, full.model_copy(update={"flags": flags})))
     return configs
+
+
+def holdout_comparison(runs: Sequence[RunResult]) -> HoldoutComparison | None:
+    """Treated against held-out requests over both crossover replays (None: no holdout replays)."""
+    return compare_cohorts([record for run in runs if run.config in HOLDOUT_RUNS for record in run.records])
 
 
 def _usd(micro: int) -> float:
@@ -78,6 +105,7 @@ def summarize(results: dict[str, list[RunResult]], elapsed_s: float, *, seed: in
     for name, runs in results.items():
         by_config = {run.config: run for run in runs}
         base, full = by_config[BASELINE], by_config[FULL]
+        comparison = holdout_comparison(runs)
         baseline_total += base.simulator_micro_usd
         optimized_total += full.simulator_micro_usd
         workloads[name] = {
@@ -97,9 +125,11 @@ def summarize(results: dict[str, list[RunResult]], elapsed_s: float, *, seed: in
                     "ledger_booked_share": _share(booked_share(run, base.simulator_micro_usd)),
                 }
                 for run in runs
-                if run.config not in (BASELINE, FULL)
+                if run.config not in (BASELINE, FULL, *HOLDOUT_RUNS)
             },
         }
+        if comparison is not None:
+            workloads[name]["holdout"] = comparison.as_dict()
     return {
         "workloads": workloads,
         "optimizations": optimization_names(),
@@ -124,19 +154,26 @@ def run_savings(
     scale: float = 1.0,
     base: Settings | None = None,
     console: Console | None = None,
+    holdout: bool = False,
 ) -> tuple[dict[str, list[RunResult]], float]:
     """Replay each named reference workload under every configuration, with a progress bar."""
-    return run_configurations([build_workload(name, seed, scale) for name in names], base=base, console=console)
+    workloads = [build_workload(name, seed, scale) for name in names]
+    return run_configurations(workloads, base=base, console=console, holdout=holdout)
 
 
 def run_configurations(
-    workloads: Sequence[Workload], *, base: Settings | None = None, console: Console | None = None
+    workloads: Sequence[Workload],
+    *,
+    base: Settings | None = None,
+    console: Console | None = None,
+    holdout: bool = False,
 ) -> tuple[dict[str, list[RunResult]], float]:
-    """Replay each workload as the baseline, with the full pipeline, and with each optimization alone."""
+    """Replay each workload as the baseline, with the full pipeline, and with each optimization alone (and, with
+    ``holdout``, the two crossover replays)."""
     base = base or Settings()
     console = console or Console(stderr=True)
     price_book = load_price_book(base.pricing)
-    configs = configurations(base)
+    configs = configurations(base, holdout=holdout)
     results: dict[str, list[RunResult]] = {}
     started = time.perf_counter()
     columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -175,16 +212,20 @@ def render(results: dict[str, list[RunResult]], console: Console) -> None:
     for name, runs in results.items():
         base = runs[0].simulator_micro_usd
         table = Table(title=f"{name}  ({runs[0].requests} requests)", title_justify="left")
-        for column in ("config", "cost $", "saved", "booked", "input", "cache write", "cache read", "output",
-                       "upstream", "p50 ms", "p99 ms", "fact retention", "cache hits", "false-hit rate"):  # fmt: skip
+        for column in ("config", "cost $", "saved", "booked", "vs holdout", "input", "cache write", "cache read",
+                       "output", "upstream", "p50 ms", "p99 ms", "fact retention", "cache hits",
+                       "false-hit rate"):  # fmt: skip
             table.add_column(column, justify="left" if column == "config" else "right")
         for run in runs:
+            if run.config in HOLDOUT_RUNS:
+                continue
             figures = run.to_json()
             table.add_row(
                 run.config + ("" if run.consistent else " [red](ledger/sim mismatch)[/]"),
                 f"{usd(run.simulator_micro_usd):,.4f}",
                 _pct(1 - run.simulator_micro_usd / base) if base and run.config != BASELINE else "",
                 _pct(booked_share(run, base)),
+                "",
                 f"{run.usage.input_tokens:,}",
                 f"{run.usage.cache_creation_input_tokens:,}",
                 f"{run.usage.cache_read_input_tokens:,}",
@@ -196,10 +237,42 @@ def render(results: dict[str, list[RunResult]], console: Console) -> None:
                 str(run.cache_hits),
                 _pct(run.false_hit_rate),
             )
+        comparison = holdout_comparison(runs)
+        if comparison is not None:
+            _holdout_row(table, comparison)
         console.print(table)
+        if comparison is not None:
+            console.print(_holdout_line(comparison), highlight=False)
         errors = [run for run in runs if run.errors]
         for run in errors:
             console.print(f"[red]{name}/{run.config}: {run.errors} errors; first: {run.first_error}[/]")
+
+
+def _holdout_row(table: Table, comparison: HoldoutComparison) -> None:
+    """The crossover's row: the treated requests' cost, the saving measured against the held-out ones, what the
+    ledger booked on the treated as a share of it, and the measured saving with its interval."""
+    measured = comparison.measured_saving
+    booked = comparison.booked_saving
+    share = booked / measured.mean if booked is not None and measured.mean > 0 else None
+    interval = "" if math.isnan(measured.half_width) else f" ± {measured.half_width:.1%}"
+    treated = comparison.treated
+    table.add_row(
+        "holdout 50/50 (treated)", f"{usd(treated.cost_micro_usd):,.4f}", _pct(measured.mean), _pct(share),
+        f"{measured.mean:.1%}{interval}", *[""] * 10,
+    )  # fmt: skip
+
+
+def _holdout_line(comparison: HoldoutComparison) -> str:
+    treated, held = comparison.treated, comparison.holdout
+    measured, booked = comparison.measured_saving, comparison.booked_saving
+    interval = "" if math.isnan(measured.half_width) else f" ± {measured.half_width:.1%} (95 %)"
+    verdict = {True: "within the interval", False: "OUTSIDE the interval", None: "too few conversations to tell"}
+    return (
+        f"holdout: treated ${treated.cost_per_request_usd.mean:.5f}/request ({treated.requests} requests, "
+        f"{treated.conversations} conversations) vs held out ${held.cost_per_request_usd.mean:.5f}/request "
+        f"({held.requests}, {held.conversations}): saving {measured.mean:.1%}{interval}; the ledger books "
+        f"{_pct(booked)} on the treated: {verdict[comparison.agrees]}"
+    )
 
 
 def workload_names(choice: str) -> list[str]:

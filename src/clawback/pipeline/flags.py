@@ -8,10 +8,12 @@ flag store (``storage/flags.py``, no query on the request path) and put in ``ctx
 Bucketing is deterministic: a stable hash (BLAKE2b, not Python's per-process ``hash``) of the request's
 identity, salted with the flag's name, gives a bucket in [0, 100); a flag with rollout ``r`` applies its mode to
 buckets below ``r`` and ``off`` to the rest. The identity is the first of ``flags.bucket_by`` the request has:
-``conversation`` (Claude Code's ``x-claude-code-session-id``, else the caller's scope and the conversation's
-opening message, which stays the same for the whole conversation), ``user``, ``key``. So one conversation never
-flips between modes mid-way (a flipped conversation loses its prompt cache), raising a rollout from 10 to 50 keeps
-the first 10 % where they were, and every replica and every restart decides the same.
+``conversation`` (Claude Code's ``x-claude-code-session-id``, else the conversation's opening message, which
+stays the same for the whole conversation and across a key rotation), ``user``, ``key``. So one conversation
+never flips between modes mid-way (a flipped conversation loses its prompt cache), raising a rollout from 10 to 50
+keeps the first 10 % where they were, and every replica and every restart decides the same. The row's
+``bucket_id`` label names the identity by a short hash, so that a report can group a conversation's requests
+(they are not independent samples).
 
 The holdout is a slice of buckets (``flags.holdout_offset`` .. ``+ size``, by the same identity, salted
 ``holdout``) that gets no optimization at all: the honest measure of what the optimizations save is the treated
@@ -55,7 +57,7 @@ def _conversation(ctx: RequestContext) -> str | None:
     messages = ctx.body.get("messages")
     if isinstance(messages, list) and messages:
         opening = hashlib.blake2b(orjson.dumps(messages[0], option=orjson.OPT_SORT_KEYS), digest_size=12)
-        return f"opening:{ctx.tenant.scope}:{opening.hexdigest()}"
+        return "opening:" + opening.hexdigest()
     return None
 
 
@@ -133,6 +135,7 @@ class FlagsStage:
         labels = ctx.tenant.labels
         labels["cohort"] = HOLDOUT if in_holdout else "treated"
         labels["bucket_by"] = kind
+        labels["bucket_id"] = hashlib.blake2b(who.encode(), digest_size=6).hexdigest()  # a report's clusters
         for name, mode in modes.items():
             labels["flag." + name] = mode
         return Decision(modes, in_holdout)
