@@ -118,6 +118,8 @@ class RunResult:
     ledger_micro_usd: int | None = None
     ledger_counterfactual_micro_usd: int | None = None
     savings_by_stage: dict[str, int] = field(default_factory=dict)
+    shadow_savings_by_stage: dict[str, int] = field(default_factory=dict)
+    """What the stages in shadow mode would have saved (the ledger's ``shadow_savings_micro_usd``)."""
     latencies_ms: list[float] = field(default_factory=list)
     facts_needed: int = 0
     facts_retained: int = 0
@@ -162,6 +164,7 @@ class RunResult:
             "harness_cost_usd": usd(self.harness_micro_usd),
             "ledger_cost_usd": None if self.ledger_micro_usd is None else usd(self.ledger_micro_usd),
             "ledger_savings_by_stage_usd": {k: usd(v) for k, v in sorted(self.savings_by_stage.items())},
+            "ledger_shadow_savings_by_stage_usd": {k: usd(v) for k, v in sorted(self.shadow_savings_by_stage.items())},
             "consistent": self.consistent,
             "wall_s": round(self.wall_s, 2),
         }
@@ -234,6 +237,7 @@ def replay(
                 result.ledger_micro_usd = ledger_totals["cost_micro_usd"]
                 result.ledger_counterfactual_micro_usd = ledger_totals["counterfactual_micro_usd"]
                 result.savings_by_stage = reader.savings_by_stage()
+                result.shadow_savings_by_stage = reader.savings_by_stage(shadow=True)
                 if settings is not None and settings.flags.holdout_percent > 0:
                     result.records = reader.rows()
     result.simulator_micro_usd = int(totals["cost_micro_usd"])

@@ -5,7 +5,8 @@ optimization on ("full"), then one replay per optimization with only that one on
 replays of the full pipeline with half the conversations held out (``flags.holdout_percent`` 50), the second with
 the other half (``holdout_offset`` 50): a crossover, so that every conversation is once treated and once held
 out, and the treated-vs-holdout saving (``clawback.holdout.compare_cohorts``) is measured on the same
-conversations the ledger's counterfactual is booked on. The optimizations are
+conversations the ledger's counterfactual is booked on. With ``shadow``, one more replay with every optimization in
+shadow mode: what each stage says it would save, beside what it saves when on (its own replay). The optimizations are
 discovered, not listed: every ``Settings`` section (or sub-section) with an ``enabled`` field is one, so a
 stage that lands with its switch shows up here without touching this file.
 """
@@ -31,6 +32,7 @@ from clawback.workloads import WORKLOADS, Workload, build_workload
 __all__ = [
     "FULL",
     "HOLDOUT_RUNS",
+    "SHADOW",
     "holdout_comparison",
     "optimization_names",
     "run_configurations",
@@ -40,6 +42,7 @@ __all__ = [
 ]
 
 FULL = "full"
+SHADOW = "shadow"
 HOLDOUT_RUNS = ("holdout-a", "holdout-b")
 """The two crossover replays: the full pipeline, half the conversations held out, then the other half."""
 
@@ -77,7 +80,7 @@ def with_optimizations(settings: Settings, enabled: set[str]) -> Settings:
     return settings
 
 
-def configurations(base: Settings, *, holdout: bool = False) -> list[tuple[str, Settings | None]]:
+def configurations(base: Settings, *, holdout: bool = False, shadow: bool = False) -> list[tuple[str, Settings | None]]:
     names = optimization_names()
     full = with_optimizations(base, set(names))
     configs: list[tuple[str, Settings | None]] = [(BASELINE, None), (FULL, full)]
@@ -86,6 +89,9 @@ def configurations(base: Settings, *, holdout: bool = False) -> list[tuple[str, 
         for name, offset in zip(HOLDOUT_RUNS, (0.0, 50.0), strict=True):
             flags = full.flags.model_copy(update={"holdout_percent": 50.0, "holdout_offset": offset})
             configs.append((name, full.model_copy(update={"flags": flags})))
+    if shadow:
+        flags = full.flags.model_copy(update={"initial": dict.fromkeys(names, "shadow")})
+        configs.append((SHADOW, full.model_copy(update={"flags": flags})))
     return configs
 
 
@@ -125,9 +131,11 @@ def summarize(results: dict[str, list[RunResult]], elapsed_s: float, *, seed: in
                     "ledger_booked_share": _share(booked_share(run, base.simulator_micro_usd)),
                 }
                 for run in runs
-                if run.config not in (BASELINE, FULL, *HOLDOUT_RUNS)
+                if run.config not in (BASELINE, FULL, SHADOW, *HOLDOUT_RUNS)
             },
         }
+        if SHADOW in by_config:
+            workloads[name]["shadow"] = shadow_figures(runs)
         if comparison is not None:
             workloads[name]["holdout"] = comparison.as_dict()
     return {
@@ -155,10 +163,11 @@ def run_savings(
     base: Settings | None = None,
     console: Console | None = None,
     holdout: bool = False,
+    shadow: bool = False,
 ) -> tuple[dict[str, list[RunResult]], float]:
     """Replay each named reference workload under every configuration, with a progress bar."""
     workloads = [build_workload(name, seed, scale) for name in names]
-    return run_configurations(workloads, base=base, console=console, holdout=holdout)
+    return run_configurations(workloads, base=base, console=console, holdout=holdout, shadow=shadow)
 
 
 def run_configurations(
@@ -167,13 +176,14 @@ def run_configurations(
     base: Settings | None = None,
     console: Console | None = None,
     holdout: bool = False,
+    shadow: bool = False,
 ) -> tuple[dict[str, list[RunResult]], float]:
     """Replay each workload as the baseline, with the full pipeline, and with each optimization alone (and, with
-    ``holdout``, the two crossover replays)."""
+    ``holdout``, the two crossover replays; with ``shadow``, every optimization in shadow mode)."""
     base = base or Settings()
     console = console or Console(stderr=True)
     price_book = load_price_book(base.pricing)
-    configs = configurations(base, holdout=holdout)
+    configs = configurations(base, holdout=holdout, shadow=shadow)
     results: dict[str, list[RunResult]] = {}
     started = time.perf_counter()
     columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -217,7 +227,7 @@ def render(results: dict[str, list[RunResult]], console: Console) -> None:
                        "false-hit rate"):  # fmt: skip
             table.add_column(column, justify="left" if column == "config" else "right")
         for run in runs:
-            if run.config in HOLDOUT_RUNS:
+            if run.config in (SHADOW, *HOLDOUT_RUNS):
                 continue
             figures = run.to_json()
             table.add_row(
@@ -243,6 +253,8 @@ def render(results: dict[str, list[RunResult]], console: Console) -> None:
         console.print(table)
         if comparison is not None:
             console.print(_holdout_line(comparison), highlight=False)
+        if any(run.config == SHADOW for run in runs):
+            console.print(_shadow_line(shadow_figures(runs)), highlight=False)
         errors = [run for run in runs if run.errors]
         for run in errors:
             console.print(f"[red]{name}/{run.config}: {run.errors} errors; first: {run.first_error}[/]")
@@ -260,6 +272,30 @@ def _holdout_row(table: Table, comparison: HoldoutComparison) -> None:
         "holdout 50/50 (treated)", f"{usd(treated.cost_micro_usd):,.4f}", _pct(measured.mean), _pct(share),
         f"{measured.mean:.1%}{interval}", *[""] * 10,
     )  # fmt: skip
+
+
+def shadow_figures(runs: Sequence[RunResult]) -> dict[str, dict[str, float | None]]:
+    """Per optimization: what the shadow replay says it would save, and what its own replay (on, alone) saved
+    against the baseline, in dollars."""
+    by_config = {run.config: run for run in runs}
+    base, shadow = by_config[BASELINE].simulator_micro_usd, by_config[SHADOW]
+    out: dict[str, dict[str, float | None]] = {}
+    for name in optimization_names():
+        alone = by_config.get(name)
+        measured = base - alone.simulator_micro_usd if alone is not None else None
+        would = shadow.shadow_savings_by_stage.get(name, 0)
+        out[name] = {"would_save_usd": _usd(would), "saved_when_on_usd": None if measured is None else _usd(measured),
+                     "shadow_cost_change_usd": _usd(shadow.simulator_micro_usd - base)}  # fmt: skip
+    return out
+
+
+def _shadow_line(figures: dict[str, dict[str, float | None]]) -> str:
+    parts = []
+    for name, f in figures.items():
+        on = f["saved_when_on_usd"]
+        parts.append(f"{name} ${f['would_save_usd']:.4f} (on, alone: " + ("-" if on is None else f"${on:.4f}") + ")")
+    change = next(iter(figures.values()))["shadow_cost_change_usd"] if figures else 0.0
+    return f"shadow: would save {', '.join(parts)}; the shadow replay's bill vs the baseline: ${change:+.4f}"
 
 
 def _holdout_line(comparison: HoldoutComparison) -> str:

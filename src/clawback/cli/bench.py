@@ -24,7 +24,14 @@ def wide_console() -> Console:
 
 
 def savings_command(
-    settings: Settings, workload: str, *, json_output: bool, seed: int, scale: float, holdout: bool = True
+    settings: Settings,
+    workload: str,
+    *,
+    json_output: bool,
+    seed: int,
+    scale: float,
+    holdout: bool = True,
+    shadow: bool = True,
 ) -> None:
     """Run the savings benchmark; the tables go to stdout, then (``--json``) one JSON line, last."""
     out = wide_console()
@@ -34,7 +41,7 @@ def savings_command(
         Console(stderr=True).print(f"[bold red]clawback:[/] {exc}")
         raise typer.Exit(2) from None
     results, elapsed = run_savings(names, seed=seed, scale=scale, base=settings, console=Console(stderr=True),
-                                   holdout=holdout)  # fmt: skip
+                                   holdout=holdout, shadow=shadow)  # fmt: skip
     render(results, out)
     report = summarize(results, elapsed, seed=seed, scale=scale)
     out.print(
@@ -63,11 +70,12 @@ def bench_savings(
     holdout: Annotated[
         bool, typer.Option(help="Also replay the full pipeline with a 50/50 holdout, each half in turn")
     ] = True,
+    shadow: Annotated[bool, typer.Option(help="Also replay with every optimization in shadow mode")] = True,
     config: ConfigOption = None,
 ) -> None:
-    """Replay workloads through the simulator: baseline, full pipeline, each optimization alone, and the holdout."""
+    """Replay workloads through the simulator: baseline, full pipeline, each optimization alone, holdout, shadow."""
     savings_command(settings_or_exit(config), workload, json_output=json_output, seed=seed, scale=scale,
-                    holdout=holdout)  # fmt: skip
+                    holdout=holdout, shadow=shadow)  # fmt: skip
 
 
 @bench_app.command("budgets")

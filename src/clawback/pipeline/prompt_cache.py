@@ -37,6 +37,7 @@ from clawback.api.prompt_cache import (
     long_enough,
     lookback_positions,
     markable,
+    new_position,
     prefix_digests,
     ttl_of,
 )
@@ -571,41 +572,50 @@ class PromptCachePlanner:
         return reply
 
     def predict_usage(self, scope: str, model: str, plan: Plan, price: ModelPrice, usage: Usage) -> Usage:
-        """The usage the planned request would have been billed, by the documented rules, from what the shadow
-        cache holds: the longest live prefix at a breakpoint is read, every breakpoint beyond it (from the
-        model's minimum on) writes the tokens after the previous one, at its TTL; the rest is plain input, the
-        request's total as the upstream counted it. Approximations: the 20-block lookback is not walked (a
-        breakpoint reads only its own prefix) and the token positions are the planner's estimates."""
+        """The usage the planned request would have been billed, by the API's rules (``api/prompt_cache.py``, as
+        the simulator bills), from what the shadow cache holds: the longest live prefix the lookback finds from a
+        breakpoint is read, the breakpoints beyond it write up to the last one (1-hour entries first), the rest is
+        plain input, out of the request's total as the upstream counted it. The shadow cache then holds what the
+        planned request would have written. Approximation: the token positions are the planner's estimates."""
         now = self.clock()
         total = usage.total_input_tokens
-        points = sorted(plan.breakpoints, key=lambda p: p.index)
-        read = 0
+        cumulative, blocks = plan.cumulative, plan.blocks
+        points = [p for p in sorted(plan.breakpoints, key=lambda p: p.index)
+                  if long_enough(cumulative[p.index], price.min_cacheable_tokens)]  # fmt: skip
+
+        def key(index: int) -> PromptKey:
+            return (scope, model, plan.digests[index])
+
+        hit: int | None = None
         for point in points:
-            tokens = plan.cumulative[point.index]
-            key = (scope, model, plan.digests[point.index])
-            if tokens >= price.min_cacheable_tokens and self._shadow_live(key, now):
-                read = max(read, tokens)
-                self._shadow_entries[key] = now + TTL_SECONDS[point.ttl]
-        read = min(read, total)
-        written = {"5m": 0, "1h": 0}
-        floor = read
+            positions = 1
+            for i in range(point.index, -1, -1):
+                if i < point.index and new_position(blocks, i):
+                    positions += 1
+                    if positions > LOOKBACK_POSITIONS:
+                        break
+                if self._shadow_live(key(i), now):
+                    hit = i if hit is None else max(hit, i)
+                    break
+        read = min(total, cumulative[hit]) if hit is not None else 0
+        after = [p for p in points if hit is None or p.index > hit]
+        long_ttl = max((cumulative[p.index] for p in after if p.ttl == "1h"), default=read)
+        written = max(cumulative[after[-1].index], long_ttl) if after else read
+        long_ttl, written = min(total, long_ttl), min(total, written)
         for point in points:
-            tokens = min(plan.cumulative[point.index], total)
-            if tokens <= floor or tokens < price.min_cacheable_tokens:
-                continue
-            written[point.ttl] += tokens - floor
-            floor = tokens
-            key = (scope, model, plan.digests[point.index])
-            self._shadow_entries[key] = now + TTL_SECONDS[point.ttl]
-            self._shadow_entries.move_to_end(key)
+            if hit is None or point.index > hit or self._shadow_live(key(point.index), now):
+                self._shadow_entries[key(point.index)] = now + TTL_SECONDS[point.ttl]
+                self._shadow_entries.move_to_end(key(point.index))
+        if hit is not None:
+            self._shadow_entries[key(hit)] = max(self._shadow_entries[key(hit)], now + TTL_SECONDS["5m"])
         while len(self._shadow_entries) > self.settings.max_tracked_prefixes:
             self._shadow_entries.popitem(last=False)
         return Usage(
-            input_tokens=max(0, total - read - written["5m"] - written["1h"]),
+            input_tokens=max(0, total - written),
             output_tokens=usage.output_tokens,
             cache_read_input_tokens=read,
-            cache_write_5m_input_tokens=written["5m"],
-            cache_write_1h_input_tokens=written["1h"],
+            cache_write_1h_input_tokens=max(0, long_ttl - read),
+            cache_write_5m_input_tokens=max(0, written - long_ttl),
         )
 
     def _fanout_key(self, plan: Plan, scope: str, model: str, price: ModelPrice) -> PromptKey | None:
