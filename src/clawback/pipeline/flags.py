@@ -85,9 +85,14 @@ class FlagsStage:
         self.store = store
         self.stages: tuple[tuple[str, bool], ...] = ()
         """The stages below, by name, and whether each supports shadow mode (``bind``)."""
+        self._starts: dict[str, FlagState] = {HOLDOUT: self.initial(HOLDOUT)}
+        self._below: tuple[tuple[str, bool, str, FlagState], ...] = ()
+        """Per stage below: name, shadow support, its label, its configured start (computed once: the hot path)."""
 
     def bind(self, chain: Chain) -> None:
         self.stages = tuple((stage.name, bool(getattr(stage, "supports_shadow", False))) for stage in chain.below)
+        self._starts.update((name, self.initial(name)) for name, _ in self.stages)
+        self._below = tuple((name, shadows, "flag." + name, self._starts[name]) for name, shadows in self.stages)
 
     async def aclose(self) -> None:
         if self.store is not None:
@@ -106,38 +111,36 @@ class FlagsStage:
 
     def flag(self, name: str) -> FlagState:
         """The flag as this replica applies it now (stored, else its configured start)."""
-        return self.current().get(name) or self.initial(name)
+        return self.current().get(name) or self._starts.get(name) or self.initial(name)
 
     def decide(self, ctx: RequestContext) -> Decision:
         flags = self.current()
         salt = self.settings.salt
         kind, who = identity(ctx, self.settings.bucket_by)
-        holdout = flags.get(HOLDOUT) or self.initial(HOLDOUT)
+        holdout = flags.get(HOLDOUT) or self._starts[HOLDOUT]
         size = holdout.rollout if holdout.mode != "off" else 0.0
         in_holdout = False
         if size > 0:
             offset = self.settings.holdout_offset
             position = (bucket(salt, HOLDOUT, who) - offset) % 100.0
             in_holdout = position < size
+        labels = ctx.tenant.labels
         modes: dict[str, Mode] = {}
-        for name, shadows in self.stages:
+        for name, shadows, label, start in self._below:
             if in_holdout:
-                modes[name] = "off"
+                modes[name] = labels[label] = "off"
                 continue
-            state = flags.get(name) or self.initial(name)
+            state = flags.get(name) or start
             mode: Mode = state.mode
             rollout = state.rollout
             if mode != "off" and rollout < 100.0 and (rollout <= 0.0 or bucket(salt, name, who) >= rollout):
                 mode = "off"  # outside the rollout (the hash only when a rollout is partial: the hot path)
             if mode == "shadow" and not shadows:
                 mode = "off"
-            modes[name] = mode
-        labels = ctx.tenant.labels
+            modes[name] = labels[label] = mode
         labels["cohort"] = HOLDOUT if in_holdout else "treated"
         labels["bucket_by"] = kind
         labels["bucket_id"] = hashlib.blake2b(who.encode(), digest_size=6).hexdigest()  # a report's clusters
-        for name, mode in modes.items():
-            labels["flag." + name] = mode
         return Decision(modes, in_holdout)
 
     async def handle(self, ctx: RequestContext, call_next: CallNext) -> Reply:
