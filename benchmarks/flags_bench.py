@@ -59,8 +59,10 @@ def main() -> None:
     cases = {
         "all flags at 100 %": ({}, FlagSettings()),
         "3 partial rollouts": ({n: FlagState(n, "on", 50.0, now) for n in STAGES}, FlagSettings()),
-        "3 partial + 5 % holdout": ({n: FlagState(n, "on", 50.0, now) for n in STAGES},
-                                    FlagSettings(holdout_percent=5)),  # fmt: skip
+        "3 partial + 5 % holdout": (
+            {n: FlagState(n, "on", 50.0, now) for n in STAGES},
+            FlagSettings(holdout_percent=5),
+        ),
         "session header, 100 %": ({}, FlagSettings()),
     }
     request = body()
@@ -76,7 +78,7 @@ def main() -> None:
         Pipeline([stage, *(Below(n) for n in STAGES)], _terminal)  # type: ignore[list-item]
         session = "sess-123" if "session" in label else None
 
-        def decide() -> None:
+        def decide(stage: FlagsStage = stage, session: str | None = session) -> None:
             ctx = RequestContext("r", "messages", request, None, tenant=Tenant(key_id="key_1", session_id=session))
             stage.decide(ctx)
 

@@ -140,8 +140,7 @@ class RequestContext:
 
     def mode(self, stage: str) -> Mode:
         """How stage ``stage`` treats this request (``on`` when no flags stage decided)."""
-        decision = self.decision
-        return "on" if decision is None else decision.modes.get(stage, "on")
+        return "on" if self.decision is None else self.decision.mode(stage)
 
     def replace_body(self, body: dict[str, Any]) -> None:
         self.body = body
