@@ -48,6 +48,16 @@ def known_flags(settings: Settings, stored: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys([*optimization_names(), *stored]))
 
 
+def _enabled(settings: Settings, name: str) -> bool:
+    """Whether the configuration builds stage ``name`` (its section's ``enabled``; pruning: or an override)."""
+    section: Any = settings
+    for part in name.split("."):
+        section = getattr(section, part, None)
+    if section is None:
+        return True  # a flag this configuration has no section for: the stage decides
+    return bool(getattr(section, "enabled", True) or getattr(section, "overrides", None))
+
+
 @flags_app.command("list")
 def flags_list(config: ConfigOption = None) -> None:
     """Each flag: mode, rollout, who set it, when and why (unset flags: the configured start)."""
@@ -65,7 +75,9 @@ def flags_list(config: ConfigOption = None) -> None:
             state = stored.get(name)
             if state is None:
                 state = start.initial(name)
-                table.add_row(name, state.mode, f"{state.rollout:g}", "(configured start)", "", "")
+                built = name == HOLDOUT or _enabled(settings, name)
+                mode = state.mode if built else "off (not enabled in the configuration)"
+                table.add_row(name, mode, f"{state.rollout:g}", "(configured start)", "", "")
             else:
                 table.add_row(name, state.mode, f"{state.rollout:g}", state.updated_by,
                               f"{state.updated_at:%Y-%m-%d %H:%M:%S}", state.reason)  # fmt: skip
