@@ -258,3 +258,24 @@ def test_the_summary_is_asked_once_per_compaction_point_through_the_pipeline() -
     last = orjson.dumps(sent[-1][1]).decode()
     assert "budget $437,500" in last and "conversation-memory" in last
     validate_messages_request(sent[-1][1], strict=True)
+
+
+def test_shadow_plans_the_summary_policy_without_asking_for_a_summary_and_sends_the_original() -> None:
+    seen: list[RequestContext] = []
+
+    async def terminal(ctx: RequestContext) -> Reply:
+        seen.append(ctx)
+        return Reply(status=200, headers=[], body=b"{}", usage=Usage(count_request_tokens(ctx.body), 10))
+
+    pipeline = Pipeline([PruningStage(policy(fact_memory="summary"), BOOK)], terminal)
+    for turns in range(20, 27):
+        request = body(turns)
+        raw = orjson.dumps(request)
+        ctx = RequestContext("r", "messages", request, raw, decision=Decision({"pruning": "shadow"}))
+        asyncio.run(pipeline(ctx))
+        assert ctx.body is request and ctx.body_bytes() is raw  # the caller's exact bytes go out
+        assert ctx.savings.total == 0 and ctx.cache_frontier is None
+    assert len(seen) == 7  # one upstream call per request: no summary request in shadow
+    booked = [c.shadow_savings.by_stage.get("pruning", 0) for c in seen]
+    assert all(b > 0 for b in booked), booked  # the would-be saving of each compacted request
+    assert all(c.tenant.labels["pruning"].startswith("shadow:compacted") for c in seen)
