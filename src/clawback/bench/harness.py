@@ -69,10 +69,13 @@ class UpstreamRecorder:
             message = await receive()
             if message["type"] == "http.request":
                 chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # recorded once the body is in, before the reply is sent: recording after the app returned
+                    # raced the client, which could read the reply first and count the step as a cache hit
+                    self.received.append((ref, b"".join(chunks)))
             return message
 
         await self.app(scope, recording_receive, send)
-        self.received.append((ref, b"".join(chunks)))
 
 
 def request_text(body: dict[str, Any]) -> str:

@@ -255,6 +255,10 @@ def render(results: dict[str, list[RunResult]], console: Console) -> None:
             console.print(_holdout_line(comparison), highlight=False)
         if any(run.config == SHADOW for run in runs):
             console.print(_shadow_line(shadow_figures(runs)), highlight=False)
+        for run in runs:
+            if run.config in (SHADOW, *HOLDOUT_RUNS) and not run.consistent:  # no row of their own: say it here
+                sums = f"simulator {run.simulator_micro_usd}, harness {run.harness_micro_usd}, ledger"
+                console.print(f"[red]{name}/{run.config}: ledger/sim mismatch: {sums} {run.ledger_micro_usd}[/]")
         errors = [run for run in runs if run.errors]
         for run in errors:
             console.print(f"[red]{name}/{run.config}: {run.errors} errors; first: {run.first_error}[/]")
