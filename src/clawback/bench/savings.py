@@ -279,25 +279,28 @@ def _holdout_row(table: Table, comparison: HoldoutComparison) -> None:
 
 
 def shadow_figures(runs: Sequence[RunResult]) -> dict[str, dict[str, float | None]]:
-    """Per optimization: what the shadow replay says it would save, and what its own replay (on, alone) saved
-    against the baseline, in dollars."""
+    """Per optimization, in dollars: what the shadow replay says it would save, what its own replay (on, alone)
+    saved against the baseline, and what it booked in the full pipeline (on, with the others)."""
     by_config = {run.config: run for run in runs}
-    base, shadow = by_config[BASELINE].simulator_micro_usd, by_config[SHADOW]
+    base, shadow, full = by_config[BASELINE].simulator_micro_usd, by_config[SHADOW], by_config[FULL]
     out: dict[str, dict[str, float | None]] = {}
     for name in optimization_names():
         alone = by_config.get(name)
-        measured = base - alone.simulator_micro_usd if alone is not None else None
-        would = shadow.shadow_savings_by_stage.get(name, 0)
-        out[name] = {"would_save_usd": _usd(would), "saved_when_on_usd": None if measured is None else _usd(measured),
-                     "shadow_cost_change_usd": _usd(shadow.simulator_micro_usd - base)}  # fmt: skip
+        out[name] = {
+            "would_save_usd": _usd(shadow.shadow_savings_by_stage.get(name, 0)),
+            "saved_alone_usd": None if alone is None else _usd(base - alone.simulator_micro_usd),
+            "booked_in_full_usd": _usd(full.savings_by_stage.get(name, 0)),
+            "shadow_cost_change_usd": _usd(shadow.simulator_micro_usd - base),
+        }
     return out
 
 
 def _shadow_line(figures: dict[str, dict[str, float | None]]) -> str:
     parts = []
     for name, f in figures.items():
-        on = f["saved_when_on_usd"]
-        parts.append(f"{name} ${f['would_save_usd']:.4f} (on, alone: " + ("-" if on is None else f"${on:.4f}") + ")")
+        alone = f["saved_alone_usd"]
+        parts.append(f"{name} ${f['would_save_usd']:.4f} (on alone: " + ("-" if alone is None else f"${alone:.4f}")
+                     + f", booked in full: ${f['booked_in_full_usd']:.4f})")  # fmt: skip
     change = next(iter(figures.values()))["shadow_cost_change_usd"] if figures else 0.0
     return f"shadow: would save {', '.join(parts)}; the shadow replay's bill vs the baseline: ${change:+.4f}"
 
