@@ -23,7 +23,7 @@ STAGES = ("exact_cache", "pruning", "prompt_cache")
 
 
 class Below:
-    supports_shadow = True
+    modes = ("off", "shadow", "on")
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -56,7 +56,7 @@ def test_salting_by_flag_name_makes_rollouts_independent_and_raising_a_rollout_k
 class Named:
     def __init__(self, name: str, shadow: bool) -> None:
         self.name = name
-        self.supports_shadow = shadow
+        self.modes = ("off", "shadow", "on") if shadow else ("off", "on")
         self.seen: list[RequestContext] = []
 
     async def handle(self, ctx: RequestContext, call_next: Any) -> Reply:
@@ -113,7 +113,7 @@ def test_a_conversation_keeps_its_decision_as_it_grows_and_the_session_header_wi
 def test_holdout_turns_every_stage_off_and_shadow_needs_support():
     stage = flags_pipeline(FlagSettings(initial={"exact_cache": "shadow", "semantic_cache": "shadow"}))
     ctx = decide(stage, ctx_for("x"))
-    assert ctx.mode("exact_cache") == "shadow" and ctx.mode("semantic_cache") == "off"  # no supports_shadow
+    assert ctx.mode("exact_cache") == "shadow" and ctx.mode("semantic_cache") == "off"  # no shadow in its modes
     assert ctx.tenant.labels["cohort"] == "treated" and ctx.tenant.labels["flag.exact_cache"] == "shadow"
     everyone = flags_pipeline(FlagSettings(holdout_percent=100))
     ctx = decide(everyone, ctx_for("x"))

@@ -26,7 +26,7 @@ import orjson
 from clawback.api.sse import SSEParser, encode_event
 from clawback.api.usage import Usage
 from clawback.config import ExactCacheSettings
-from clawback.pipeline.context import Reply, RequestContext
+from clawback.pipeline.context import Mode, Reply, RequestContext
 from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import PriceBook
 from clawback.storage.response_cache import CachedReply, MemoryResponseCache, RedisResponseCache, ResponseCache
@@ -228,7 +228,8 @@ def cache_eligibility(settings: ExactCacheSettings, ctx: RequestContext) -> str:
 
 class ExactCacheStage:
     name = "exact_cache"
-    supports_shadow = True  # shadow: look up and store as usual, answer nothing, book what each hit would save
+    # flagged (``pipeline/flags.py``); shadow: look up and store as usual, answer nothing, book what each hit would save
+    modes: tuple[Mode, ...] = ("off", "shadow", "on")
 
     def __init__(self, settings: ExactCacheSettings, price_book: PriceBook, backend: ResponseCache | None = None):
         self.settings = settings

@@ -20,10 +20,11 @@ The holdout is a slice of buckets (``flags.holdout_offset`` .. ``+ size``, by th
 traffic against it (``clawback.holdout``). Its size is the ``holdout`` flag's rollout once set, else
 ``flags.holdout_percent``.
 
-A stage opts in to shadow mode by setting ``supports_shadow = True`` and honouring ``ctx.mode(self.name)``:
-``off`` skips its work, ``shadow`` computes what it would do and books the would-be saving in
-``ctx.shadow_savings`` while changing nothing the client or the upstream sees, ``on`` does it. A stage without
-``supports_shadow`` gets ``off`` where its flag says ``shadow``.
+A stage opts in to flags by declaring the modes it honours, ``modes = ("off", "shadow", "on")`` (or ``("off",
+"on")``), and reading ``ctx.mode(self.name)``: ``off`` skips its work, ``shadow`` computes what it would do and
+books the would-be saving in ``ctx.shadow_savings`` while changing nothing the client or the upstream sees, ``on``
+does it. A stage without ``"shadow"`` in its modes gets ``off`` where its flag says ``shadow``; a stage without
+``modes`` (the budget stage: a limit, not an optimization) is not flagged, held out or rolled back.
 """
 
 from __future__ import annotations
@@ -84,13 +85,15 @@ class FlagsStage:
         self.settings = settings
         self.store = store
         self.stages: tuple[tuple[str, bool], ...] = ()
-        """The stages below, by name, and whether each supports shadow mode (``bind``)."""
+        """The flagged stages below (those declaring ``modes``), by name, and whether each has shadow (``bind``)."""
         self._starts: dict[str, FlagState] = {HOLDOUT: self.initial(HOLDOUT)}
         self._below: tuple[tuple[str, bool, str, FlagState], ...] = ()
         """Per stage below: name, shadow support, its label, its configured start (computed once: the hot path)."""
 
     def bind(self, chain: Chain) -> None:
-        self.stages = tuple((stage.name, bool(getattr(stage, "supports_shadow", False))) for stage in chain.below)
+        self.stages = tuple(
+            (stage.name, "shadow" in modes) for stage in chain.below if (modes := getattr(stage, "modes", None))
+        )
         self._starts.update((name, self.initial(name)) for name, _ in self.stages)
         self._below = tuple((name, shadows, "flag." + name, self._starts[name]) for name, shadows in self.stages)
 

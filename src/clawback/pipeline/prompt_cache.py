@@ -43,7 +43,7 @@ from clawback.api.prompt_cache import (
 )
 from clawback.api.usage import Usage
 from clawback.config import PromptCacheSettings
-from clawback.pipeline.context import Reply, RequestContext
+from clawback.pipeline.context import Mode, Reply, RequestContext
 from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import ModelPrice, PriceBook
 from clawback.tokens import PromptBlock, prompt_blocks
@@ -410,7 +410,8 @@ def diff_prefix(before: _Snapshot, after: _Snapshot) -> list[str]:
 
 class PromptCachePlanner:
     name = "prompt_cache"
-    supports_shadow = True  # shadow: plan, send the request as it came, book what the plan's breakpoints would save
+    # flagged (``pipeline/flags.py``); shadow: plan, send the request as it came, book what the plan would save
+    modes: tuple[Mode, ...] = ("off", "shadow", "on")
 
     def __init__(self, settings: PromptCacheSettings, price_book: PriceBook, clock: Callable[[], float] = time.time):
         self.settings = settings

@@ -28,7 +28,7 @@ from clawback.api.errors import InvalidRequestError
 from clawback.api.messages import content_blocks, count_cache_breakpoints, validate_messages_request
 from clawback.api.usage import Usage
 from clawback.config import PruningPolicy, PruningSettings
-from clawback.pipeline.context import Reply, RequestContext, Tenant
+from clawback.pipeline.context import Mode, Reply, RequestContext, Tenant
 from clawback.pipeline.prompt_cache import PromptCachePlanner
 from clawback.pipeline.pruning.conversation import loop_start
 from clawback.pipeline.pruning.pruner import (
@@ -126,7 +126,8 @@ class PruneOutcome:
 
 class PruningStage:
     name = "pruning"
-    supports_shadow = True  # shadow: plan as usual, send the original, book what the plan would have saved
+    # flagged (``pipeline/flags.py``); shadow: plan as usual, send the original, book what the plan would have saved
+    modes: tuple[Mode, ...] = ("off", "shadow", "on")
 
     def __init__(
         self,

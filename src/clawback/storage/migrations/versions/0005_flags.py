@@ -4,8 +4,8 @@
 why, what it was before). ``ledger.shadow_savings_micro_usd`` is what stages in shadow mode would have saved
 on a request: kept apart from ``savings_micro_usd`` so that the counterfactual stays what was really saved.
 
-Revision ID: 0004_flags
-Revises: 0003_ledger_write_indexes
+Revision ID: 0005_flags
+Revises: 0004_budgets
 Create Date: 2026-12-02
 """
 
@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0004_flags"
-down_revision: str | Sequence[str] | None = "0003_ledger_write_indexes"
+revision: str = "0005_flags"
+down_revision: str | Sequence[str] | None = "0004_budgets"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
