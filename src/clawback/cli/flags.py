@@ -41,11 +41,24 @@ def _store(settings: Settings) -> Any:
                      channel=flags.redis_channel)  # fmt: skip
 
 
+def flagged_stages() -> set[str]:
+    """The names of the stages ``pipeline/build.py`` builds that declare ``modes`` (opted in to flags)."""
+    from clawback.pipeline import build
+
+    return {
+        obj.name
+        for obj in vars(build).values()
+        if isinstance(obj, type) and isinstance(getattr(obj, "name", None), str) and getattr(obj, "modes", None)
+    }
+
+
 def known_flags(settings: Settings, stored: dict[str, Any]) -> list[str]:
-    """Every optimization the configuration has (each settings section with ``enabled``), then the stored flags."""
+    """Every optimization the configuration has (a settings section with ``enabled``) whose stage is flagged, then
+    the stored flags."""
     from clawback.bench.savings import optimization_names
 
-    return list(dict.fromkeys([*optimization_names(), *stored]))
+    flagged = flagged_stages()
+    return list(dict.fromkeys([*(n for n in optimization_names() if n in flagged), *stored]))
 
 
 def _enabled(settings: Settings, name: str) -> bool:
