@@ -45,11 +45,12 @@ def flagged_stages() -> set[str]:
     """The names of the stages ``pipeline/build.py`` builds that declare ``modes`` (opted in to flags)."""
     from clawback.pipeline import build
 
-    return {
-        obj.name
-        for obj in vars(build).values()
-        if isinstance(obj, type) and isinstance(getattr(obj, "name", None), str) and getattr(obj, "modes", None)
-    }
+    names: set[str] = set()
+    for obj in vars(build).values():
+        name = getattr(obj, "name", None)
+        if isinstance(obj, type) and isinstance(name, str) and getattr(obj, "modes", None):
+            names.add(name)
+    return names
 
 
 def known_flags(settings: Settings, stored: dict[str, Any]) -> list[str]:
