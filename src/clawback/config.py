@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
@@ -25,6 +25,7 @@ __all__ = [
     "ConfigError",
     "DispatchSettings",
     "ExactCacheSettings",
+    "FlagSettings",
     "GatewaySettings",
     "LedgerSettings",
     "PricingSettings",
@@ -427,6 +428,40 @@ class DispatchSettings(_Section):
     )
 
 
+FlagMode = Literal["off", "shadow", "on"]
+BucketBy = Literal["conversation", "user", "key"]
+
+
+class FlagSettings(_Section):
+    """Run-time flags per optimization stage (issue 14); see ``clawback.pipeline.flags`` and README "Flags".
+
+    The flags themselves (mode, rollout, audit) live in the ledger's database and change at run time
+    (``clawback flags set``); these settings say how requests are bucketed and where a stage starts before
+    anyone has set its flag. (No ``enabled`` field: this is not an optimization, ``clawback bench savings`` would
+    take it for one.)
+    """
+
+    bucket_by: list[BucketBy] = Field(
+        default_factory=lambda: list(get_args(BucketBy)),
+        min_length=1,
+        description="Identity a request is bucketed by: the first of these the request has",
+    )
+    salt: str = Field("", description="Mixed into every bucket; changing it reshuffles every assignment")
+    initial: dict[str, FlagMode] = Field(
+        default_factory=dict,
+        description="A stage's mode until its flag is first set (unset: 'on' for a stage the configuration enables)",
+    )
+    holdout_percent: float = Field(
+        0.0, ge=0, le=100, description="Conversations that get no optimization, until the holdout flag is set"
+    )
+    holdout_offset: float = Field(
+        0.0, ge=0, lt=100, description="Where the holdout's slice of buckets starts (rotate it to a fresh slice)"
+    )
+    refresh_s: float = Field(1.0, gt=0, description="How often each replica reloads the flags from the database")
+    redis_url: RedisUrl | None = Field(None, description="Publish flag changes here so replicas reload at once")
+    redis_channel: str = Field("clawback:flags", description="The Redis pub/sub channel of flag changes")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLAWBACK_",
@@ -447,6 +482,7 @@ class Settings(BaseSettings):
     semantic_cache: SemanticCacheSettings = SemanticCacheSettings()
     coalesce: CoalesceSettings = CoalesceSettings()
     dispatch: DispatchSettings = DispatchSettings()
+    flags: FlagSettings = FlagSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -34,6 +34,7 @@ from clawback.front.auth import Authenticator
 from clawback.front.intake import PIPELINE_PATHS, Intake
 from clawback.pipeline.context import Reply, RequestContext, new_request_id
 from clawback.pipeline.dispatch.batches import book_batch_results
+from clawback.pipeline.flags import FlagsStage
 from clawback.pipeline.forward import Forwarder
 from clawback.storage.ledger import LedgerWriter
 from clawback.upstream.client import UpstreamClient, UpstreamUnavailable
@@ -312,6 +313,10 @@ class _Core:
         self._upstream = None
 
     def release_ledger(self) -> None:
+        """The client is closed: give back the shared ledger and stop this pipeline's flag watcher."""
+        flags = self.pipeline.find(FlagsStage)
+        if flags is not None and flags.store is not None:
+            flags.store.close()
         _ledgers.release(self.ledger)
 
 

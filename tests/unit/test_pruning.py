@@ -12,7 +12,7 @@ from clawback.api.usage import Usage
 from clawback.bench.pruning_eval import above_planner
 from clawback.config import PruningPolicy, PruningSettings
 from clawback.pipeline import Pipeline, Reply, RequestContext
-from clawback.pipeline.context import Tenant
+from clawback.pipeline.context import Decision, Tenant
 from clawback.pipeline.pruning import PruningStage, policy_for
 from clawback.pipeline.pruning.facts import extract_facts
 from clawback.pipeline.pruning.relevance import Bm25Scorer, select_relevant
@@ -100,7 +100,7 @@ def test_short_conversations_and_count_tokens_pass_through_byte_for_byte() -> No
 def test_disabled_policy_and_holdout_flag_leave_the_request_alone() -> None:
     long = body(40)
     assert run(PruningStage(PruningSettings(), BOOK), long).body is long
-    assert run(PruningStage(policy(), BOOK), long, flags={"pruning": False}).body is long
+    assert run(PruningStage(policy(), BOOK), long, decision=Decision({"pruning": "off"})).body is long
 
 
 def test_context_management_requests_are_left_to_the_api_unless_configured() -> None:
@@ -254,7 +254,28 @@ def test_the_summary_is_asked_once_per_compaction_point_through_the_pipeline() -
         sent.append((ctx.tenant.labels.get("pruning_boundary_turn"), ctx.body))
     points = {boundary for boundary, _ in sent if boundary is not None}
     assert len(points) >= 2 and len(calls) == len(points)  # once per compaction point, never per turn
-    assert calls[0].body["model"] == "claude-haiku-4-5" and calls[0].flags["pruning"] is False
+    assert calls[0].body["model"] == "claude-haiku-4-5" and calls[0].mode("pruning") == "off"
     last = orjson.dumps(sent[-1][1]).decode()
     assert "budget $437,500" in last and "conversation-memory" in last
     validate_messages_request(sent[-1][1], strict=True)
+
+
+def test_shadow_plans_the_summary_policy_without_asking_for_a_summary_and_sends_the_original() -> None:
+    seen: list[RequestContext] = []
+
+    async def terminal(ctx: RequestContext) -> Reply:
+        seen.append(ctx)
+        return Reply(status=200, headers=[], body=b"{}", usage=Usage(count_request_tokens(ctx.body), 10))
+
+    pipeline = Pipeline([PruningStage(policy(fact_memory="summary"), BOOK)], terminal)
+    for turns in range(20, 27):
+        request = body(turns)
+        raw = orjson.dumps(request)
+        ctx = RequestContext("r", "messages", request, raw, decision=Decision({"pruning": "shadow"}))
+        asyncio.run(pipeline(ctx))
+        assert ctx.body is request and ctx.body_bytes() is raw  # the caller's exact bytes go out
+        assert ctx.savings.total == 0 and ctx.cache_frontier is None
+    assert len(seen) == 7  # one upstream call per request: no summary request in shadow
+    booked = [c.shadow_savings.by_stage.get("pruning", 0) for c in seen]
+    assert all(b > 0 for b in booked), booked  # the would-be saving of each compacted request
+    assert all(c.tenant.labels["pruning"].startswith("shadow:compacted") for c in seen)

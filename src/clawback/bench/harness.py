@@ -43,7 +43,7 @@ from clawback.api.usage import Usage
 from clawback.config import Settings, SimulatorSettings
 from clawback.pricing import PriceBook, load_price_book, usd
 from clawback.serving import BackgroundServer
-from clawback.storage.ledger import LedgerReader
+from clawback.storage.ledger import LedgerReader, LedgerRecord
 from clawback.workloads.model import Step, Workload
 
 __all__ = ["RunResult", "UpstreamRecorder", "replay", "request_text"]
@@ -69,10 +69,13 @@ class UpstreamRecorder:
             message = await receive()
             if message["type"] == "http.request":
                 chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # recorded once the body is in, before the reply is sent: recording after the app returned
+                    # raced the client, which could read the reply first and count the step as a cache hit
+                    self.received.append((ref, b"".join(chunks)))
             return message
 
         await self.app(scope, recording_receive, send)
-        self.received.append((ref, b"".join(chunks)))
 
 
 def request_text(body: dict[str, Any]) -> str:
@@ -118,6 +121,8 @@ class RunResult:
     ledger_micro_usd: int | None = None
     ledger_counterfactual_micro_usd: int | None = None
     savings_by_stage: dict[str, int] = field(default_factory=dict)
+    shadow_savings_by_stage: dict[str, int] = field(default_factory=dict)
+    """What the stages in shadow mode would have saved (the ledger's ``shadow_savings_micro_usd``)."""
     latencies_ms: list[float] = field(default_factory=list)
     facts_needed: int = 0
     facts_retained: int = 0
@@ -125,6 +130,8 @@ class RunResult:
     false_hits: int = 0
     wall_s: float = 0.0
     first_error: str | None = None
+    records: list[LedgerRecord] = field(default_factory=list)
+    """The ledger's rows, kept for a run with a holdout (``bench/savings.py`` compares its cohorts)."""
 
     @property
     def consistent(self) -> bool:
@@ -160,6 +167,7 @@ class RunResult:
             "harness_cost_usd": usd(self.harness_micro_usd),
             "ledger_cost_usd": None if self.ledger_micro_usd is None else usd(self.ledger_micro_usd),
             "ledger_savings_by_stage_usd": {k: usd(v) for k, v in sorted(self.savings_by_stage.items())},
+            "ledger_shadow_savings_by_stage_usd": {k: usd(v) for k, v in sorted(self.shadow_savings_by_stage.items())},
             "consistent": self.consistent,
             "wall_s": round(self.wall_s, 2),
         }
@@ -232,6 +240,9 @@ def replay(
                 result.ledger_micro_usd = ledger_totals["cost_micro_usd"]
                 result.ledger_counterfactual_micro_usd = ledger_totals["counterfactual_micro_usd"]
                 result.savings_by_stage = reader.savings_by_stage()
+                result.shadow_savings_by_stage = reader.savings_by_stage(shadow=True)
+                if settings is not None and settings.flags.holdout_percent > 0:
+                    result.records = reader.rows()
     result.simulator_micro_usd = int(totals["cost_micro_usd"])
     result.upstream_requests = int(totals["requests"])
     result.usage = Usage.from_api(totals["usage"])

@@ -15,6 +15,7 @@ from clawback.cli.cache import cache_app
 from clawback.cli.demo import demo
 from clawback.cli.eval import eval_app
 from clawback.cli.eval_semantic import eval_semantic  # registers ``clawback eval semantic`` on eval_app
+from clawback.cli.flags import flags_app, rollback_command
 from clawback.cli.keys import keys_app
 from clawback.cli.pricing import pricing_app
 from clawback.cli.servers import serve, simulate, version
@@ -34,3 +35,5 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
 app.command("whatif")(whatif_command)
 app.command()(demo)
+app.add_typer(flags_app, name="flags")
+app.command("rollback")(rollback_command)

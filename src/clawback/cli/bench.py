@@ -23,7 +23,16 @@ def wide_console() -> Console:
     return console if console.is_terminal else Console(width=200)
 
 
-def savings_command(settings: Settings, workload: str, *, json_output: bool, seed: int, scale: float) -> None:
+def savings_command(
+    settings: Settings,
+    workload: str,
+    *,
+    json_output: bool,
+    seed: int,
+    scale: float,
+    holdout: bool = True,
+    shadow: bool = True,
+) -> None:
     """Run the savings benchmark; the tables go to stdout, then (``--json``) one JSON line, last."""
     out = wide_console()
     try:
@@ -31,7 +40,8 @@ def savings_command(settings: Settings, workload: str, *, json_output: bool, see
     except ValueError as exc:
         Console(stderr=True).print(f"[bold red]clawback:[/] {exc}")
         raise typer.Exit(2) from None
-    results, elapsed = run_savings(names, seed=seed, scale=scale, base=settings, console=Console(stderr=True))
+    results, elapsed = run_savings(names, seed=seed, scale=scale, base=settings, console=Console(stderr=True),
+                                   holdout=holdout, shadow=shadow)  # fmt: skip
     render(results, out)
     report = summarize(results, elapsed, seed=seed, scale=scale)
     out.print(
@@ -57,10 +67,15 @@ def bench_savings(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line")] = False,
     seed: Annotated[int, typer.Option(help="Workload seed")] = 0,
     scale: Annotated[float, typer.Option(help="Workload size (1.0 = reference size)", min=0.01)] = 1.0,
+    holdout: Annotated[
+        bool, typer.Option(help="Also replay the full pipeline with a 50/50 holdout, each half in turn")
+    ] = True,
+    shadow: Annotated[bool, typer.Option(help="Also replay with every optimization in shadow mode")] = True,
     config: ConfigOption = None,
 ) -> None:
-    """Replay workloads through the simulator: baseline, full pipeline, each optimization alone."""
-    savings_command(settings_or_exit(config), workload, json_output=json_output, seed=seed, scale=scale)
+    """Replay workloads through the simulator: baseline, full pipeline, each optimization alone, holdout, shadow."""
+    savings_command(settings_or_exit(config), workload, json_output=json_output, seed=seed, scale=scale,
+                    holdout=holdout, shadow=shadow)  # fmt: skip
 
 
 @bench_app.command("budgets")

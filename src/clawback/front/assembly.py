@@ -16,16 +16,26 @@ from clawback.pipeline.build import build_pipeline
 from clawback.pipeline.ledger import RecordSink
 from clawback.pipeline.stage import CallNext, Pipeline
 from clawback.pricing import PriceBook, load_price_book
+from clawback.storage.flags import FlagStore
 from clawback.storage.ledger import LedgerWriter
 from clawback.storage.migrate import migrate
 
-__all__ = ["Assembly", "assemble", "open_ledger"]
+__all__ = ["Assembly", "assemble", "open_flags", "open_ledger"]
 
 
 def open_ledger(settings: LedgerSettings) -> LedgerWriter:
     """The ledger's writer, its database migrated to the current schema first."""
     migrate(settings.url)
     return LedgerWriter.from_settings(settings)
+
+
+def open_flags(settings: Settings) -> FlagStore:
+    """The flag store in the ledger's database (migrated by ``open_ledger``), loaded and watching for changes."""
+    flags = settings.flags
+    store = FlagStore(settings.ledger.url, refresh_s=flags.refresh_s, redis_url=flags.redis_url,
+                      channel=flags.redis_channel)  # fmt: skip
+    store.start()
+    return store
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +54,10 @@ def assemble(
     price_book: PriceBook | None = None,
 ) -> Assembly:
     """The price book, the ledger (``ledger``, else one opened from ``settings.ledger``) and the pipeline ending in
-    ``terminal``; every ledger record goes to the writer, then to ``sinks``."""
+    ``terminal``; every ledger record goes to the writer, then to ``sinks``. The flag store is opened here and closed
+    by the pipeline (its flags stage)."""
     price_book = price_book or load_price_book(settings.pricing)
     ledger = ledger or open_ledger(settings.ledger)
-    pipeline = build_pipeline(settings, price_book=price_book, sinks=[ledger.submit, *sinks], terminal=terminal)
+    pipeline = build_pipeline(settings, price_book=price_book, sinks=[ledger.submit, *sinks], terminal=terminal,
+                              flags=open_flags(settings))  # fmt: skip
     return Assembly(price_book, ledger, pipeline)

@@ -2,9 +2,10 @@
 
 The order (``docs/architecture.md``): ledger (outermost: it sees what the caller sent and got) → flags → budget → exact
 cache → semantic cache → pruning → prompt-cache planner → coalesce → dispatch (the terminal upstream call).
-Built today: ledger, budget, exact cache, semantic cache, pruning, prompt-cache planner (its cache-aware fan-out is
-the coalescing of requests that share a new prefix), coalesce (identical requests in flight share one call), dispatch
-(limits, retries, breaker, fair sharing); flags come with their own issue.
+Built today: ledger, flags, budget, exact cache, semantic cache, pruning, prompt-cache planner (its cache-aware
+fan-out is the coalescing of requests that share a new prefix), coalesce (identical requests in flight share one
+call), dispatch (limits, retries, breaker, fair sharing). The flags stage decides every flagged stage's mode below
+it per request (``pipeline/flags.py``).
 """
 
 from __future__ import annotations
@@ -14,21 +15,30 @@ from clawback.pipeline.budget import BudgetStage
 from clawback.pipeline.coalesce import CoalesceStage
 from clawback.pipeline.dispatch import DispatchStage
 from clawback.pipeline.exact_cache import ExactCacheStage
+from clawback.pipeline.flags import FlagsStage
 from clawback.pipeline.ledger import LedgerStage, RecordSink
 from clawback.pipeline.prompt_cache import PromptCachePlanner
 from clawback.pipeline.pruning import PruningStage
 from clawback.pipeline.semantic_cache import SemanticCacheStage
 from clawback.pipeline.stage import CallNext, Pipeline, Stage
 from clawback.pricing import PriceBook
+from clawback.storage.flags import FlagStore
 
 __all__ = ["build_pipeline"]
 
 
 def build_pipeline(
-    settings: Settings, *, price_book: PriceBook, sinks: list[RecordSink], terminal: CallNext
+    settings: Settings,
+    *,
+    price_book: PriceBook,
+    sinks: list[RecordSink],
+    terminal: CallNext,
+    flags: FlagStore | None = None,
 ) -> Pipeline:
+    """The pipeline; ``flags``: the flag store the flags stage decides from (and closes), none: configured starts."""
     stages: list[Stage] = [LedgerStage(price_book, sinks)]
-    if settings.budgets.enforce:  # right inside the ledger (it records the decision), outside the caches
+    stages.append(FlagsStage(settings.flags, flags))  # right inside the ledger: every stage below runs as decided
+    if settings.budgets.enforce:  # inside the ledger (it records the decision) and flags, outside the caches
         stages.append(BudgetStage(settings.budgets, price_book, settings.ledger.url))
     if settings.exact_cache.enabled:  # after flags and budget, before semantic cache and pruning
         stages.append(ExactCacheStage(settings.exact_cache, price_book))

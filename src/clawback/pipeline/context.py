@@ -7,7 +7,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -15,7 +15,11 @@ from clawback.api.messages import MessagesRequest
 from clawback.api.usage import Usage
 from clawback.upstream.headers import find_header
 
-__all__ = ["Reply", "RequestContext", "Savings", "Tenant", "new_request_id"]
+__all__ = ["Decision", "Mode", "Reply", "RequestContext", "Savings", "Tenant", "new_request_id"]
+
+Mode = Literal["off", "shadow", "on"]
+"""How an optimization treats a request: skip it, compute and record what it would do without changing anything
+the client or the upstream sees, or do it."""
 
 _ID_PREFIX = "cbreq_" + secrets.token_hex(5)
 _id_counter = itertools.count(1)
@@ -61,6 +65,25 @@ class Savings:
         return sum(self.by_stage.values())
 
 
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the flags stage decided for one request, once, as it entered the pipeline (``pipeline/flags.py``).
+
+    Taken once so that a flag changed while the request is in flight does not change it half-way: the request
+    finishes as it started. A stage with no entry in ``modes`` runs ``on`` (a pipeline without the flags stage,
+    a stage the flags do not know).
+    """
+
+    modes: dict[str, Mode] = field(default_factory=dict)
+    holdout: bool = False
+
+    def mode(self, stage: str) -> Mode:
+        return self.modes.get(stage, "on")
+
+    def with_mode(self, stage: str, mode: Mode) -> Decision:
+        return Decision({**self.modes, stage: mode}, self.holdout)
+
+
 @dataclass(slots=True)
 class RequestContext:
     """One request's state.
@@ -79,8 +102,11 @@ class RequestContext:
     headers: list[tuple[str, str]] = field(default_factory=list)
     query: str = ""
     tenant: Tenant = field(default_factory=Tenant)
-    flags: dict[str, bool] = field(default_factory=dict)
+    decision: Decision | None = None
+    """Set by the flags stage (or by a stage making a request of its own, which the flags stage then keeps)."""
     savings: Savings = field(default_factory=Savings)
+    shadow_savings: Savings = field(default_factory=Savings)
+    """What stages in ``shadow`` mode would have saved: recorded in the ledger, never in the counterfactual."""
     started: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
     cache_status: str | None = None
@@ -111,6 +137,10 @@ class RequestContext:
     @property
     def stream(self) -> bool:
         return self.request.stream
+
+    def mode(self, stage: str) -> Mode:
+        """How stage ``stage`` treats this request (``on`` when no flags stage decided)."""
+        return "on" if self.decision is None else self.decision.mode(stage)
 
     def replace_body(self, body: dict[str, Any]) -> None:
         self.body = body

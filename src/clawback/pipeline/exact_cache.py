@@ -26,7 +26,7 @@ import orjson
 from clawback.api.sse import SSEParser, encode_event
 from clawback.api.usage import Usage
 from clawback.config import ExactCacheSettings
-from clawback.pipeline.context import Reply, RequestContext
+from clawback.pipeline.context import Mode, Reply, RequestContext
 from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import PriceBook
 from clawback.storage.response_cache import CachedReply, MemoryResponseCache, RedisResponseCache, ResponseCache
@@ -303,6 +303,8 @@ def cache_eligibility(settings: ExactCacheSettings, ctx: RequestContext) -> str:
 
 class ExactCacheStage:
     name = "exact_cache"
+    # flagged (``pipeline/flags.py``); shadow: look up and store as usual, answer nothing, book what each hit would save
+    modes: tuple[Mode, ...] = ("off", "shadow", "on")
 
     def __init__(self, settings: ExactCacheSettings, price_book: PriceBook, backend: ResponseCache | None = None):
         self.settings = settings
@@ -311,6 +313,7 @@ class ExactCacheStage:
         self.hits = 0
         self.misses = 0
         self.bypasses = 0
+        self.shadow_hits = 0
         self.stored = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -323,11 +326,15 @@ class ExactCacheStage:
         return cache_eligibility(self.settings, ctx)
 
     async def handle(self, ctx: RequestContext, call_next: CallNext) -> Reply:
-        if ctx.endpoint != "messages":
+        mode = ctx.mode(self.name)
+        if ctx.endpoint != "messages" or mode == "off":
             return await call_next(ctx)
-        mode = self.eligible(ctx)
-        if mode == "off":
+        shadow = mode == "shadow"  # look up and store, but never answer nor add a header: book what a hit saves
+        eligibility = self.eligible(ctx)
+        if eligibility == "off":
             self.bypasses += 1
+            if shadow:
+                return await call_next(ctx)
             ctx.cache_status = "bypass"
             reply = await call_next(ctx)
             if ctx.cache_status != "semantic-hit":
@@ -335,17 +342,22 @@ class ExactCacheStage:
             return reply
         namespace = ctx.header(NAMESPACE_HEADER) or ctx.tenant.scope
         key = cache_key(ctx.tenant.scope, namespace, ctx.body, ctx.header("anthropic-beta"))
-        if mode == "on":
+        if eligibility == "on":
             entry = await self.backend.get(key)
             if entry is not None:
-                return self._hit(ctx, entry)
+                if not shadow:
+                    return self._hit(ctx, entry)
+                self.shadow_hits += 1
+                ctx.shadow_savings.add(self.name, self._hit_saving(ctx, entry))
+                return await call_next(ctx)
         self.misses += 1
-        ctx.cache_status = "miss"
         reply = await call_next(ctx)
         if ctx.cache_status == "semantic-hit":  # the semantic cache answered: its headers, its entry
             return reply
-        reply.headers.append((CACHE_HEADER, "miss"))
-        reply.headers.append(("x-clawback-cache-key", key))
+        if not shadow:
+            ctx.cache_status = "miss"
+            reply.headers.append((CACHE_HEADER, "miss"))
+            reply.headers.append(("x-clawback-cache-key", key))
         if reply.status == 200:
             tags = tuple(t.strip() for t in (ctx.header(TAGS_HEADER) or "").split(",") if t.strip())
             ttl = self._ttl(ctx)
@@ -355,6 +367,13 @@ class ExactCacheStage:
             else:
                 reply.stream = self._tee(ctx, reply, reply.stream, key, namespace, tags, ttl)
         return reply
+
+    def _hit_saving(self, ctx: RequestContext, entry: CachedReply) -> int:
+        """What answering from ``entry`` saves: what the stored call cost the caller, and what the stages below
+        saved on it."""
+        request = ctx.request
+        cost = self.price_book.cost(ctx.model, entry.usage, inference_geo=request.inference_geo, speed=request.speed)
+        return cost.micro_usd + entry.saved_micro_usd
 
     def _ttl(self, ctx: RequestContext) -> float:
         value = ctx.header(TTL_HEADER)
@@ -367,9 +386,7 @@ class ExactCacheStage:
     def _hit(self, ctx: RequestContext, entry: CachedReply) -> Reply:
         self.hits += 1
         ctx.cache_status = "hit"
-        request = ctx.request
-        cost = self.price_book.cost(ctx.model, entry.usage, inference_geo=request.inference_geo, speed=request.speed)
-        ctx.savings.add(self.name, cost.micro_usd + entry.saved_micro_usd)
+        ctx.savings.add(self.name, self._hit_saving(ctx, entry))
         return replay_entry(ctx, entry, [(CACHE_HEADER, "hit"), ("x-clawback-cache-key", entry.key)])
 
     async def _tee(
@@ -408,7 +425,8 @@ class ExactCacheStage:
         return await self.backend.invalidate(key=key, namespace=namespace, tag=tag)
 
     def report(self) -> dict[str, Any]:
-        return {"hits": self.hits, "misses": self.misses, "bypasses": self.bypasses, "stored": self.stored,
+        return {"hits": self.hits, "shadow_hits": self.shadow_hits, "misses": self.misses, "bypasses": self.bypasses,
+                "stored": self.stored,
                 **self.backend.stats()}  # fmt: skip
 
     async def aclose(self) -> None:

@@ -110,6 +110,7 @@ class LedgerStage:
             cost_micro_usd=cost,
             counterfactual_micro_usd=cost + ctx.savings.total,
             savings_micro_usd=dict(ctx.savings.by_stage),
+            shadow_savings_micro_usd=dict(ctx.shadow_savings.by_stage),
             cache_status=ctx.cache_status,
             upstream_request_id=upstream_request_id,
             budget_status=ctx.budget_status,

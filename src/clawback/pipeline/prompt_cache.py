@@ -37,12 +37,13 @@ from clawback.api.prompt_cache import (
     long_enough,
     lookback_positions,
     markable,
+    new_position,
     prefix_digests,
     ttl_of,
 )
 from clawback.api.usage import Usage
 from clawback.config import PromptCacheSettings
-from clawback.pipeline.context import Reply, RequestContext
+from clawback.pipeline.context import Mode, Reply, RequestContext
 from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import ModelPrice, PriceBook
 from clawback.tokens import PromptBlock, prompt_blocks
@@ -409,6 +410,8 @@ def diff_prefix(before: _Snapshot, after: _Snapshot) -> list[str]:
 
 class PromptCachePlanner:
     name = "prompt_cache"
+    # flagged (``pipeline/flags.py``); shadow: plan, send the request as it came, book what the plan would save
+    modes: tuple[Mode, ...] = ("off", "shadow", "on")
 
     def __init__(self, settings: PromptCacheSettings, price_book: PriceBook, clock: Callable[[], float] = time.time):
         self.settings = settings
@@ -418,6 +421,10 @@ class PromptCachePlanner:
         self._stats: dict[tuple[str, str], PaybackStats] = {}
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
         self._pending: dict[PromptKey, asyncio.Event] = {}
+        self._shadow_entries: OrderedDict[PromptKey, float] = OrderedDict()
+        """Shadow mode: the prefixes the upstream's cache would hold had the planned breakpoints been sent, and
+        when each would expire."""
+        self.shadowed = 0
         self.churn: deque[ChurnReport] = deque(maxlen=500)
         self.churn_by_family: dict[str, int] = {}
         self.fanout_held = 0
@@ -465,7 +472,8 @@ class PromptCachePlanner:
         pass  # its state is in memory only
 
     async def handle(self, ctx: RequestContext, call_next: CallNext) -> Reply:
-        if ctx.endpoint != "messages" or not ctx.model:
+        mode = ctx.mode(self.name)
+        if ctx.endpoint != "messages" or not ctx.model or mode == "off":
             return await call_next(ctx)
         price = self.price_book.get(ctx.model)
         scope, model, now = ctx.tenant.scope, ctx.model, self.clock()
@@ -482,16 +490,20 @@ class PromptCachePlanner:
         family = _family_of(scope, model, snap)
         self._check_churn(ctx, family, snap)
 
+        shadow = mode == "shadow"
         plan = plan_request(
             body,
             price,
             allowed=lambda kind: self._allowed(family, kind),
             ttl_for=lambda kind: choose_ttl(self.stats_for(family, kind).intervals, price),
-            known=lambda index, digest: self._live((scope, model, digest), now),
+            known=lambda index, digest: self._shadow_live((scope, model, digest), now) if shadow
+            else self._live((scope, model, digest), now),
             blocks=blocks,
             digests=digests,
             frontier=ctx.cache_frontier,
-        )
+        )  # fmt: skip
+        if shadow:
+            return await self._shadow(ctx, plan, price, call_next)
         self.planned += 1
         if plan.added or plan.body is not ctx.body:
             self.breakpoints_added += len(plan.added)
@@ -532,6 +544,80 @@ class PromptCachePlanner:
             reply.stream = self._watch(reply, reply.stream, first_byte, static_key, family, plan, release is not None)
             reply.on_close(lambda done: self._judge(ctx, plan, family, price, done.usage, done.status))
         return reply
+
+    # -- shadow mode
+    def _shadow_live(self, key: PromptKey, now: float) -> bool:
+        expires = self._shadow_entries.get(key)
+        return expires is not None and expires > now
+
+    async def _shadow(self, ctx: RequestContext, plan: Plan, price: ModelPrice, call_next: CallNext) -> Reply:
+        """Send the request as it came (no breakpoint, no fan-out hold) and book, in ``ctx.shadow_savings``, what
+        the planned breakpoints would have saved: the actual bill less the bill predicted for the planned request
+        (``predict_usage``)."""
+        self.shadowed += 1
+        reply = await call_next(ctx)
+
+        def book(done: Reply) -> None:
+            if done.status != 200 or not plan.added:
+                return
+            predicted = self.predict_usage(ctx.tenant.scope, ctx.model, plan, price, done.usage)
+            geo, speed = ctx.request.inference_geo, ctx.request.speed
+            actual = self.price_book.cost(ctx.model, done.usage, inference_geo=geo, speed=speed).micro_usd
+            planned = self.price_book.cost(ctx.model, predicted, inference_geo=geo, speed=speed).micro_usd
+            ctx.shadow_savings.add(self.name, actual - planned)
+
+        if reply.stream is None:
+            book(reply)
+        else:
+            reply.on_close(book)
+        return reply
+
+    def predict_usage(self, scope: str, model: str, plan: Plan, price: ModelPrice, usage: Usage) -> Usage:
+        """The usage the planned request would have been billed, by the API's rules (``api/prompt_cache.py``, as
+        the simulator bills), from what the shadow cache holds: the longest live prefix the lookback finds from a
+        breakpoint is read, the breakpoints beyond it write up to the last one (1-hour entries first), the rest is
+        plain input, out of the request's total as the upstream counted it. The shadow cache then holds what the
+        planned request would have written. Approximation: the token positions are the planner's estimates."""
+        now = self.clock()
+        total = usage.total_input_tokens
+        cumulative, blocks = plan.cumulative, plan.blocks
+        points = [p for p in sorted(plan.breakpoints, key=lambda p: p.index)
+                  if long_enough(cumulative[p.index], price.min_cacheable_tokens)]  # fmt: skip
+
+        def key(index: int) -> PromptKey:
+            return (scope, model, plan.digests[index])
+
+        hit: int | None = None
+        for point in points:
+            positions = 1
+            for i in range(point.index, -1, -1):
+                if i < point.index and new_position(blocks, i):
+                    positions += 1
+                    if positions > LOOKBACK_POSITIONS:
+                        break
+                if self._shadow_live(key(i), now):
+                    hit = i if hit is None else max(hit, i)
+                    break
+        read = min(total, cumulative[hit]) if hit is not None else 0
+        after = [p for p in points if hit is None or p.index > hit]
+        long_ttl = max((cumulative[p.index] for p in after if p.ttl == "1h"), default=read)
+        written = max(cumulative[after[-1].index], long_ttl) if after else read
+        long_ttl, written = min(total, long_ttl), min(total, written)
+        for point in points:
+            if hit is None or point.index > hit or self._shadow_live(key(point.index), now):
+                self._shadow_entries[key(point.index)] = now + TTL_SECONDS[point.ttl]
+                self._shadow_entries.move_to_end(key(point.index))
+        if hit is not None:
+            self._shadow_entries[key(hit)] = max(self._shadow_entries[key(hit)], now + TTL_SECONDS["5m"])
+        while len(self._shadow_entries) > self.settings.max_tracked_prefixes:
+            self._shadow_entries.popitem(last=False)
+        return Usage(
+            input_tokens=max(0, total - written),
+            output_tokens=usage.output_tokens,
+            cache_read_input_tokens=read,
+            cache_write_1h_input_tokens=max(0, long_ttl - read),
+            cache_write_5m_input_tokens=max(0, written - long_ttl),
+        )
 
     def _fanout_key(self, plan: Plan, scope: str, model: str, price: ModelPrice) -> PromptKey | None:
         """The static prefix (tools + system) when a breakpoint writes it and it is long enough to cache."""
@@ -682,6 +768,7 @@ class PromptCachePlanner:
             families.setdefault(family, {})[kind] = stats.as_dict()
         return {
             "planned": self.planned,
+            "shadowed": self.shadowed,
             "breakpoints_added": self.breakpoints_added,
             "fanout_held": self.fanout_held,
             "fanout_timeouts": self.fanout_timeouts,

@@ -110,6 +110,8 @@ class LedgerRecord:
     cost_micro_usd: int = 0
     counterfactual_micro_usd: int = 0
     savings_micro_usd: dict[str, int] = field(default_factory=dict)
+    shadow_savings_micro_usd: dict[str, int] = field(default_factory=dict)
+    """What stages in shadow mode would have saved (not in the counterfactual: nothing was saved)."""
     cache_status: str | None = None
     upstream_request_id: str | None = None
     budget_status: str | None = None
@@ -144,7 +146,8 @@ class LedgerRecord:
             if isinstance(values.get(name), str):
                 values[name] = datetime.fromisoformat(values[name])
         values["labels"] = dict(values.get("labels") or {})
-        values["savings_micro_usd"] = {str(k): int(v) for k, v in (values.get("savings_micro_usd") or {}).items()}
+        for name in ("savings_micro_usd", "shadow_savings_micro_usd"):
+            values[name] = {str(k): int(v) for k, v in (values.get(name) or {}).items()}
         return cls(**values)
 
 
@@ -168,7 +171,8 @@ def _sqlite_insert(rows: int) -> str:
 
 
 _DATETIME_COLUMNS = tuple(i for i, f in enumerate(fields(LedgerRecord)) if f.name in ("started_at", "finished_at"))
-_JSON_COLUMNS = tuple(i for i, f in enumerate(fields(LedgerRecord)) if f.name in ("labels", "savings_micro_usd"))
+_JSON = ("labels", "savings_micro_usd", "shadow_savings_micro_usd")
+_JSON_COLUMNS = tuple(i for i, f in enumerate(fields(LedgerRecord)) if f.name in _JSON)
 
 
 _ALL_FIELDS = operator.attrgetter(*_FIELD_NAMES)
@@ -679,9 +683,11 @@ class LedgerReader:
         result["saved_micro_usd"] = result["counterfactual_micro_usd"] - result["cost_micro_usd"]
         return result
 
-    def savings_by_stage(self, since: datetime | None = None) -> dict[str, int]:
-        """Micro-dollars saved per pipeline stage (summed in Python: JSON aggregation differs per backend)."""
-        stmt = select(ledger_table.c.savings_micro_usd)
+    def savings_by_stage(self, since: datetime | None = None, *, shadow: bool = False) -> dict[str, int]:
+        """Micro-dollars saved per pipeline stage (summed in Python: JSON aggregation differs per backend);
+        ``shadow``: what the stages in shadow mode would have saved."""
+        column = ledger_table.c.shadow_savings_micro_usd if shadow else ledger_table.c.savings_micro_usd
+        stmt = select(column)
         if since is not None:
             stmt = stmt.where(ledger_table.c.started_at >= since)
         totals: dict[str, int] = {}

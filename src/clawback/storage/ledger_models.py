@@ -98,6 +98,7 @@ class LedgerRow(Base):
     cost_micro_usd: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     counterfactual_micro_usd: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     savings_micro_usd: Mapped[dict[str, int]] = mapped_column(JsonType, nullable=False, default=dict)
+    shadow_savings_micro_usd: Mapped[dict[str, int]] = mapped_column(JsonType, nullable=False, default=dict)
     cache_status: Mapped[str | None] = mapped_column(String)
     upstream_request_id: Mapped[str | None] = mapped_column(String)
     batch: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)

@@ -28,7 +28,7 @@ from clawback.api.errors import InvalidRequestError
 from clawback.api.messages import content_blocks, count_cache_breakpoints, validate_messages_request
 from clawback.api.usage import Usage
 from clawback.config import PruningPolicy, PruningSettings
-from clawback.pipeline.context import Reply, RequestContext, Tenant
+from clawback.pipeline.context import Mode, Reply, RequestContext, Tenant
 from clawback.pipeline.prompt_cache import PromptCachePlanner
 from clawback.pipeline.pruning.conversation import loop_start
 from clawback.pipeline.pruning.pruner import (
@@ -126,6 +126,8 @@ class PruneOutcome:
 
 class PruningStage:
     name = "pruning"
+    # flagged (``pipeline/flags.py``); shadow: plan as usual, send the original, book what the plan would have saved
+    modes: tuple[Mode, ...] = ("off", "shadow", "on")
 
     def __init__(
         self,
@@ -163,21 +165,17 @@ class PruningStage:
         return found
 
     async def handle(self, ctx: RequestContext, call_next: CallNext) -> Reply:
-        if ctx.endpoint != "messages" or not ctx.flags.get("pruning", True):
+        mode = ctx.mode(self.name)
+        if ctx.endpoint != "messages" or mode == "off":
             return await call_next(ctx)
         policy = self.policy(ctx.tenant)
         if not policy.enabled:
             return await call_next(ctx)
+        if mode == "shadow":
+            return await self.shadow(ctx, policy, call_next)
         outcome = await self.prune(ctx, policy)
         ctx.cache_frontier = outcome.cache_frontier
-        labels = ctx.tenant.labels
-        labels["pruning"] = outcome.decision
-        if outcome.plan is not None:
-            labels["pruning_tokens_before"] = str(outcome.tokens_before)
-            labels["pruning_tokens_after"] = str(outcome.tokens_after)
-            labels["pruning_boundary_turn"] = str(outcome.plan.boundary)
-            labels["pruning_dropped_turns"] = str(len(outcome.plan.dropped))
-            labels["pruning_elided_steps"] = str(outcome.plan.loop_steps)
+        self.label(ctx, outcome)
         if outcome.body is ctx.body:
             return await call_next(ctx)
         ctx.replace_body(outcome.body)
@@ -192,8 +190,39 @@ class PruningStage:
             reply.on_close(book)
         return reply
 
+    async def shadow(self, ctx: RequestContext, policy: PruningPolicy, call_next: CallNext) -> Reply:
+        """Plan the pruning and send the original: nothing the client or the upstream sees changes (no summary
+        request either: the memory is the extractive one), and the plan's saving goes to ``ctx.shadow_savings``,
+        settled on the original request's usage (``settle(..., sent=False)``)."""
+        outcome = self.prune_body(ctx.body, policy)
+        self.label(ctx, outcome, prefix="shadow:")
+        reply = await call_next(ctx)
+        if outcome.body is ctx.body:
+            return reply
+
+        def book(done: Reply) -> None:
+            ctx.shadow_savings.add(self.name, self.settle(outcome, done.usage, done.status, sent=False))
+
+        if reply.stream is None:
+            book(reply)
+        else:
+            reply.on_close(book)
+        return reply
+
     @staticmethod
-    def settle(outcome: PruneOutcome, usage: Usage, status: int) -> int:
+    def label(ctx: RequestContext, outcome: PruneOutcome, prefix: str = "") -> None:
+        """The decision in the ledger row's labels."""
+        labels = ctx.tenant.labels
+        labels["pruning"] = prefix + outcome.decision
+        if outcome.plan is not None:
+            labels["pruning_tokens_before"] = str(outcome.tokens_before)
+            labels["pruning_tokens_after"] = str(outcome.tokens_after)
+            labels["pruning_boundary_turn"] = str(outcome.plan.boundary)
+            labels["pruning_dropped_turns"] = str(len(outcome.plan.dropped))
+            labels["pruning_elided_steps"] = str(outcome.plan.loop_steps)
+
+    @staticmethod
+    def settle(outcome: PruneOutcome, usage: Usage, status: int, *, sent: bool = True) -> int:
         """The saving booked once the upstream has said how it billed the pruned request.
 
         A failed request saved nothing. Otherwise the estimate (``saved_micro_usd``) is priced again with two
@@ -205,7 +234,11 @@ class PruningStage:
         history turns out not to have been read (the cache had expired after a pause longer than its TTL, or was
         never written), the removed tokens would have been written too, or sent as plain input, and are priced
         so; the request's compaction premium would have been paid anyway. How close this comes to the saving
-        measured by replaying without pruning: ``clawback bench savings``, its ``booked`` column."""
+        measured by replaying without pruning: ``clawback bench savings``, its ``booked`` column.
+
+        ``sent=False`` (shadow mode): the upstream billed the original request, so the estimate's scale is taken
+        from the original history as counted (the usage beyond the tools and system prompt) against the
+        pruner's estimate of it, and whether the history was read from the cache from the original's usage."""
         booking = outcome.booking
         if status != 200 or booking is None:
             return 0
@@ -214,8 +247,11 @@ class PruningStage:
             memory = estimate_block_tokens({"type": "text", "text": booking.memory_text}, booking.model)
         # the history sent as the upstream counted it, memory and placeholders left out, against the estimate
         placeholders = booking.placeholder_tokens
-        counted = usage.total_input_tokens - booking.static_tokens - memory - placeholders
-        estimated = outcome.tokens_after - booking.memory_tokens - placeholders  # the turns and outputs sent
+        if sent:
+            counted = usage.total_input_tokens - booking.static_tokens - memory - placeholders
+            estimated = outcome.tokens_after - booking.memory_tokens - placeholders  # the turns and outputs sent
+        else:
+            counted, estimated = usage.total_input_tokens - booking.static_tokens, outcome.tokens_before
         scale = min(2.0, max(0.5, counted / estimated)) if estimated > 0 and counted > 0 else 1.0
         dropped = outcome.tokens_before - outcome.tokens_after + booking.memory_tokens + placeholders
         removed = max(0.0, dropped * scale - memory - placeholders)

@@ -19,7 +19,7 @@ import orjson
 
 from clawback.api.errors import ApiError
 from clawback.config import PruningSettings
-from clawback.pipeline.context import Reply, RequestContext, new_request_id
+from clawback.pipeline.context import Decision, Reply, RequestContext, new_request_id
 from clawback.pipeline.pruning.conversation import message_text
 from clawback.storage.summary_store import MemorySummaryStore, RedisSummaryStore, SummaryStore
 
@@ -64,7 +64,7 @@ class Summarizer:
         sub = RequestContext(
             request_id=new_request_id(), endpoint="messages", body=body, raw_body=None, path="/v1/messages",
             headers=[(k, v) for k, v in ctx.headers if k.lower() in _FORWARDED], tenant=tenant,
-            flags={**ctx.flags, "pruning": False}, upstream_auth=dict(ctx.upstream_auth),
+            decision=(ctx.decision or Decision()).with_mode("pruning", "off"), upstream_auth=dict(ctx.upstream_auth),
         )  # fmt: skip
         try:
             reply = await self.pipeline(sub)
