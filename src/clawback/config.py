@@ -55,6 +55,10 @@ class GatewaySettings(_Section):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for /admin/* (cache invalidation...); unset: the admin API is disabled"
     )
+    workers: int = Field(1, ge=1, description="Processes serving this gateway's port (clawback serve --workers)")
+    replicas: int = Field(
+        1, ge=1, description="Gateway replicas sharing the ledger database (for the connection arithmetic at start-up)"
+    )
 
 
 class UpstreamSettings(_Section):

@@ -53,6 +53,7 @@ import orjson
 from sqlalchemy import Connection, Engine, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql.dml import Insert
 
 from clawback.config import LedgerSettings
@@ -207,6 +208,7 @@ class LedgerStats:
     journal_pending: int  # journaled records not yet replayed
     database_up: bool  # False while the circuit is open after a failed write
     last_error: str | None
+    pool_timeouts: int = 0  # writes that found no pooled connection within ledger.pool_timeout_s (journaled)
 
 
 class _Flush:
@@ -274,7 +276,7 @@ class LedgerWriter:
         self._stats_lock = threading.Lock()
         self._down_until = 0.0
         self._submitted = self._written = self._journaled = self._spilled = self._replayed = 0
-        self._duplicates = self._rejected = self._lost = self._write_errors = 0
+        self._duplicates = self._rejected = self._lost = self._write_errors = self._pool_timeouts = 0
         self._last_error: str | None = None
 
     @classmethod
@@ -406,6 +408,7 @@ class LedgerWriter:
                 journal_pending=self._journal.pending,
                 database_up=time.monotonic() >= self._down_until,
                 last_error=self._last_error,
+                pool_timeouts=self._pool_timeouts,
             )
 
     # -- the writer thread -------------------------------------------------------------------------------
@@ -557,6 +560,8 @@ class LedgerWriter:
         self._schema_ready = not self._migrate_on_start
         with self._stats_lock:
             self._write_errors += 1
+            if isinstance(exc, PoolTimeoutError):
+                self._pool_timeouts += 1
             self._last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         (log.warning if first else log.debug)("ledger: database write failed, journaling: %s", self._last_error)
         self._engine.dispose()  # drop pooled connections that may be dead
