@@ -92,6 +92,16 @@ class LedgerSettings(_Section):
     batch_size: int = Field(32, ge=1, description="Records a transaction; small batches keep write bursts short")
     flush_interval_s: float = Field(0.25, gt=0)
     journal_path: str = Field("clawback-ledger.journal", description="Spill file when the database is down")
+    # The pool of a gateway process (PostgreSQL; SQLite pools per file). One pool per process, shared by the
+    # ledger writer and the key table: connections = (pool_size + pool_max_overflow) x workers x replicas,
+    # which start-up checks against the server's max_connections (README "Scaling out").
+    pool_size: int = Field(4, ge=1, description="PostgreSQL connections a gateway process keeps open")
+    pool_max_overflow: int = Field(2, ge=0, description="Extra connections a process may open under load")
+    pool_timeout_s: float = Field(5.0, gt=0, description="Longest wait for a pooled connection before an error")
+    pool_recycle_s: float = Field(1800.0, gt=0, description="Connections older than this are replaced")
+    pool_pre_ping: bool = Field(True, description="Test a connection before use (survives a database restart)")
+    pool_held_warn_s: float = Field(30.0, gt=0, description="Log a connection held longer than this (a leak)")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Give up connecting to the database after this")
 
 
 class PricingSettings(_Section):

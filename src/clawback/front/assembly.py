@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import Engine
+
 from clawback.config import LedgerSettings, Settings
 from clawback.pipeline.build import build_pipeline
 from clawback.pipeline.ledger import RecordSink
@@ -22,9 +24,12 @@ from clawback.storage.migrate import migrate
 __all__ = ["Assembly", "assemble", "open_ledger"]
 
 
-def open_ledger(settings: LedgerSettings) -> LedgerWriter:
-    """The ledger's writer, its database migrated to the current schema first."""
+def open_ledger(settings: LedgerSettings, engine: Engine | None = None) -> LedgerWriter:
+    """The ledger's writer, its database migrated to the current schema first; on ``engine`` (the process's
+    pool, which the caller then owns and disposes) when given, else on an engine of its own."""
     migrate(settings.url)
+    if engine is not None:
+        return LedgerWriter.from_settings(settings, url=engine)
     return LedgerWriter.from_settings(settings)
 
 
