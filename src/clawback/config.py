@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,6 +31,7 @@ __all__ = [
     "PromptCacheSettings",
     "PruningPolicy",
     "PruningSettings",
+    "RedisSettings",
     "Settings",
     "SimulatorSettings",
     "UpstreamSettings",
@@ -364,6 +365,42 @@ class DispatchSettings(_Section):
     )
 
 
+class RedisSettings(_Section):
+    """The shared Redis of a scaled-out deployment: setting ``url`` moves every Redis-capable store there."""
+
+    url: RedisUrl | None = Field(
+        None,
+        description=(
+            "Shared Redis for every store that can use one (exact cache, pruning summaries, budget counters): each "
+            "one's backend becomes 'redis' at this URL unless its own section sets backend / URL explicitly"
+        ),
+    )
+
+
+#: (backend field, URL field) pairs by which a section says it can live in Redis; ``redis.url`` sets both.
+_REDIS_SWITCHES = (("backend", "redis_url"), ("summary_store", "summary_redis_url"))
+
+
+def _share_redis(settings: Settings) -> None:
+    """Apply ``redis.url`` to every section with a Redis switch whose own fields were not set explicitly."""
+    url = settings.redis.url
+    if url is None:
+        return
+    for name in type(settings).model_fields:
+        section = getattr(settings, name)
+        if not isinstance(section, BaseModel):
+            continue
+        for backend_field, url_field in _REDIS_SWITCHES:
+            fields = type(section).model_fields
+            if backend_field not in fields or url_field not in fields:
+                continue
+            explicit = section.model_fields_set
+            if backend_field not in explicit:
+                object.__setattr__(section, backend_field, "redis")
+            if url_field not in explicit:
+                object.__setattr__(section, url_field, url)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLAWBACK_",
@@ -383,6 +420,13 @@ class Settings(BaseSettings):
     budgets: BudgetSettings = BudgetSettings()
     coalesce: CoalesceSettings = CoalesceSettings()
     dispatch: DispatchSettings = DispatchSettings()
+
+    redis: RedisSettings = RedisSettings()
+
+    @model_validator(mode="after")
+    def _shared_stores(self) -> Settings:
+        _share_redis(self)
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -20,17 +20,22 @@ from typing import Any
 
 from sqlalchemy import Engine, String, select, update
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clawback.storage.engine import make_engine
 from clawback.storage.ledger_models import Base, JsonType, UTCDateTime
 
-__all__ = ["ApiKey", "ApiKeyRow", "KeyStore", "hash_key"]
+__all__ = ["ApiKey", "ApiKeyRow", "KeyStore", "KeysUnavailable", "hash_key"]
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "cb-"
 MISS_RELOAD_S = 0.25
+
+
+class KeysUnavailable(Exception):
+    """The key table was never read and cannot be now (database down, pool exhausted): no key can be checked."""
 
 
 def hash_key(secret: str) -> str:
@@ -135,9 +140,10 @@ class KeyStore:
             try:
                 with self.engine.connect() as conn:
                     rows = conn.execute(select(ApiKeyRow.__table__)).mappings().all()
-            except OperationalError as exc:
-                if not self._ever_loaded:
-                    raise  # nothing to fall back on
+            except (OperationalError, PoolTimeoutError) as exc:
+                if not self._ever_loaded:  # nothing to fall back on
+                    reason = str(exc).splitlines()[0]
+                    raise KeysUnavailable(f"the key table cannot be read from the ledger database: {reason}") from exc
                 self.reload_errors += 1
                 log.warning("keys: cannot reload the key table (%s); using the one loaded before", exc)
                 # Try again after MISS_RELOAD_S, not at once: a dead database must not cost a connect per request.

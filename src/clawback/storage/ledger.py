@@ -564,7 +564,10 @@ class LedgerWriter:
                 self._pool_timeouts += 1
             self._last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         (log.warning if first else log.debug)("ledger: database write failed, journaling: %s", self._last_error)
-        self._engine.dispose()  # drop pooled connections that may be dead
+        if self._owns_engine:
+            # Drop pooled connections that may be dead. A shared engine (the gateway's process pool) is left
+            # alone: it pre-pings, and disposing it would hide a leak by opening a fresh pool beside the old one.
+            self._engine.dispose()
 
     def _to_journal(self, records: Sequence[LedgerRecord], *, spilled: bool) -> None:
         try:
