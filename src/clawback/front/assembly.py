@@ -47,10 +47,14 @@ def assemble(
     ledger: LedgerWriter | None = None,
     sinks: Sequence[RecordSink] = (),
     price_book: PriceBook | None = None,
+    engine: Engine | None = None,
 ) -> Assembly:
     """The price book, the ledger (``ledger``, else one opened from ``settings.ledger``) and the pipeline ending in
-    ``terminal``; every ledger record goes to the writer, then to ``sinks``."""
+    ``terminal``; every ledger record goes to the writer, then to ``sinks``. ``engine``: the process's pool for
+    the ledger database (the gateway's), lent to the stages that read it."""
     price_book = price_book or load_price_book(settings.pricing)
     ledger = ledger or open_ledger(settings.ledger)
-    pipeline = build_pipeline(settings, price_book=price_book, sinks=[ledger.submit, *sinks], terminal=terminal)
+    pipeline = build_pipeline(
+        settings, price_book=price_book, sinks=[ledger.submit, *sinks], terminal=terminal, engine=engine
+    )
     return Assembly(price_book, ledger, pipeline)

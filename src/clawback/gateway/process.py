@@ -94,7 +94,9 @@ class Gateway:
                 saved_micro_usd=record.saved_micro_usd,
             )  # fmt: skip
 
-        built = assemble(settings, terminal=forward, ledger=ledger, sinks=[observe], price_book=price_book)
+        built = assemble(
+            settings, terminal=forward, ledger=ledger, sinks=[observe], price_book=price_book, engine=engine
+        )
         intake = Intake(Authenticator(settings.gateway, keys, upstream_key))
         metrics.watch_pool(engine)
         return cls(settings, upstream_url, client, forward, built.pipeline, intake, ledger, metrics, built.price_book,

@@ -9,6 +9,8 @@ coalescing of requests that share a new prefix), coalesce (identical requests in
 
 from __future__ import annotations
 
+from sqlalchemy import Engine
+
 from clawback.config import Settings
 from clawback.pipeline.budget import BudgetStage
 from clawback.pipeline.coalesce import CoalesceStage
@@ -24,11 +26,17 @@ __all__ = ["build_pipeline"]
 
 
 def build_pipeline(
-    settings: Settings, *, price_book: PriceBook, sinks: list[RecordSink], terminal: CallNext
+    settings: Settings,
+    *,
+    price_book: PriceBook,
+    sinks: list[RecordSink],
+    terminal: CallNext,
+    engine: Engine | None = None,
 ) -> Pipeline:
+    """``engine``: the process's pool for the ledger database, for stages that read it (else each opens its own)."""
     stages: list[Stage] = [LedgerStage(price_book, sinks)]
     if settings.budgets.enforce:  # right inside the ledger (it records the decision), outside the caches
-        stages.append(BudgetStage(settings.budgets, price_book, settings.ledger.url))
+        stages.append(BudgetStage(settings.budgets, price_book, engine or settings.ledger.url))
     if settings.exact_cache.enabled:  # after flags and budget, before semantic cache and pruning
         stages.append(ExactCacheStage(settings.exact_cache, price_book))
     if settings.pruning.enabled or settings.pruning.overrides:  # after the caches, before the planner
