@@ -65,6 +65,12 @@ def serve(
     if settings.gateway.workers > 1:
         _serve_workers(settings, config, upstream)
         return
+    from clawback.storage.journal import claim_journal_slot
+
+    # Replicas sharing a journal directory (a volume) each take a slot of their own, as workers do.
+    settings.ledger = settings.ledger.model_copy(
+        update={"journal_path": str(claim_journal_slot(settings.ledger.journal_path))}
+    )
     try:
         app_ = create_gateway_app(settings)
     except (ConfigError, PriceTableError) as exc:  # a price table the user named and cannot be used
