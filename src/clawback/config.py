@@ -372,8 +372,11 @@ class RedisSettings(_Section):
         None,
         description=(
             "Shared Redis for every store that can use one (exact cache, pruning summaries, budget counters): each "
-            "one's backend becomes 'redis' at this URL unless its own section sets backend / URL explicitly"
+            "one's backend becomes 'redis' at this URL, unless its section is in keep_local or sets its own URL"
         ),
+    )
+    keep_local: list[str] = Field(
+        default_factory=list, description="Sections that stay in process although url is set (e.g. ['exact_cache'])"
     )
 
 
@@ -382,23 +385,30 @@ _REDIS_SWITCHES = (("backend", "redis_url"), ("summary_store", "summary_redis_ur
 
 
 def _share_redis(settings: Settings) -> None:
-    """Apply ``redis.url`` to every section with a Redis switch whose own fields were not set explicitly."""
+    """Point every section with a Redis switch at ``redis.url`` (those not in ``redis.keep_local``).
+
+    Decided by value, not by which fields were given: the settings sources merge a section's defaults with its
+    overrides, so "set explicitly" cannot be told apart. A URL other than the field's default is the section's own.
+    """
     url = settings.redis.url
     if url is None:
         return
+    unknown = set(settings.redis.keep_local) - set(type(settings).model_fields)
+    if unknown:
+        raise ValueError(f"redis.keep_local: no such section(s) {sorted(unknown)}")
     for name in type(settings).model_fields:
         section = getattr(settings, name)
-        if not isinstance(section, BaseModel):
+        if not isinstance(section, BaseModel) or name in settings.redis.keep_local:
             continue
+        fields = type(section).model_fields
+        updates: dict[str, Any] = {}
         for backend_field, url_field in _REDIS_SWITCHES:
-            fields = type(section).model_fields
-            if backend_field not in fields or url_field not in fields:
-                continue
-            explicit = section.model_fields_set
-            if backend_field not in explicit:
-                object.__setattr__(section, backend_field, "redis")
-            if url_field not in explicit:
-                object.__setattr__(section, url_field, url)
+            if backend_field in fields and url_field in fields:
+                updates[backend_field] = "redis"
+                if getattr(section, url_field) == fields[url_field].default:
+                    updates[url_field] = url
+        if updates:
+            object.__setattr__(settings, name, section.model_copy(update=updates))
 
 
 class Settings(BaseSettings):
