@@ -1,14 +1,14 @@
 """The database connection pool of a gateway process, and what it reports.
 
 SQLAlchemy's ``QueuePool`` was chosen over ``psycopg_pool`` by measuring (``benchmarks/pool_bench.py``, figures
-in ``benchmarks/README.md``). Pooling is what matters: a key-table read took p50 19.3 ms with a connection per
-request and p50 0.91 ms pooled with pre-ping (1 thread; 8.8 ms against 0.47 ms a request at 8 threads). Between
-the pools, ``psycopg_pool`` checks out cheaper
-(p50 86 µs against 372 µs without pre-ping, 912 µs with it: SQLAlchemy adds a rollback on return and the ping
-round trip). That difference is paid per checkout, and nothing in the gateway checks out per request: the ledger
-writer takes one connection per batch, the key table and the budgets one per refresh (every 1-2 s). So the pool
-stays the one every storage module already goes through (SQLite and PostgreSQL alike, one engine per process, one
-pre-ping), rather than a second way to reach the same database.
+in ``benchmarks/README.md``). Pooling is what matters: a key-table read took p50 22.7 ms with a connection per
+request and p50 0.75 ms pooled with pre-ping (1 thread; 8.8 ms against 0.60 ms a request at 8 threads). Between
+the pools, ``psycopg_pool`` checks out cheaper (p50 93 µs against 325 µs without pre-ping and 747 µs with it:
+SQLAlchemy adds a rollback on return, and the ping is a round trip). That difference is paid per checkout, and
+nothing in the gateway checks out per request: the ledger writer takes one connection per batch, the key table
+and the budgets one per refresh (every 1-2 s). So the pool stays the one every storage module already goes
+through (SQLite and PostgreSQL alike, one engine per process, one pre-ping) rather than a second way to reach the
+same database.
 
 ``WatchedQueuePool`` adds only what the stock pool does not count: how many threads are waiting for a
 connection, how many gave up (acquire timeouts, whose error names the setting to change), connection errors,
