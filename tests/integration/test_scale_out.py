@@ -113,8 +113,9 @@ def test_database_restart_mid_load_through_two_replicas_loses_and_doubles_nothin
     report = run.report()
     assert report["db_restart_at_request"] == 120 and report["db_restart_s"] is not None
     assert report["client_ok"] == 240, report["client_errors"]
-    assert report["ledger_write_errors"] >= 1  # the restart was seen by the writers (and journaled around)
-    assert report["ledger_journaled"] == report["ledger_replayed"]
+    # PostgreSQL was down 2 s under load: the writers saw it, journaled, and replayed everything afterwards.
+    assert report["ledger_write_errors"] >= 1
+    assert report["ledger_journaled"] == report["ledger_replayed"] >= 1
     assert report["simulator_billed"] == report["ledger_rows"] == 240
     assert report["ledger_missing"] == report["ledger_duplicates"] == report["ledger_unmatched"] == 0
     assert report["ledger_cost_micro_usd"] == report["simulator_cost_micro_usd"] > 0
