@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,6 +32,7 @@ __all__ = [
     "PromptCacheSettings",
     "PruningPolicy",
     "PruningSettings",
+    "RedisSettings",
     "SemanticCacheSettings",
     "SemanticGuards",
     "Settings",
@@ -57,6 +58,10 @@ class GatewaySettings(_Section):
     )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for /admin/* (cache invalidation...); unset: the admin API is disabled"
+    )
+    workers: int = Field(1, ge=1, description="Processes serving this gateway's port (clawback serve --workers)")
+    replicas: int = Field(
+        1, ge=1, description="Gateway replicas sharing the ledger database (for the connection arithmetic at start-up)"
     )
 
 
@@ -91,6 +96,16 @@ class LedgerSettings(_Section):
     batch_size: int = Field(32, ge=1, description="Records a transaction; small batches keep write bursts short")
     flush_interval_s: float = Field(0.25, gt=0)
     journal_path: str = Field("clawback-ledger.journal", description="Spill file when the database is down")
+    # The pool of a gateway process (PostgreSQL; SQLite pools per file). One pool per process, shared by the
+    # ledger writer and the key table: connections = (pool_size + pool_max_overflow) x workers x replicas,
+    # which start-up checks against the server's max_connections (README "Scaling out").
+    pool_size: int = Field(4, ge=1, description="PostgreSQL connections a gateway process keeps open")
+    pool_max_overflow: int = Field(2, ge=0, description="Extra connections a process may open under load")
+    pool_timeout_s: float = Field(5.0, gt=0, description="Longest wait for a pooled connection before an error")
+    pool_recycle_s: float = Field(1800.0, gt=0, description="Connections older than this are replaced")
+    pool_pre_ping: bool = Field(True, description="Test a connection before use (survives a database restart)")
+    pool_held_warn_s: float = Field(30.0, gt=0, description="Log a connection held longer than this (a leak)")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Give up connecting to the database after this")
 
 
 class PricingSettings(_Section):
@@ -428,6 +443,52 @@ class DispatchSettings(_Section):
     )
 
 
+class RedisSettings(_Section):
+    """The shared Redis of a scaled-out deployment: setting ``url`` moves every Redis-capable store there."""
+
+    url: RedisUrl | None = Field(
+        None,
+        description=(
+            "Shared Redis for every store that can use one (exact cache, pruning summaries, budget counters): each "
+            "one's backend becomes 'redis' at this URL, unless its section is in keep_local or sets its own URL"
+        ),
+    )
+    keep_local: list[str] = Field(
+        default_factory=list, description="Sections that stay in process although url is set (e.g. ['exact_cache'])"
+    )
+
+
+#: (backend field, URL field) pairs by which a section says it can live in Redis; ``redis.url`` sets both.
+_REDIS_SWITCHES = (("backend", "redis_url"), ("summary_store", "summary_redis_url"))
+
+
+def _share_redis(settings: Settings) -> None:
+    """Point every section with a Redis switch at ``redis.url`` (those not in ``redis.keep_local``).
+
+    Decided by value, not by which fields were given: the settings sources merge a section's defaults with its
+    overrides, so "set explicitly" cannot be told apart. A URL other than the field's default is the section's own.
+    """
+    url = settings.redis.url
+    if url is None:
+        return
+    unknown = set(settings.redis.keep_local) - set(type(settings).model_fields)
+    if unknown:
+        raise ValueError(f"redis.keep_local: no such section(s) {sorted(unknown)}")
+    for name in type(settings).model_fields:
+        section = getattr(settings, name)
+        if not isinstance(section, BaseModel) or name in settings.redis.keep_local:
+            continue
+        fields = type(section).model_fields
+        updates: dict[str, Any] = {}
+        for backend_field, url_field in _REDIS_SWITCHES:
+            if backend_field in fields and url_field in fields:
+                updates[backend_field] = "redis"
+                if getattr(section, url_field) == fields[url_field].default:
+                    updates[url_field] = url
+        if updates:
+            object.__setattr__(settings, name, section.model_copy(update=updates))
+
+
 FlagMode = Literal["off", "shadow", "on"]
 BucketBy = Literal["conversation", "user", "key"]
 
@@ -483,6 +544,13 @@ class Settings(BaseSettings):
     coalesce: CoalesceSettings = CoalesceSettings()
     dispatch: DispatchSettings = DispatchSettings()
     flags: FlagSettings = FlagSettings()
+
+    redis: RedisSettings = RedisSettings()
+
+    @model_validator(mode="after")
+    def _shared_stores(self) -> Settings:
+        _share_redis(self)
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["BackgroundServer", "free_port", "run_app"]
+__all__ = ["BackgroundServer", "free_port", "run_app", "run_workers"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -54,6 +54,19 @@ def run_app(app: Any, host: str, port: int, **options: Any) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     gc.freeze()
     uvicorn.Server(_config(app, host, port, **options)).run()
+
+
+def run_workers(factory: str, host: str, port: int, workers: int, **options: Any) -> None:
+    """Serve ``factory`` (``"module:function"`` returning the app) from ``workers`` processes on one port.
+
+    uvicorn's own supervisor: it binds the socket once, starts the processes (each builds its app by calling
+    the factory, so each has its own pools and ledger writer), restarts one that dies, and stops them all on
+    SIGINT/SIGTERM. The kernel spreads connections over the processes accepting on the shared socket.
+    """
+    uvicorn.run(
+        factory, host=host, port=port, factory=True, workers=workers, loop="uvloop", http="httptools",
+        log_level=options.pop("log_level", "warning"), access_log=False, **options,
+    )  # fmt: skip
 
 
 class BackgroundServer:

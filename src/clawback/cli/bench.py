@@ -14,7 +14,7 @@ from clawback.bench.savings import render, run_savings, summarize, workload_name
 from clawback.cli.options import ConfigOption, settings_or_exit
 from clawback.config import Settings
 
-__all__ = ["bench_app", "dispatch_command", "savings_command", "wide_console"]
+__all__ = ["bench_app", "bench_replicas", "dispatch_command", "savings_command", "wide_console"]
 
 
 def wide_console() -> Console:
@@ -177,3 +177,38 @@ def bench_dispatch(
         calls=calls, latency_ms=latency_ms, concurrency_limit=concurrency_limit, fault_rate=fault_rate, seed=seed,
         json_output=json_output,
     )  # fmt: skip
+
+
+@bench_app.command("replicas")
+def bench_replicas(
+    replicas: Annotated[int, typer.Option(help="Gateway processes", min=1)] = 3,
+    requests: Annotated[int, typer.Option(help="Requests in all", min=1)] = 3000,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight", min=1)] = 24,
+    restart_db: Annotated[bool, typer.Option("--restart-db", help="Restart PostgreSQL half-way through")] = False,
+    db_down_s: Annotated[float, typer.Option("--db-down-s", help="How long PostgreSQL stays down", min=0)] = 2.0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line")] = False,
+) -> None:
+    """N gateway replicas on a private PostgreSQL under concurrent load: is every billed request in the ledger once?"""
+    from clawback.bench.replicas import run_replicas
+
+    err = Console(stderr=True)
+    run = run_replicas(
+        replicas=replicas, requests=requests, concurrency=concurrency, restart_db=restart_db, db_down_s=db_down_s,
+        log=lambda line: err.print(line, highlight=False),
+    )  # fmt: skip
+    report = run.report()
+    out = wide_console()
+    out.print(
+        f"{report['requests']} requests through {replicas} replicas in {report['load_s']} s "
+        f"({report['requests_per_s']}/s), {report['client_ok']} ok; simulator billed {report['simulator_billed']}, "
+        f"ledger rows {report['ledger_rows']} (missing {report['ledger_missing']}, duplicates "
+        f"{report['ledger_duplicates']}); cost ledger ${report['ledger_cost_usd']} vs simulator "
+        f"${report['simulator_cost_usd']}; restart {report['db_restart_s']} s; journaled {report['ledger_journaled']}, "
+        f"replayed {report['ledger_replayed']}; pool timeouts {report['pool_timeouts']}",
+        highlight=False,
+    )
+    if json_output:
+        print(orjson.dumps(report).decode(), flush=True)
+    if not report["ok"]:
+        err.print("[bold red]clawback:[/] the ledger does not match the simulator's billing (see above)")
+        raise typer.Exit(1)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import Engine
+
 from clawback.config import LedgerSettings, Settings
 from clawback.pipeline.build import build_pipeline
 from clawback.pipeline.ledger import RecordSink
@@ -23,9 +25,12 @@ from clawback.storage.migrate import migrate
 __all__ = ["Assembly", "assemble", "open_flags", "open_ledger"]
 
 
-def open_ledger(settings: LedgerSettings) -> LedgerWriter:
-    """The ledger's writer, its database migrated to the current schema first."""
+def open_ledger(settings: LedgerSettings, engine: Engine | None = None) -> LedgerWriter:
+    """The ledger's writer, its database migrated to the current schema first; on ``engine`` (the process's
+    pool, which the caller then owns and disposes) when given, else on an engine of its own."""
     migrate(settings.url)
+    if engine is not None:
+        return LedgerWriter.from_settings(settings, url=engine)
     return LedgerWriter.from_settings(settings)
 
 
@@ -52,12 +57,14 @@ def assemble(
     ledger: LedgerWriter | None = None,
     sinks: Sequence[RecordSink] = (),
     price_book: PriceBook | None = None,
+    engine: Engine | None = None,
 ) -> Assembly:
     """The price book, the ledger (``ledger``, else one opened from ``settings.ledger``) and the pipeline ending in
     ``terminal``; every ledger record goes to the writer, then to ``sinks``. The flag store is opened here and closed
-    by the pipeline (its flags stage)."""
+    by the pipeline (its flags stage). ``engine``: the process's pool for the ledger database (the gateway's), lent
+    to the stages that read it."""
     price_book = price_book or load_price_book(settings.pricing)
     ledger = ledger or open_ledger(settings.ledger)
     pipeline = build_pipeline(settings, price_book=price_book, sinks=[ledger.submit, *sinks], terminal=terminal,
-                              flags=open_flags(settings))  # fmt: skip
+                              flags=open_flags(settings), engine=engine)  # fmt: skip
     return Assembly(price_book, ledger, pipeline)

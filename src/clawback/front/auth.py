@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from clawback.api.errors import AuthenticationError
+from clawback.api.errors import AuthenticationError, OverloadedError
 from clawback.config import GatewaySettings
 from clawback.pipeline.context import Tenant
-from clawback.storage.keys import KEY_PREFIX, KeyStore
+from clawback.storage.keys import KEY_PREFIX, KeyStore, KeysUnavailable
 
 __all__ = ["Authenticator"]
 
@@ -50,7 +50,10 @@ class Authenticator:
         if PARENT_AGENT_HEADER in found:
             tenant.labels["parent_agent_id"] = found[PARENT_AGENT_HEADER]
         if secret and secret.startswith(KEY_PREFIX) and self.keys is not None:
-            key = self.keys.lookup(secret)
+            try:
+                key = self.keys.lookup(secret)
+            except KeysUnavailable as exc:  # a 529 the SDKs retry, with the reason, rather than a 500
+                raise OverloadedError(f"clawback gateway: {exc}; retry shortly") from None
             if key is None:
                 raise AuthenticationError("invalid x-api-key: this clawback key is unknown or has been revoked")
             tenant.key_id = key.id

@@ -25,7 +25,15 @@ from clawback.gateway.process import Gateway, resolve_upstream
 from clawback.pipeline.context import new_request_id
 from clawback.pricing import PriceBook
 
-__all__ = ["Gateway", "GatewayApp", "PipelineEndpoint", "create_gateway_app", "resolve_upstream"]
+__all__ = [
+    "WORKER_CONFIG_ENV",
+    "Gateway",
+    "GatewayApp",
+    "PipelineEndpoint",
+    "create_gateway_app",
+    "resolve_upstream",
+    "worker_app",
+]
 
 log = logging.getLogger("clawback.gateway")
 
@@ -112,3 +120,32 @@ def create_gateway_app(settings: Settings, price_book: PriceBook | None = None) 
     )
     router.state.gateway = gateway
     return GatewayApp(gateway, router)
+
+
+#: Where ``clawback serve --workers N`` tells its worker processes which YAML file to read (if any).
+WORKER_CONFIG_ENV = "CLAWBACK_SERVE_CONFIG_FILE"
+
+
+def worker_app() -> GatewayApp:
+    """The app of one worker process of ``clawback serve --workers N`` (uvicorn calls it in each process).
+
+    The settings are read again from the same file and environment as the parent's (the parent put its command
+    line options in ``CLAWBACK_*`` variables); each worker takes a journal slot of its own
+    (``storage.journal.claim_journal_slot``) and tunes itself as ``serving.run_app`` does.
+    """
+    import gc
+    import os
+    import sys
+
+    from clawback.config import load_settings
+    from clawback.serving import SWITCH_INTERVAL_S
+    from clawback.storage.journal import claim_journal_slot
+
+    settings = load_settings(os.environ.get(WORKER_CONFIG_ENV) or None)
+    settings.ledger = settings.ledger.model_copy(
+        update={"journal_path": str(claim_journal_slot(settings.ledger.journal_path))}
+    )
+    app = create_gateway_app(settings)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    gc.freeze()
+    return app

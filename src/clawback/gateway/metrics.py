@@ -6,13 +6,18 @@ small (model, key id, status class) so cardinality stays bounded by the number o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine
 
 from clawback.api.usage import Usage
 from clawback.pricing import usd
+from clawback.storage.pool import pool_stats
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
 
@@ -105,5 +110,35 @@ class GatewayMetrics:
         elif saved_micro_usd < 0:
             children.lost.inc(usd(-saved_micro_usd))
 
+    def watch_pool(self, engine: Engine) -> None:
+        """Export the ledger database pool's statistics, read at each scrape (PostgreSQL; SQLite has none)."""
+        self.registry.register(_PoolCollector(engine))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PoolCollector(Collector):
+    """``clawback_db_pool_*``: size, open, in use, waiting (gauges); timeouts, errors, long holds (counters)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        stats = pool_stats(self.engine)
+        if stats is None:
+            return
+        for name, value, what in (
+            ("size", stats.size, "Connections the pool keeps open (ledger.pool_size)"),
+            ("open", stats.open, "Connections open now"),
+            ("in_use", stats.in_use, "Connections checked out now"),
+            ("waiting", stats.waiting, "Threads waiting for a connection now"),
+            ("max_held_seconds", stats.max_held_s, "Longest a connection was held"),
+        ):
+            yield GaugeMetricFamily(f"clawback_db_pool_{name}", what, value=value)
+        for name, value, what in (
+            ("timeouts", stats.timeouts, "Acquires that gave up after ledger.pool_timeout_s"),
+            ("errors", stats.errors, "Acquires that failed (database refused or dropped the connection)"),
+            ("held_too_long", stats.held_too_long, "Connections held longer than ledger.pool_held_warn_s"),
+        ):
+            yield CounterMetricFamily(f"clawback_db_pool_{name}", what, value=value)

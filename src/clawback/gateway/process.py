@@ -6,6 +6,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from sqlalchemy import Engine
 from starlette.requests import Request
 
 from clawback.api.usage import Usage
@@ -17,8 +18,10 @@ from clawback.gateway.metrics import GatewayMetrics
 from clawback.pipeline.forward import Forwarder
 from clawback.pipeline.stage import Pipeline
 from clawback.pricing import PriceBook
+from clawback.storage.engine import engine_from_settings
 from clawback.storage.keys import KeyStore
 from clawback.storage.ledger import LedgerRecord, LedgerWriter
+from clawback.storage.pool import connection_budget_error
 from clawback.upstream.client import UpstreamClient
 
 __all__ = ["SIMULATOR_KEY", "Gateway", "gateway_of", "resolve_upstream"]
@@ -56,6 +59,8 @@ class Gateway:
     ledger: LedgerWriter
     metrics: GatewayMetrics
     price_book: PriceBook
+    engine: Engine
+    """The process's pool for the ledger database (the ledger writer and the key table); closed last."""
     results_url: re.Pattern[bytes] = field(init=False)
     """A batch's ``results_url`` as the upstream writes it (the passthrough route rewrites it to ours)."""
 
@@ -65,8 +70,18 @@ class Gateway:
     @classmethod
     def from_settings(cls, settings: Settings, price_book: PriceBook | None = None) -> Gateway:
         upstream_url, upstream_key = resolve_upstream(settings)
-        ledger = open_ledger(settings.ledger)
-        keys = KeyStore(settings.ledger.url)
+        # One pool per process for the ledger database, shared by the writer and the key table, so that the
+        # connection arithmetic (pool x workers x replicas) is the whole story; checked before anything else.
+        engine = engine_from_settings(settings.ledger)
+        error = connection_budget_error(
+            engine, per_process=settings.ledger.pool_size + settings.ledger.pool_max_overflow,
+            workers=settings.gateway.workers, replicas=settings.gateway.replicas,
+        )  # fmt: skip
+        if error is not None:
+            engine.dispose()
+            raise ConfigError(error)
+        ledger = open_ledger(settings.ledger, engine)
+        keys = KeyStore(engine)
         metrics = GatewayMetrics()
         client = UpstreamClient(upstream_url, settings.upstream)
         forward = Forwarder(client)
@@ -79,9 +94,13 @@ class Gateway:
                 saved_micro_usd=record.saved_micro_usd,
             )  # fmt: skip
 
-        built = assemble(settings, terminal=forward, ledger=ledger, sinks=[observe], price_book=price_book)
+        built = assemble(
+            settings, terminal=forward, ledger=ledger, sinks=[observe], price_book=price_book, engine=engine
+        )
         intake = Intake(Authenticator(settings.gateway, keys, upstream_key))
-        return cls(settings, upstream_url, client, forward, built.pipeline, intake, ledger, metrics, built.price_book)
+        metrics.watch_pool(engine)
+        return cls(settings, upstream_url, client, forward, built.pipeline, intake, ledger, metrics, built.price_book,
+                   engine)  # fmt: skip
 
     async def start(self) -> None:
         await self.ledger.start()
@@ -90,6 +109,7 @@ class Gateway:
         await self.pipeline.aclose()
         await self.upstream.aclose()
         await self.ledger.aclose()
+        self.engine.dispose()
 
 
 def gateway_of(request: Request) -> Gateway:

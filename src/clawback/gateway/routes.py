@@ -18,6 +18,7 @@ from clawback.gateway.metrics import CONTENT_TYPE_LATEST
 from clawback.gateway.process import gateway_of
 from clawback.pipeline.context import Reply, new_request_id
 from clawback.pipeline.dispatch.batches import book_batch_results
+from clawback.storage.pool import pool_stats
 
 __all__ = ["BATCHES_BODY_LIMIT", "exception_handlers", "json_response", "routes"]
 
@@ -75,6 +76,7 @@ async def hello(request: Request) -> Response:
 async def healthz(request: Request) -> Response:
     gateway = gateway_of(request)
     stats = gateway.ledger.stats()
+    pool = pool_stats(gateway.engine)
     healthy = stats.database_up and stats.lost == 0
     return json_response(
         {
@@ -84,9 +86,15 @@ async def healthz(request: Request) -> Response:
                 "database_up": stats.database_up,
                 "queue_depth": stats.queue_depth,
                 "written": stats.written,
+                "journaled": stats.journaled,
+                "replayed": stats.replayed,
+                "duplicates": stats.duplicates,
+                "write_errors": stats.write_errors,
                 "journal_pending": stats.journal_pending,
                 "lost": stats.lost,
+                "pool_timeouts": stats.pool_timeouts,
             },
+            "db_pool": None if pool is None else pool.to_json(),
             "prices_as_of": gateway.price_book.as_of,
         },
         200 if healthy else 503,

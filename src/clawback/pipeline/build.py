@@ -10,6 +10,8 @@ it per request (``pipeline/flags.py``).
 
 from __future__ import annotations
 
+from sqlalchemy import Engine
+
 from clawback.config import Settings
 from clawback.pipeline.budget import BudgetStage
 from clawback.pipeline.coalesce import CoalesceStage
@@ -34,12 +36,14 @@ def build_pipeline(
     sinks: list[RecordSink],
     terminal: CallNext,
     flags: FlagStore | None = None,
+    engine: Engine | None = None,
 ) -> Pipeline:
-    """The pipeline; ``flags``: the flag store the flags stage decides from (and closes), none: configured starts."""
+    """The pipeline; ``flags``: the flag store the flags stage decides from (and closes), none: configured starts;
+    ``engine``: the process's pool for the ledger database, for stages that read it (else each opens its own)."""
     stages: list[Stage] = [LedgerStage(price_book, sinks)]
     stages.append(FlagsStage(settings.flags, flags))  # right inside the ledger: every stage below runs as decided
     if settings.budgets.enforce:  # inside the ledger (it records the decision) and flags, outside the caches
-        stages.append(BudgetStage(settings.budgets, price_book, settings.ledger.url))
+        stages.append(BudgetStage(settings.budgets, price_book, engine or settings.ledger.url))
     if settings.exact_cache.enabled:  # after flags and budget, before semantic cache and pruning
         stages.append(ExactCacheStage(settings.exact_cache, price_book))
     if settings.semantic_cache.enabled:  # right after the exact cache: an identical request is never embedded

@@ -236,10 +236,13 @@ class BudgetStore:
     """CRUD over the budget tables; every write is one transaction with its audit row."""
 
     def __init__(self, url_or_engine: str | Engine) -> None:
+        # Given an engine (the gateway process's one pool), the store borrows it and its owner disposes it.
+        self._owns_engine = isinstance(url_or_engine, str)
         self.engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
 
     # -- reads
 

@@ -13,7 +13,10 @@ import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-__all__ = ["make_engine"]
+from clawback.config import LedgerSettings
+from clawback.storage.pool import WatchedQueuePool
+
+__all__ = ["engine_from_settings", "make_engine"]
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -48,3 +51,28 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 5, **kwargs
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, **kwargs)
+
+
+def engine_from_settings(settings: LedgerSettings) -> Engine:
+    """The process's one engine for the ledger database, its pool sized and watched as ``settings`` say.
+
+    On PostgreSQL a ``WatchedQueuePool`` (``storage/pool.py``): pre-ping, recycle, an acquire timeout whose
+    error names the setting, and the counters ``/healthz`` and ``/metrics`` show; ``connect_timeout`` so that a
+    database that does not answer costs seconds, not a hang. SQLite keeps its per-file pooling.
+    """
+    if make_url(settings.url).get_backend_name() == "sqlite":
+        return make_engine(settings.url)
+    engine = create_engine(
+        settings.url,
+        poolclass=WatchedQueuePool,
+        pool_size=settings.pool_size,
+        max_overflow=settings.pool_max_overflow,
+        pool_timeout=settings.pool_timeout_s,
+        pool_recycle=settings.pool_recycle_s,
+        pool_pre_ping=settings.pool_pre_ping,
+        json_serializer=_json_dumps,
+        connect_args={"connect_timeout": max(1, round(settings.connect_timeout_s))},
+    )
+    if isinstance(engine.pool, WatchedQueuePool):  # create_engine passes only the pool arguments it knows
+        engine.pool.held_warn_s = settings.pool_held_warn_s
+    return engine

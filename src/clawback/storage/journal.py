@@ -10,6 +10,7 @@ to ``<path>.bad`` for a human, never dropped.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
@@ -19,9 +20,35 @@ from typing import IO, Any
 
 import orjson
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "claim_journal_slot"]
 
 log = logging.getLogger(__name__)
+
+#: Lock files this process holds for its journal slots (held until the process exits).
+_held_slots: list[IO[bytes]] = []
+
+
+def claim_journal_slot(path: str | os.PathLike[str], slots: int = 256) -> Path:
+    """A journal path no other live process uses: ``path`` itself, else ``path.1``, ``path.2``...
+
+    Several worker processes of one ``clawback serve --workers N`` share one configuration, hence one
+    ``ledger.journal_path``; a journal has one replaying writer, so each worker takes a slot of its own, held
+    by an exclusive ``flock`` on ``<slot>.lock`` for the life of the process. A worker that dies releases its
+    slot, and the worker started in its place takes it and replays what the dead one journaled.
+    """
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(slots):
+        candidate = base if n == 0 else base.with_name(f"{base.name}.{n}")
+        lock = candidate.with_name(candidate.name + ".lock").open("ab")
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        _held_slots.append(lock)
+        return candidate
+    raise RuntimeError(f"ledger journal: all {slots} slots of {base} are held by live processes")
 
 
 def _ends_with_newline(path: Path) -> bool:

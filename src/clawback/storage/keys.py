@@ -10,6 +10,7 @@ revoke``) stops working within that interval, and at once in the process that re
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import threading
 import time
@@ -18,15 +19,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, String, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clawback.storage.engine import make_engine
 from clawback.storage.ledger_models import Base, JsonType, UTCDateTime
 
-__all__ = ["ApiKey", "ApiKeyRow", "KeyStore", "hash_key"]
+__all__ = ["ApiKey", "ApiKeyRow", "KeyStore", "KeysUnavailable", "hash_key"]
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "cb-"
 MISS_RELOAD_S = 0.25
+
+
+class KeysUnavailable(Exception):
+    """The key table was never read and cannot be now (database down, pool exhausted): no key can be checked."""
 
 
 def hash_key(secret: str) -> str:
@@ -69,6 +78,8 @@ class KeyStore:
         self._by_hash: dict[str, ApiKey] = {}
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
+        self.reload_errors = 0
+        self._ever_loaded = False
 
     def create(self, name: str = "", labels: dict[str, str] | None = None) -> tuple[ApiKey, str]:
         """A new key; returns it with its secret, which is never stored and cannot be shown again."""
@@ -118,13 +129,29 @@ class KeyStore:
         return key if key is not None and key.active else None
 
     def _reload(self, max_age: float) -> None:
+        """Reload the table; a database that is down (a restart, a failover) keeps the last table in use.
+
+        Refusing every request because the key table could not be re-read would turn a database restart into
+        an outage of the gateway; a revocation made meanwhile takes effect at the first reload that works.
+        """
         with self._lock:
             if time.monotonic() - self._loaded_at <= max_age:
                 return
-            with self.engine.connect() as conn:
-                rows = conn.execute(select(ApiKeyRow.__table__)).mappings().all()
+            try:
+                with self.engine.connect() as conn:
+                    rows = conn.execute(select(ApiKeyRow.__table__)).mappings().all()
+            except (OperationalError, PoolTimeoutError) as exc:
+                if not self._ever_loaded:  # nothing to fall back on
+                    reason = str(exc).splitlines()[0]
+                    raise KeysUnavailable(f"the key table cannot be read from the ledger database: {reason}") from exc
+                self.reload_errors += 1
+                log.warning("keys: cannot reload the key table (%s); using the one loaded before", exc)
+                # Try again after MISS_RELOAD_S, not at once: a dead database must not cost a connect per request.
+                self._loaded_at = time.monotonic() - self.refresh_s + MISS_RELOAD_S
+                return
             self._by_hash = {
                 r["key_hash"]: ApiKey(r["id"], r["name"], dict(r["labels"] or {}), r["created_at"], r["revoked_at"])
                 for r in rows
             }
             self._loaded_at = time.monotonic()
+            self._ever_loaded = True

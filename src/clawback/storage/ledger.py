@@ -53,6 +53,7 @@ import orjson
 from sqlalchemy import Connection, Engine, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql.dml import Insert
 
 from clawback.config import LedgerSettings
@@ -75,6 +76,9 @@ log = logging.getLogger(__name__)
 Endpoint = Literal["messages", "count_tokens", "batches"]
 
 ledger_table = cast(Table, LedgerRow.__table__)
+
+#: How many times ``batch_size`` a batch may take when the queue holds a backlog.
+_BACKLOG_FACTOR = 16
 
 #: How often the writer looks for more records while it collects a batch.
 _COLLECT_POLL_S = 0.01
@@ -211,6 +215,7 @@ class LedgerStats:
     journal_pending: int  # journaled records not yet replayed
     database_up: bool  # False while the circuit is open after a failed write
     last_error: str | None
+    pool_timeouts: int = 0  # writes that found no pooled connection within ledger.pool_timeout_s (journaled)
 
 
 class _Flush:
@@ -278,7 +283,7 @@ class LedgerWriter:
         self._stats_lock = threading.Lock()
         self._down_until = 0.0
         self._submitted = self._written = self._journaled = self._spilled = self._replayed = 0
-        self._duplicates = self._rejected = self._lost = self._write_errors = 0
+        self._duplicates = self._rejected = self._lost = self._write_errors = self._pool_timeouts = 0
         self._last_error: str | None = None
 
     @classmethod
@@ -410,6 +415,7 @@ class LedgerWriter:
                 journal_pending=self._journal.pending,
                 database_up=time.monotonic() >= self._down_until,
                 last_error=self._last_error,
+                pool_timeouts=self._pool_timeouts,
             )
 
     # -- the writer thread -------------------------------------------------------------------------------
@@ -437,6 +443,14 @@ class LedgerWriter:
         flushes: list[_Flush] = []
         stop = False
         deadline = time.monotonic() + self._flush_interval_s
+        # Small batches keep the writer's CPU bursts short while it keeps up; behind a backlog, a batch takes up to
+        # _BACKLOG_FACTOR times more, because a transaction per 32 rows caps PostgreSQL ingest near 2,000 rows/s on
+        # this machine where 500-row batches reach 11,000 (benchmarks/pool_bench.py), and falling behind fills the
+        # queue, which spills to the journal.
+        limit = self._batch_size
+        backlog = self._queue.qsize()
+        if backlog > limit:
+            limit = min(backlog + 1, limit * _BACKLOG_FACTOR)
         while item is not None:
             if isinstance(item, LedgerRecord):
                 batch.append(item)
@@ -444,7 +458,7 @@ class LedgerWriter:
                 flushes.append(item)
             else:
                 stop = True
-            if stop or flushes or len(batch) >= self._batch_size:
+            if stop or flushes or len(batch) >= limit:
                 break
             item = self._next_item(deadline)
         if batch:
@@ -561,9 +575,14 @@ class LedgerWriter:
         self._schema_ready = not self._migrate_on_start
         with self._stats_lock:
             self._write_errors += 1
+            if isinstance(exc, PoolTimeoutError):
+                self._pool_timeouts += 1
             self._last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         (log.warning if first else log.debug)("ledger: database write failed, journaling: %s", self._last_error)
-        self._engine.dispose()  # drop pooled connections that may be dead
+        if self._owns_engine:
+            # Drop pooled connections that may be dead. A shared engine (the gateway's process pool) is left
+            # alone: it pre-pings, and disposing it would hide a leak by opening a fresh pool beside the old one.
+            self._engine.dispose()
 
     def _to_journal(self, records: Sequence[LedgerRecord], *, spilled: bool) -> None:
         try:
@@ -601,6 +620,8 @@ class LedgerWriter:
         unchanged. PostgreSQL keeps the portable statement.
         """
         if self._engine.dialect.name != "sqlite":
+            if self._engine.dialect.driver == "psycopg":
+                return len(_pg_copy_insert(conn, rows))
             return len(conn.execute(self._insert, [r.to_row() for r in rows]).all())
         inserted = 0
         for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
@@ -620,6 +641,54 @@ class LedgerWriter:
             return pg_stmt.returning(ledger_table.c.request_id)
         lite_stmt = sqlite.insert(ledger_table).on_conflict_do_nothing(index_elements=["request_id"])
         return lite_stmt.returning(ledger_table.c.request_id)
+
+
+_COLUMNS = ", ".join(f'"{name}"' for name in _FIELD_NAMES)
+#: Per connection, emptied at each commit: the batch lands here by COPY, then moves with one INSERT ... SELECT.
+_PG_STAGING = (
+    f"CREATE TEMP TABLE IF NOT EXISTS ledger_incoming ON COMMIT DELETE ROWS AS SELECT {_COLUMNS} FROM ledger "
+    "WITH NO DATA"
+)
+_PG_MOVE = (
+    f"INSERT INTO ledger ({_COLUMNS}) SELECT {_COLUMNS} FROM ledger_incoming "
+    "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+)
+
+
+def _pg_values(record: LedgerRecord) -> tuple[Any, ...]:
+    values = list(_ALL_FIELDS(record))
+    for i in _JSON_COLUMNS:
+        if values[i] is not None:
+            values[i] = orjson.dumps(values[i]).decode()  # COPY text: jsonb parses it server-side
+    return tuple(values)
+
+
+def _pg_copy_insert(conn: Connection, rows: Sequence[LedgerRecord]) -> list[str]:
+    """PostgreSQL (psycopg 3): COPY the batch into a temporary table, then one ``INSERT ... SELECT ... ON CONFLICT
+    (request_id) DO NOTHING RETURNING request_id``; returns the request ids really inserted.
+
+    COPY is what sustained ingest needs (``benchmarks/pool_bench.py``: SQLAlchemy's multi-row INSERT spent its time
+    binding parameters row by row in Python); going through a staging table keeps the idempotence of ON CONFLICT,
+    which COPY alone does not have. Errors from the driver are raised as SQLAlchemy's, so that bad rows are told
+    from outages as for every other statement.
+    """
+    import psycopg
+
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    try:
+        with driver.cursor() as cursor:
+            cursor.execute(_PG_STAGING)
+            with cursor.copy(f"COPY ledger_incoming ({_COLUMNS}) FROM STDIN") as copy:
+                for record in rows:
+                    copy.write_row(_pg_values(record))
+            cursor.execute(_PG_MOVE)
+            return [row[0] for row in cursor.fetchall()]
+    except (psycopg.IntegrityError, psycopg.DataError) as exc:
+        wrap = IntegrityError if isinstance(exc, psycopg.IntegrityError) else DataError
+        raise wrap("COPY ledger_incoming", None, exc) from exc
+    except psycopg.Error as exc:
+        raise DBAPIError("COPY ledger_incoming", None, exc) from exc
 
 
 class LedgerReader:

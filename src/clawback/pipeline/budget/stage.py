@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import generate_latest
+from sqlalchemy import Engine
 
 from clawback.api.errors import ApiError, BudgetExceededError, BudgetUnavailableError
 from clawback.api.usage import Usage
@@ -109,7 +110,7 @@ class BudgetStage:
         self,
         settings: BudgetSettings,
         price_book: PriceBook,
-        ledger_url: str,
+        ledger_url: str | Engine,
         *,
         counters: CounterStore | None = None,
     ) -> None:
