@@ -24,6 +24,7 @@ __all__ = [
     "CoalesceSettings",
     "ConfigError",
     "DispatchSettings",
+    "DashboardSettings",
     "ExactCacheSettings",
     "GatewaySettings",
     "LedgerSettings",
@@ -55,6 +56,15 @@ class GatewaySettings(_Section):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for /admin/* (cache invalidation...); unset: the admin API is disabled"
     )
+
+
+class DashboardSettings(_Section):
+    """``clawback dashboard`` (issue 15): where it listens and who may look."""
+
+    host: str = Field("127.0.0.1", description="Interface; anything beyond localhost requires a password")
+    port: int = Field(8501, ge=1, le=65535)
+    password: SecretStr | None = Field(None, description="Login for the dashboard; required beyond localhost")
+    refresh_s: int = Field(0, ge=0, description="Default auto-refresh interval in seconds (0: off)")
 
 
 class UpstreamSettings(_Section):
@@ -369,6 +379,7 @@ class Settings(BaseSettings):
     budgets: BudgetSettings = BudgetSettings()
     coalesce: CoalesceSettings = CoalesceSettings()
     dispatch: DispatchSettings = DispatchSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -12,6 +12,7 @@ import typer
 from clawback.cli.bench import bench_app
 from clawback.cli.budgets import budgets_app
 from clawback.cli.cache import cache_app
+from clawback.cli.dashboard import dashboard
 from clawback.cli.demo import demo
 from clawback.cli.eval import eval_app
 from clawback.cli.keys import keys_app
@@ -33,3 +34,4 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
 app.command("whatif")(whatif_command)
 app.command()(demo)
+app.command()(dashboard)

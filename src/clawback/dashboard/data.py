@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from clawback.storage.rollup_models import (
 __all__ = [
     "DIMENSIONS",
     "ENTITY_KINDS",
+    "FILTER_COLUMNS",
     "HOURLY_MAX",
     "TOKEN_KINDS",
     "Filters",
@@ -108,6 +109,12 @@ class TimeRange:
         return TimeRange(self.start, middle), TimeRange(middle, self.end)
 
 
+#: Filters attribute -> rollup column.
+FILTER_COLUMNS: dict[str, str] = {
+    "models": "model", "keys": "key_id", "teams": "team", "features": "feature", "cohorts": "cohort",
+}  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
     """Keep only these values of each dimension (empty: all)."""
@@ -117,15 +124,10 @@ class Filters:
     teams: tuple[str, ...] = ()
     features: tuple[str, ...] = ()
     cohorts: tuple[str, ...] = ()
-    _columns: tuple[tuple[str, str], ...] = field(
-        default=(("models", "model"), ("keys", "key_id"), ("teams", "team"), ("features", "feature"),
-                 ("cohorts", "cohort")),
-        repr=False,
-    )  # fmt: skip
 
     def clauses(self, table: Table) -> list[ColumnElement[bool]]:
         out: list[ColumnElement[bool]] = []
-        for attr, column in self._columns:
+        for attr, column in FILTER_COLUMNS.items():
             values: tuple[str, ...] = getattr(self, attr)
             if values and column in table.c:
                 out.append(table.c[column].in_(values))
