@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import clawback.dashboard.app as app_module
-from clawback.dashboard.app import CONFIG_ENV
+from clawback.dashboard.server import CONFIG_ENV
 from clawback.storage import LedgerWriter
 from tests.unit.test_dashboard_data import rec
 
@@ -21,7 +21,7 @@ def seed(url: str, tmp_path: Path, *, cohorts: bool = True, count: int = 120) ->
     now = datetime.now(UTC).replace(microsecond=0)
     with LedgerWriter(url, journal_path=tmp_path / "seed.journal", flush_interval_s=0.01) as writer:
         for i in range(count):
-            started = now - timedelta(hours=40) + timedelta(minutes=20 * i)
+            started = now - timedelta(hours=23) + timedelta(minutes=10 * i)
             r = rec(i, started_at=started, finished_at=started + timedelta(seconds=1))
             if not cohorts:
                 r = rec(i, started_at=started, finished_at=started + timedelta(seconds=1), labels={})

@@ -17,6 +17,7 @@ from clawback.cli.demo import demo
 from clawback.cli.eval import eval_app
 from clawback.cli.keys import keys_app
 from clawback.cli.pricing import pricing_app
+from clawback.cli.report import report
 from clawback.cli.servers import serve, simulate, version
 from clawback.cli.whatif import whatif_command
 
@@ -35,3 +36,4 @@ app.add_typer(eval_app, name="eval")
 app.command("whatif")(whatif_command)
 app.command()(demo)
 app.command()(dashboard)
+app.command()(report)

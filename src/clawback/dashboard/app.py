@@ -28,11 +28,11 @@ from sqlalchemy import Engine
 from clawback.config import Settings, load_settings
 from clawback.dashboard import figures
 from clawback.dashboard.data import DIMENSIONS, ENTITY_KINDS, FILTER_COLUMNS, Filters, LedgerQueries, TimeRange, usd
+from clawback.dashboard.server import CONFIG_ENV
 from clawback.storage.engine import make_engine
 
-__all__ = ["CONFIG_ENV", "main"]
+__all__ = ["main"]
 
-CONFIG_ENV = "CLAWBACK_DASHBOARD_CONFIG_PATH"
 RANGES: dict[str, timedelta | None] = {
     "Last hour": timedelta(hours=1),
     "Last 24 hours": timedelta(days=1),
@@ -72,7 +72,7 @@ def _logged_in(settings: Settings) -> bool:
 
 
 def _time_range(queries: LedgerQueries) -> TimeRange | None:
-    choice = st.sidebar.selectbox("Time range", list(RANGES), index=list(RANGES).index("Last 7 days"))
+    choice = st.sidebar.selectbox("Time range", list(RANGES), index=list(RANGES).index("Last 24 hours"))
     span = RANGES[choice]
     now = datetime.now(UTC)
     if span is not None:
@@ -216,4 +216,5 @@ def make_engine_url_label(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-main()
+if __name__ == "__main__":  # ``streamlit run`` executes this file as ``__main__``; importing it runs nothing
+    main()

@@ -250,6 +250,18 @@ class LedgerQueries:
         frame["saved_usd"] = frame["counterfactual_usd"] - frame["cost_usd"]
         return frame
 
+    def breakdown(self, tr: TimeRange, filters: Filters | None = None, by: str = "model") -> pd.DataFrame:
+        """Per value of ``by`` over the whole range: requests, cost, counterfactual and saving (dollars)."""
+        if by not in DIMENSIONS:
+            raise ValueError(f"cannot split spend by {by!r} (one of {', '.join(DIMENSIONS)})")
+        frame = self._usage(tr, filters, (by,), ("requests", "cost_micro_usd", "counterfactual_micro_usd"))
+        frame = frame.rename(columns={by: "group"})
+        frame["group"] = frame["group"].replace("", "(none)")
+        frame["cost_usd"] = usd(frame.pop("cost_micro_usd"))
+        frame["counterfactual_usd"] = usd(frame.pop("counterfactual_micro_usd"))
+        frame["saved_usd"] = frame["counterfactual_usd"] - frame["cost_usd"]
+        return frame.sort_values("cost_usd", ascending=False, ignore_index=True)
+
     def token_series(self, tr: TimeRange, filters: Filters | None = None) -> pd.DataFrame:
         """Per bucket and token kind (input, cache write 5m / 1h, cache read, output): tokens."""
         frame = self._usage(tr, filters, ("bucket_start",), tuple(TOKEN_KINDS.values()))

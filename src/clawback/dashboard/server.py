@@ -19,10 +19,11 @@ from types import TracebackType
 import httpx
 
 from clawback.config import ConfigError, Settings
-from clawback.dashboard.app import CONFIG_ENV
 
-__all__ = ["LOCAL_HOSTS", "DashboardProcess", "check_exposure", "streamlit_command"]
+__all__ = ["CONFIG_ENV", "LOCAL_HOSTS", "DashboardProcess", "check_exposure", "streamlit_command"]
 
+#: The configuration file the Streamlit script loads (the script runs in a child process).
+CONFIG_ENV = "CLAWBACK_DASHBOARD_CONFIG_PATH"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 APP_PATH = Path(__file__).with_name("app.py")
 
