@@ -15,6 +15,7 @@ from clawback.cli.cache import cache_app
 from clawback.cli.dashboard import dashboard
 from clawback.cli.demo import demo
 from clawback.cli.eval import eval_app
+from clawback.cli.health import health, validate_performance
 from clawback.cli.keys import keys_app
 from clawback.cli.pricing import pricing_app
 from clawback.cli.report import report
@@ -37,3 +38,5 @@ app.command("whatif")(whatif_command)
 app.command()(demo)
 app.command()(dashboard)
 app.command()(report)
+app.command()(health)
+app.command("validate-performance")(validate_performance)

@@ -416,6 +416,35 @@ class LedgerQueries:
         frame["error_type"] = frame["error_type"].replace("", "(no error)")
         return frame[["bucket", "error_type", "errors", "requests", "error_rate"]]
 
+    def performance(self, tr: TimeRange) -> dict[str, Any]:
+        """Figures for ``validate-performance``: requests, errors, cost, the messages endpoint's latency
+        histogram and time-to-first-token sums, and the busiest hour's request count (hourly grain)."""
+        frame = self._usage(tr, None, ("endpoint",), ("requests", "errors", "cost_micro_usd", "ttft_ms_sum",
+                                                      "ttft_count", *LATENCY_COLUMNS))  # fmt: skip
+        messages = frame[frame["endpoint"] == "messages"] if len(frame) else frame
+        t = usage_table
+        start, end = tr.bounds()
+        per_hour = (
+            select(_total(t.c.requests).label("n"))
+            .where(t.c.period == "hour", t.c.bucket_start >= start.replace(minute=0, second=0, microsecond=0),
+                   t.c.bucket_start < end)
+            .group_by(t.c.bucket_start)
+            .order_by(_total(t.c.requests).desc())
+            .limit(1)
+        )  # fmt: skip
+        with self.engine.connect() as conn:
+            peak = conn.execute(per_hour).scalar()
+        return {
+            "requests": int(frame["requests"].sum()) if len(frame) else 0,
+            "errors": int(frame["errors"].sum()) if len(frame) else 0,
+            "cost_micro_usd": int(frame["cost_micro_usd"].sum()) if len(frame) else 0,
+            "messages": int(messages["requests"].sum()) if len(messages) else 0,
+            "latency_histogram": [int(messages[c].sum()) if len(messages) else 0 for c in LATENCY_COLUMNS],
+            "ttft_ms_sum": float(messages["ttft_ms_sum"].sum()) if len(messages) else 0.0,
+            "ttft_count": int(messages["ttft_count"].sum()) if len(messages) else 0,
+            "peak_hour_requests": int(peak or 0),
+        }
+
     # -- the largest spenders ----------------------------------------------------------------------------
 
     def _entity_where(self, tr: TimeRange, kind: str, filters: Filters | None) -> Any:

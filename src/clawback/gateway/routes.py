@@ -86,6 +86,7 @@ async def healthz(request: Request) -> Response:
                 "written": stats.written,
                 "journal_pending": stats.journal_pending,
                 "lost": stats.lost,
+                "pool": gateway.ledger.engine.pool.status(),
             },
             "prices_as_of": gateway.price_book.as_of,
         },
