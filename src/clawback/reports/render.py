@@ -132,6 +132,7 @@ def render_html(report: PeriodReport, *, pdf_ready: bool = False) -> str:
     for fig in charts:
         if fig is None:
             continue
+        fig.update_layout(template=figures.REPORT_TEMPLATE)
         if pdf_ready:
             fig.update_layout(width=680)
         parts.append('<div class="chart">' + fig.to_html(full_html=False, include_plotlyjs=first, config=config)
