@@ -114,3 +114,17 @@ def test_password_gates_the_pages(env: str, tmp_path: Path, monkeypatch: pytest.
     at.button[0].click().run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 9
+
+
+def test_component_health_on_demand(env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clawback.serving import free_port
+
+    seed(env, tmp_path)
+    monkeypatch.setenv("CLAWBACK_UPSTREAM__URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("CLAWBACK_GATEWAY__PORT", str(free_port()))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.button(key="health-check").click().run()
+    assert not at.exception
+    assert at.error and "upstream" in at.error[0].value and "gateway" in at.error[0].value
+    table = next(d.value for d in at.dataframe if "part" in d.value.columns)
+    assert dict(zip(table["part"], table["status"], strict=True))["ledger database"] == "ok"

@@ -178,6 +178,24 @@ def _components(queries: LedgerQueries) -> None:
             st.dataframe(frame, hide_index=True, width="stretch")
 
 
+def _health(settings: Settings) -> None:
+    """Component and pool health on demand (``clawback health``'s checks): a click, not every render, since a
+    part that is down takes its timeout to answer."""
+    with st.expander("Component health"):
+        if not st.button("Check now", key="health-check"):
+            st.caption("Upstream, ledger database, Redis, the gateway's ledger queue and journal, cache hit rates.")
+            return
+        from clawback.reports.health import check_health
+
+        gateway = f"http://{settings.gateway.host}:{settings.gateway.port}"
+        report = check_health(settings, gateway_url=gateway, timeout=2.0)
+        rows = [{"part": c.part, "status": c.status, "detail": c.detail} for c in report.checks]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        (st.success if report.healthy else st.error)(
+            "Every part is up." if report.healthy else "Down: " + ", ".join(c.part for c in report.down)
+        )
+
+
 def main() -> None:
     st.set_page_config(page_title="clawback: cost dashboard", layout="wide")
     settings = _settings()
@@ -198,6 +216,7 @@ def main() -> None:
     default_refresh = next((k for k, v in REFRESH.items() if v == settings.dashboard.refresh_s), "off")
     refresh = REFRESH[st.sidebar.selectbox("Auto-refresh", list(REFRESH), index=list(REFRESH).index(default_refresh))]
     st.title("Cost dashboard")
+    _health(settings)
     if refresh:
         st.fragment(run_every=refresh)(_refreshing)(queries, tr, flt, by)
     else:
