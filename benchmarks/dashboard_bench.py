@@ -6,7 +6,8 @@ Not a test and not run in CI (``benchmarks/README.md``). Steps, per backend:
    own store path (``LedgerWriter._store``: raw rows and rollups in one transaction, as the gateway writes them),
    in batches of ``--seed-batch``. The traffic is correlated as real traffic is: 40 keys, each owned by one of 8
    teams and serving 1-3 of 12 features, each feature on 1-2 of 4 models; 5,000 users, ~100 k conversations,
-   300 agents; exact-cache hit / miss / bypass; 1 % errors; lognormal latencies; a 5 % holdout cohort label on
+   300 agents (a user belongs to one key, a conversation of 1-20 requests to one user, feature and model);
+   exact-cache hit / miss / bypass; 1 % errors; lognormal latencies; a 5 % holdout cohort label on
    every row (as the flags stage will write), so the rollups are as large as they will be once flags exist.
 2. Queries: every ``LedgerQueries`` call the dashboard makes on its first render (and the report's extra ones),
    over the last 24 hours (the default, hourly grain), 7 days and 30 days (daily grain): ``--repeats`` runs each,
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import secrets
 import statistics
@@ -56,41 +58,50 @@ FEATURES = [f"feature-{i}" for i in range(12)]
 
 
 def traffic(rows: int, days: int, seed: int = 0) -> Iterator[LedgerRecord]:
-    """Correlated synthetic traffic ending now (see the module docstring)."""
+    """Correlated synthetic traffic ending now (see the module docstring), in conversations of 1-20 requests:
+    a user belongs to one key (an application's end user), a conversation to one user, feature and model."""
     rng = random.Random(seed)
     keys = []
     for k in range(40):
         features = rng.sample(FEATURES, rng.randint(1, 3))
         keys.append((f"key_{k:03d}", f"team-{k % 8}", features))
     feature_models = {f: rng.sample(MODELS, rng.randint(1, 2)) for f in FEATURES}
+    user_key = [keys[min(int(rng.paretovariate(1.2)) - 1, 39)] for _ in range(5000)]
     end = datetime.now(UTC).replace(microsecond=0)
     start = end - timedelta(days=days)
     step = (end - start).total_seconds() / rows
-    for i in range(rows):
-        key_id, team, features = keys[min(int(rng.paretovariate(1.2)) - 1, 39)]
+    i = conversation = 0
+    while i < rows:
+        user = rng.randrange(5000)
+        key_id, team, features = user_key[user]
         feature = rng.choice(features)
         model = rng.choice(feature_models[feature])
-        started = start + timedelta(seconds=i * step)
-        latency = rng.lognormvariate(6.5, 0.8)
-        status, error = (529, "overloaded_error") if rng.random() < 0.01 else (200, None)
-        cache = rng.choices(["miss", "hit", "bypass"], weights=[70, 10, 20])[0]
-        inp, out = rng.randint(200, 8000), rng.randint(20, 800)
-        read = rng.randint(0, inp) if rng.random() < 0.6 else 0
-        cost = 0 if cache == "hit" else inp * 3 + out * 15 + read // 3
-        holdout = rng.random() < 0.05
-        saved = {} if holdout else {"prompt_cache": read * 2, **({"pruning": inp // 4} if rng.random() < 0.3 else {})}
-        if cache == "hit":
-            saved = {"exact_cache": inp * 3 + out * 15}
-        yield LedgerRecord(
-            request_id=f"bench-{i}", started_at=started, finished_at=started + timedelta(milliseconds=latency),
-            model=model, endpoint="messages", status=status, error_type=error, latency_ms=latency,
-            ttft_ms=latency / 3, stream=rng.random() < 0.5, key_id=key_id, team=team, feature=feature,
-            user=f"user-{rng.randint(0, 4999)}", session_id=f"conv-{i // 10 + rng.randint(0, 3)}",
-            agent_id=f"agent-{rng.randint(0, 299)}" if rng.random() < 0.2 else None,
-            labels={"cohort": "holdout" if holdout else "treated"}, input_tokens=inp, output_tokens=out,
-            cache_read_input_tokens=read, cost_micro_usd=cost, counterfactual_micro_usd=cost + sum(saved.values()),
-            savings_micro_usd=saved, cache_status=cache,
-        )  # fmt: skip
+        agent = f"agent-{rng.randint(0, 299)}" if rng.random() < 0.2 else None
+        conversation += 1
+        for _ in range(min(rng.randint(1, 20), rows - i)):
+            started = start + timedelta(seconds=i * step)
+            latency = rng.lognormvariate(6.5, 0.8)
+            status, error = (529, "overloaded_error") if rng.random() < 0.01 else (200, None)
+            cache = rng.choices(["miss", "hit", "bypass"], weights=[70, 10, 20])[0]
+            inp, out = rng.randint(200, 8000), rng.randint(20, 800)
+            read = rng.randint(0, inp) if rng.random() < 0.6 else 0
+            cost = 0 if cache == "hit" else inp * 3 + out * 15 + read // 3
+            holdout = rng.random() < 0.05
+            saved = (
+                {} if holdout else {"prompt_cache": read * 2, **({"pruning": inp // 4} if rng.random() < 0.3 else {})}
+            )
+            if cache == "hit":
+                saved = {"exact_cache": inp * 3 + out * 15}
+            yield LedgerRecord(
+                request_id=f"bench-{i}", started_at=started, finished_at=started + timedelta(milliseconds=latency),
+                model=model, endpoint="messages", status=status, error_type=error, latency_ms=latency,
+                ttft_ms=latency / 3, stream=rng.random() < 0.5, key_id=key_id, team=team, feature=feature,
+                user=f"user-{user}", session_id=f"conv-{conversation}", agent_id=agent,
+                labels={"cohort": "holdout" if holdout else "treated"}, input_tokens=inp, output_tokens=out,
+                cache_read_input_tokens=read, cost_micro_usd=cost, counterfactual_micro_usd=cost + sum(saved.values()),
+                savings_micro_usd=saved, cache_status=cache,
+            )  # fmt: skip
+            i += 1
 
 
 def seed(url: str, rows: int, days: int, batch: int, journal: Path) -> dict[str, Any]:
@@ -174,12 +185,15 @@ def time_queries(url: str, repeats: int) -> dict[str, dict[str, dict[str, float]
         tr = TimeRange.last(span)
         out[label] = {}
         for name, call in dashboard_queries(q, tr).items():
-            times = []
+            times, cpu = [], []
             for _ in range(repeats):
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 call()
                 times.append((time.perf_counter() - started) * 1000)
-            out[label][name] = {"median_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1)}
+                cpu.append((time.process_time() - cpu_started) * 1000)
+            out[label][name] = {"median_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1),
+                                "median_cpu_ms": round(statistics.median(cpu), 1)}  # fmt: skip
+        out[label]["_loadavg"] = {"median_ms": round(os.getloadavg()[0], 2), "max_ms": 0.0, "median_cpu_ms": 0.0}
     engine.dispose()
     return out
 
@@ -189,12 +203,16 @@ def first_render(url: str, renders: int) -> dict[str, Any]:
 
     settings = Settings(ledger={"url": url}, dashboard={"port": free_port()})
     times: list[float] = []
+    busy: list[float] = []
+    scripts: list[float] = []
     charts = 0
     with DashboardProcess(settings) as dashboard, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         for i in range(renders + 1):  # the first one warms the server process's imports; reported apart
             context = browser.new_context(viewport={"width": 1400, "height": 3000})
             page = context.new_page()
+            cdp = context.new_cdp_session(page)
+            cdp.send("Performance.enable")
             started = time.perf_counter()
             page.goto(dashboard.url)
             page.wait_for_function(
@@ -204,14 +222,41 @@ def first_render(url: str, renders: int) -> dict[str, Any]:
             )  # fmt: skip
             elapsed = time.perf_counter() - started
             charts = page.evaluate("document.querySelectorAll('.js-plotly-plot').length")
+            metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
             if i:
                 times.append(elapsed)
+                # The renderer's main-thread busy time (script, layout, paint): what the page cost the browser,
+                # whatever else the machine was doing (wall time on a shared 2-core machine is mostly waiting).
+                busy.append(metrics.get("TaskDuration", float("nan")))
+                scripts.append(metrics.get("ScriptDuration", float("nan")))
             else:
                 cold = elapsed
             context.close()
         browser.close()
     return {"cold_s": round(cold, 2), "renders_s": [round(t, 2) for t in times],
-            "median_s": round(statistics.median(times), 2), "charts": charts}  # fmt: skip
+            "median_s": round(statistics.median(times), 2), "charts": charts,
+            "browser_main_thread_busy_s": round(statistics.median(busy), 2),
+            "browser_script_s": round(statistics.median(scripts), 2), "server_script": script_cost(url),
+            "loadavg_1m_after": round(os.getloadavg()[0], 2)}  # fmt: skip
+
+
+def script_cost(url: str, runs: int = 3) -> dict[str, float]:
+    """The dashboard script's own cost on the server for one first render (Streamlit's AppTest, in process):
+    wall and CPU seconds, median of ``runs``."""
+    from streamlit.testing.v1 import AppTest
+
+    import clawback.dashboard.app as app_module
+
+    os.environ["CLAWBACK_LEDGER__URL"] = url
+    walls, cpus = [], []
+    for _ in range(runs):
+        at = AppTest.from_file(app_module.__file__, default_timeout=300)
+        wall, cpu = time.perf_counter(), time.process_time()
+        at.run()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+        assert not at.exception, at.exception
+    return {"wall_s": round(statistics.median(walls), 2), "cpu_s": round(statistics.median(cpus), 2)}
 
 
 def main() -> None:
@@ -251,7 +296,8 @@ def main() -> None:
             print(f"== {backend}: queries", file=sys.stderr)
             entry["queries"] = time_queries(url, args.repeats)
             for label, calls in entry["queries"].items():
-                worst = max(calls.items(), key=lambda kv: kv[1]["median_ms"])
+                worst = max(((k, v) for k, v in calls.items() if not k.startswith("_")),
+                            key=lambda kv: kv[1]["median_ms"])  # fmt: skip
                 print(f"   {label}: slowest {worst[0]} {worst[1]['median_ms']} ms (median), "
                       f"all: {sum(c['median_ms'] for c in calls.values()):.0f} ms", file=sys.stderr)  # fmt: skip
             print(f"== {backend}: first render in Chromium", file=sys.stderr)

@@ -153,8 +153,9 @@ def _body(queries: LedgerQueries, tr: TimeRange, flt: Filters, by: str) -> None:
         errors = queries.error_series(tr, flt)
         _chart(figures.errors_figure(errors), errors, "errors")
     st.subheader("Largest spenders")
-    st.caption("Users, conversations and agents are rolled up per day within key, team and feature: the model "
-               "and cohort filters do not apply here.")  # fmt: skip
+    grain = "day" if LedgerQueries.entity_period(tr) == "day" else "whole week (Monday, UTC)"
+    st.caption(f"Users, conversations and agents are rolled up per {grain} and key: of the filters, only keys "
+               "apply here.")  # fmt: skip
     columns = st.columns(len(ENTITY_KINDS))
     for column, (kind, label) in zip(columns, ENTITY_KINDS.items(), strict=True):
         with column:

@@ -32,6 +32,7 @@ from clawback.storage.rollup_models import (
 
 __all__ = [
     "DIMENSIONS",
+    "ENTITY_DAILY_MAX",
     "ENTITY_KINDS",
     "FILTER_COLUMNS",
     "HOURLY_MAX",
@@ -46,6 +47,8 @@ __all__ = [
 
 #: Longest range read at the hourly grain.
 HOURLY_MAX = timedelta(days=3)
+#: Longest range the largest spenders are read for at the daily grain (whole weeks beyond).
+ENTITY_DAILY_MAX = timedelta(days=14)
 #: Dimensions spend can be split by (columns of the usage rollup), with their labels.
 DIMENSIONS: dict[str, str] = {
     "model": "model",
@@ -462,16 +465,25 @@ class LedgerQueries:
 
     # -- the largest spenders ----------------------------------------------------------------------------
 
-    def _entity_where(self, tr: TimeRange, kind: str, filters: Filters | None) -> Any:
+    @staticmethod
+    def entity_period(tr: TimeRange) -> str:
+        """The entity rollup's grain for ``tr``: days up to ``ENTITY_DAILY_MAX``, whole weeks (Monday, UTC) beyond."""
+        return "day" if tr.end - tr.start <= ENTITY_DAILY_MAX else "week"
+
+    def _entity_where(self, tr: TimeRange, kind: str, filters: Filters | None, period: str | None = None) -> Any:
         t = entity_table
+        period = period or self.entity_period(tr)
         start, end = tr.bounds()
-        day_start = start.replace(hour=0, minute=0, second=0, microsecond=0)
-        return and_(t.c.period == "day", t.c.kind == kind, t.c.bucket_start >= day_start, t.c.bucket_start < end,
+        first = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        if period == "week":
+            first -= timedelta(days=first.weekday())
+        return and_(t.c.period == period, t.c.kind == kind, t.c.bucket_start >= first, t.c.bucket_start < end,
                     *(filters or Filters()).clauses(t))  # fmt: skip
 
     def top_entities(self, tr: TimeRange, kind: str, filters: Filters | None = None, limit: int = 10) -> pd.DataFrame:
-        """The ``limit`` users / conversations / agents that spent most in the range (daily grain), with their
-        spend in the range's first and second half (the trend)."""
+        """The ``limit`` users / conversations / agents that spent most in the range (daily grain, weekly past
+        ``ENTITY_DAILY_MAX``), with their spend in the range's first and second half (the trend). Of the
+        filters, only keys apply (the entity rollup is kept per key only: see ``clawback.storage.rollup_models``)."""
         if kind not in ENTITY_KINDS:
             raise ValueError(f"unknown entity kind {kind!r} (one of {', '.join(ENTITY_KINDS)})")
         t = entity_table
@@ -492,7 +504,10 @@ class LedgerQueries:
             for name, half in (("first_half_usd", first), ("second_half_usd", second)):
                 s = (
                     select(t.c.value, _total(t.c.cost_micro_usd))
-                    .where(self._entity_where(half, kind, filters), t.c.value.in_(frame["value"].tolist()))
+                    .where(
+                        self._entity_where(half, kind, filters, self.entity_period(tr)),
+                        t.c.value.in_(frame["value"].tolist()),
+                    )
                     .group_by(t.c.value)
                 )
                 with self.engine.connect() as conn:

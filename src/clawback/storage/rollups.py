@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table
@@ -122,19 +122,21 @@ def aggregate(
                     s = savings[skey] = [0, 0]
                 s[0] += int(micro)
                 s[1] += 1
+        week = day - timedelta(days=day.weekday())
         for kind, attr in ENTITY_FIELDS:
             value = getattr(r, attr)
             if not value:
                 continue
-            ekey = ("day", day, kind, value, key_id, team, feature)
-            e = entity.get(ekey)
-            if e is None:
-                e = entity[ekey] = [0, 0, 0, 0, 0]
-            e[0] += 1
-            e[1] += error
-            e[2] += tokens
-            e[3] += cost
-            e[4] += r.counterfactual_micro_usd
+            for period, bucket in (("day", day), ("week", week)):
+                ekey = (period, bucket, kind, value, key_id)
+                e = entity.get(ekey)
+                if e is None:
+                    e = entity[ekey] = [0, 0, 0, 0, 0]
+                e[0] += 1
+                e[1] += error
+                e[2] += tokens
+                e[3] += cost
+                e[4] += r.counterfactual_micro_usd
     return usage, savings, entity
 
 

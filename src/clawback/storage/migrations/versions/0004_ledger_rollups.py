@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -39,7 +39,7 @@ _USAGE_FLOATS = ["cost_sq_sum", "latency_ms_sum", "ttft_ms_sum"]
 _USAGE_MEASURES = [*_USAGE_INTS, *_USAGE_FLOATS, "ttft_count", *_LATENCY]
 _SAVINGS_DIMS = ["period", "bucket_start", "model", "key_id", "team", "feature", "cohort", "stage"]
 _SAVINGS_MEASURES = ["micro_usd", "requests"]
-_ENTITY_DIMS = ["period", "bucket_start", "kind", "value", "key_id", "team", "feature"]
+_ENTITY_DIMS = ["period", "bucket_start", "kind", "value", "key_id"]
 _ENTITY_MEASURES = ["requests", "errors", "tokens", "cost_micro_usd", "counterfactual_micro_usd"]
 
 
@@ -122,11 +122,13 @@ def _backfill(usage: sa.Table, savings: sa.Table, entity: sa.Table) -> None:
                 sm = s.setdefault((period, bucket, r.model, key_id, team, feature, cohort, stage), [0, 0])
                 sm[0] += int(micro)
                 sm[1] += 1
+        week = day - timedelta(days=day.weekday())
         for kind, value in (("user", r.user), ("session", r.session_id), ("agent", r.agent_id)):
             if value:
-                em = e.setdefault(("day", day, kind, value, key_id, team, feature), [0, 0, 0, 0, 0])
-                for i, v in enumerate((1, error, tokens, cost, r.counterfactual_micro_usd)):
-                    em[i] += v
+                for period, bucket in (("day", day), ("week", week)):
+                    em = e.setdefault((period, bucket, kind, value, key_id), [0, 0, 0, 0, 0])
+                    for i, v in enumerate((1, error, tokens, cost, r.counterfactual_micro_usd)):
+                        em[i] += v
     for table, dims, measures, sums in (
         (usage, _USAGE_DIMS, _USAGE_MEASURES, u),
         (savings, _SAVINGS_DIMS, _SAVINGS_MEASURES, s),
