@@ -131,8 +131,8 @@ def seed(url: str, rows: int, days: int, batch: int, journal: Path) -> dict[str,
 
 
 def seed_by_backfill(url: str, rows: int, days: int) -> dict[str, Any]:
-    """Seed PostgreSQL faster: raw rows by COPY into a ledger at revision 0003, then migration
-    ``0004_ledger_rollups`` rolls them up (its backfill, tested equal to what the writer keeps:
+    """Seed PostgreSQL faster: raw rows by COPY into a ledger at revision 0004, then migration
+    ``0005_ledger_rollups`` rolls them up (its backfill, tested equal to what the writer keeps:
     ``tests/integration/test_dashboard_postgres.py``). The writer's own cost is measured apart (writer_cost)."""
     from psycopg.types.json import Jsonb
 
@@ -140,7 +140,7 @@ def seed_by_backfill(url: str, rows: int, days: int) -> dict[str, Any]:
     from clawback.storage.migrate import migrate_engine
 
     engine = make_engine(url)
-    migrate_engine(engine, "0003_ledger_write_indexes")
+    migrate_engine(engine, "0004_budgets")
     started = time.perf_counter()
     raw = engine.raw_connection()
     try:

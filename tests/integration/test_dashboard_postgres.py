@@ -75,7 +75,7 @@ def test_two_replicas_fill_the_same_rollup_rows(pg_engine: Engine, tmp_path: Pat
 
 
 def test_backfill_on_postgres_equals_the_writer(pg_engine: Engine, admin: Engine, tmp_path: Path) -> None:  # noqa: F811
-    migrate_engine(pg_engine, "0003_ledger_write_indexes")
+    migrate_engine(pg_engine, "0004_budgets")
     with pg_engine.begin() as conn:
         conn.execute(ledger_table.insert(), [r.to_row() for r in RECORDS])
     migrate_engine(pg_engine)

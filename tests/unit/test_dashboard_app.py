@@ -75,20 +75,22 @@ def test_no_holdout_section_without_cohorts(env: str, tmp_path: Path) -> None:
     assert len(at.get("plotly_chart")) == 8
 
 
-def test_budget_and_flag_tables_appear_when_they_exist(env: str, tmp_path: Path) -> None:
+def test_component_tables_appear_once_they_hold_rows(env: str, tmp_path: Path) -> None:
     seed(env, tmp_path)
     from sqlalchemy import text
 
     from clawback.storage import make_engine
 
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert "Budgets" not in [h.value for h in at.subheader]  # the budget tables exist (migration 0004), empty
     engine = make_engine(env)
     with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE budgets (name TEXT, limit_micro_usd INTEGER)"))
-        conn.execute(text("INSERT INTO budgets VALUES ('sales-monthly', 5000000)"))
+        conn.execute(text("CREATE TABLE flags (stage TEXT, mode TEXT, rollout INTEGER)"))
+        conn.execute(text("INSERT INTO flags VALUES ('pruning', 'shadow', 10)"))
     engine.dispose()
     at = AppTest.from_file(APP, default_timeout=30).run()
     assert not at.exception
-    assert "Budgets" in [h.value for h in at.subheader]
+    assert "Rollout (flags)" in [h.value for h in at.subheader]
 
 
 def test_empty_ledger_says_so(env: str) -> None:

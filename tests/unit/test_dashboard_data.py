@@ -216,9 +216,9 @@ def test_options_and_span(engine: Engine) -> None:
 
 
 def test_migration_backfills_rows_written_before_the_rollups(tmp_path: Path) -> None:
-    """A ledger at revision 0003 (no rollups) migrated to head: the backfill equals what the writer keeps."""
+    """A ledger at revision 0004 (no rollups) migrated to head: the backfill equals what the writer keeps."""
     old = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    migrate_engine(old, "0003_ledger_write_indexes")
+    migrate_engine(old, "0004_budgets")
     from clawback.storage.ledger import ledger_table
 
     with old.begin() as conn:

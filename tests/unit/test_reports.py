@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from clawback.cli import app
 from clawback.dashboard.data import LedgerQueries
+from clawback.pricing import from_micro_usd
 from clawback.reports.period import build_report, find_anomalies
 from clawback.reports.render import render_html, render_markdown
 from clawback.storage import LedgerReader, LedgerWriter, make_engine
@@ -40,8 +41,8 @@ def test_week_report_figures_equal_the_ledger(tmp_path: Path) -> None:
     report = build_report(LedgerQueries(engine), "week", now=NOW)
     raw = LedgerReader(engine).rows(since=NOW - timedelta(days=7))
     assert report.requests == len(raw)
-    assert report.cost == sum((r.cost_usd for r in raw), Decimal(0))
-    assert report.counterfactual == sum((r.counterfactual_usd for r in raw), Decimal(0))
+    assert report.cost == from_micro_usd(sum(r.cost_micro_usd for r in raw))
+    assert report.counterfactual == from_micro_usd(sum(r.counterfactual_micro_usd for r in raw))
     assert sum(report.savings_by_stage.values()) == report.saved
     assert [a.day for a in report.anomalies] == [datetime(2025, 6, 30, tzinfo=UTC)]
     kinds = {s.kind for s in report.spenders}

@@ -164,11 +164,44 @@ def _body(queries: LedgerQueries, tr: TimeRange, flt: Filters, by: str) -> None:
                 st.info(f"No {label} ids recorded in this range.")
                 continue
             _chart(figures.entity_figure(top, label), top, f"top-{kind}")
-    _components(queries)
+    _components(queries, _settings())
 
 
-def _components(queries: LedgerQueries) -> None:
+def _budget_use(settings: Settings) -> pd.DataFrame | None:
+    """Each budget window's spend against its limit, from the gateway's ``POST /admin/budgets:reconcile`` (the
+    counters live in the gateway or in Redis); None without a gateway admin token or a reachable gateway."""
+    token = settings.gateway.admin_token
+    if token is None:
+        return None
+    import httpx
+
+    try:
+        response = httpx.post(f"http://{settings.gateway.host}:{settings.gateway.port}/admin/budgets:reconcile",
+                              headers={"authorization": f"Bearer {token.get_secret_value()}"}, timeout=2.0)  # fmt: skip
+        rows = response.json().get("reconciliation", []) if response.status_code == 200 else []
+    except (httpx.HTTPError, ValueError):
+        return None
+    frame = pd.DataFrame(rows)
+    if frame.empty or "limit_usd" not in frame:
+        return frame
+    limits = pd.to_numeric(frame["limit_usd"], errors="coerce")
+    frame["used"] = pd.to_numeric(frame["spent_usd"], errors="coerce") / limits
+    frame["threshold"] = pd.cut(frame["used"], [-1, 0.5, 0.8, 1.0, float("inf")],
+                                labels=["< 50 %", "50-80 %", "80-100 %", "over"])  # fmt: skip
+    return frame[["budget", "scope_value", "window", "spent_usd", "reserved_usd", "limit_usd", "used", "threshold",
+                  "drift_usd", "resets_at"]]  # fmt: skip
+
+
+def _components(queries: LedgerQueries, settings: Settings) -> None:
     """Budgets and rollout state, from the tables their components create (shown only once they exist)."""
+    use = _budget_use(settings)
+    if use is not None and not use.empty:
+        st.subheader("Budget utilisation")
+        over = use[use["used"] >= 0.8] if "used" in use else use.iloc[0:0]
+        if len(over):
+            st.warning(f"{len(over)} budget window(s) at 80 % or more of their limit.")
+        bar = st.column_config.ProgressColumn("used", min_value=0.0, max_value=1.0, format="percent")
+        st.dataframe(use, hide_index=True, width="stretch", column_config={"used": bar})
     for title, prefixes in (("Budgets", ("budget",)), ("Rollout (flags)", ("flag", "rollout"))):
         tables = queries.component_tables(prefixes)
         if not tables:

@@ -553,13 +553,15 @@ class LedgerQueries:
 
     def component_tables(self, prefixes: Sequence[str]) -> dict[str, pd.DataFrame]:
         """Up to 500 rows of each table whose name starts with one of ``prefixes`` (budgets, flags, ...): the
-        dashboard shows budgets and rollout state when the components that own them have created them."""
+        dashboard shows budgets and rollout state once the components that own them have rows there."""
         out: dict[str, pd.DataFrame] = {}
         for name in sorted(self.tables()):
             if name.startswith(tuple(prefixes)):
                 with self.engine.connect() as conn:
                     result = conn.execute(text(f'SELECT * FROM "{name}" LIMIT 500'))
-                    out[name] = pd.DataFrame(result.all(), columns=list(result.keys()))
+                    rows = result.all()
+                if rows:  # an empty table (the schema is there, nothing defined yet) is no section
+                    out[name] = pd.DataFrame(rows, columns=list(result.keys()))
         return out
 
 

@@ -20,7 +20,7 @@ from typing import Literal
 import pandas as pd
 
 from clawback.dashboard.data import ENTITY_KINDS, LedgerQueries, TimeRange
-from clawback.storage.ledger import from_micro_usd
+from clawback.pricing import from_micro_usd
 
 __all__ = ["PERIODS", "Anomaly", "PeriodReport", "Spender", "build_report", "find_anomalies"]
 

@@ -5,8 +5,8 @@ Three tables at two grains (hour, day) that the ledger writer keeps in step with
 are rolled up here, once, by a frozen copy of the writer's aggregation (a migration must not change when the
 live code does).
 
-Revision ID: 0004_ledger_rollups
-Revises: 0003_ledger_write_indexes
+Revision ID: 0005_ledger_rollups
+Revises: 0004_budgets
 Create Date: 2026-12-02
 """
 
@@ -21,8 +21,8 @@ import orjson
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_ledger_rollups"
-down_revision: str | Sequence[str] | None = "0003_ledger_write_indexes"
+revision: str = "0005_ledger_rollups"
+down_revision: str | Sequence[str] | None = "0004_budgets"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
