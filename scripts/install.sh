@@ -30,6 +30,12 @@ else
   echo "install.sh: npm not found; the real-client tests (Claude Code, TypeScript SDK) will fail" >&2
 fi
 
+# Debian's Chromium for the dashboard's browser test (Playwright drives it at /usr/bin/chromium; Playwright's own
+# browser download is never used). Installed only when missing, and only where apt-get and root are available.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 # Services used by the storage tests: start them if they are installed but not running.
 if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then

@@ -23,6 +23,7 @@ __all__ = [
     "BudgetSettings",
     "CoalesceSettings",
     "ConfigError",
+    "DashboardSettings",
     "DispatchSettings",
     "ExactCacheSettings",
     "FlagSettings",
@@ -63,6 +64,15 @@ class GatewaySettings(_Section):
     replicas: int = Field(
         1, ge=1, description="Gateway replicas sharing the ledger database (for the connection arithmetic at start-up)"
     )
+
+
+class DashboardSettings(_Section):
+    """``clawback dashboard`` (issue 15): where it listens and who may look."""
+
+    host: str = Field("127.0.0.1", description="Interface; anything beyond localhost requires a password")
+    port: int = Field(8501, ge=1, le=65535)
+    password: SecretStr | None = Field(None, description="Login for the dashboard; required beyond localhost")
+    refresh_s: int = Field(0, ge=0, description="Default auto-refresh interval in seconds (0: off)")
 
 
 class UpstreamSettings(_Section):
@@ -544,6 +554,7 @@ class Settings(BaseSettings):
     coalesce: CoalesceSettings = CoalesceSettings()
     dispatch: DispatchSettings = DispatchSettings()
     flags: FlagSettings = FlagSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     redis: RedisSettings = RedisSettings()
 

@@ -16,6 +16,7 @@ def test_demo_runs_offline_and_writes_the_ledger(tmp_path):
     baseline, optimized = run_demo(ledger, scale=0.05, console=Console(file=out, width=160))
     text = out.getvalue()
     assert "would have cost" in text and "clawback serve" in text and str(ledger) in text
+    assert f"clawback dashboard --ledger sqlite:///{ledger}" in text  # how to open the dashboard on this ledger
     assert baseline.errors == optimized.errors == 0
     assert optimized.simulator_micro_usd <= baseline.simulator_micro_usd
     with LedgerReader(f"sqlite:///{ledger}") as reader:

@@ -12,12 +12,15 @@ import typer
 from clawback.cli.bench import bench_app
 from clawback.cli.budgets import budgets_app
 from clawback.cli.cache import cache_app
+from clawback.cli.dashboard import dashboard
 from clawback.cli.demo import demo
 from clawback.cli.eval import eval_app
 from clawback.cli.eval_semantic import eval_semantic  # registers ``clawback eval semantic`` on eval_app
 from clawback.cli.flags import flags_app, rollback_command
+from clawback.cli.health import health, validate_performance
 from clawback.cli.keys import keys_app
 from clawback.cli.pricing import pricing_app
+from clawback.cli.report import report
 from clawback.cli.servers import serve, simulate, version
 from clawback.cli.whatif import whatif_command
 
@@ -37,3 +40,7 @@ app.command("whatif")(whatif_command)
 app.command()(demo)
 app.add_typer(flags_app, name="flags")
 app.command("rollback")(rollback_command)
+app.command()(dashboard)
+app.command()(report)
+app.command()(health)
+app.command("validate-performance")(validate_performance)

@@ -101,6 +101,13 @@ def run_demo(ledger: Path, *, scale: float = 0.25, console: Console | None = Non
         highlight=False,
     )
     console.print(
+        "\n[bold]See it[/]: open the dashboard on the ledger the demo just wrote, or mail its report.\n"
+        f"  clawback dashboard --ledger sqlite:///{ledger}      # then open http://127.0.0.1:8501\n"
+        f"  clawback report --ledger sqlite:///{ledger} --period day --format html --out clawback-report.html",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
         "\n[bold]Next[/]: run it for your own traffic.\n"
         "  clawback simulate &                              # or skip this and set ANTHROPIC_API_KEY\n"
         "  clawback keys create my-app                      # prints a cb-… key\n"

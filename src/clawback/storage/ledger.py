@@ -62,6 +62,7 @@ from clawback.storage.engine import make_engine
 from clawback.storage.journal import Journal
 from clawback.storage.ledger_models import LedgerRow
 from clawback.storage.migrate import migrate_engine
+from clawback.storage.rollups import write_rollups
 
 __all__ = [
     "Endpoint",
@@ -170,7 +171,7 @@ def _sqlite_insert(rows: int) -> str:
     once per row behind a busy event loop, fell behind under load and filled its queue."""
     return (
         f"INSERT INTO ledger ({', '.join(_FIELD_NAMES)}) VALUES {', '.join([_SQLITE_ROW] * rows)} "
-        "ON CONFLICT (request_id) DO NOTHING"
+        "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
     )
 
 
@@ -542,7 +543,7 @@ class LedgerWriter:
         try:
             self._ensure_schema()
             with self._engine.begin() as conn:
-                return self._insert_rows(conn, rows), 0
+                return self._insert_and_roll_up(conn, rows), 0
         except Exception as exc:
             if not _is_bad_data(exc):
                 self._outage(exc)
@@ -553,7 +554,7 @@ class LedgerWriter:
         for row, original in zip(rows, originals or [r.to_row() for r in rows], strict=True):
             try:
                 with self._engine.begin() as conn:
-                    inserted += self._insert_rows(conn, [row])
+                    inserted += self._insert_and_roll_up(conn, [row])
             except Exception as exc:
                 if not _is_bad_data(exc):
                     self._outage(exc)
@@ -610,24 +611,44 @@ class LedgerWriter:
             with self._stats_lock:
                 self._lost += len(items)
 
-    def _insert_rows(self, conn: Connection, rows: Sequence[LedgerRecord]) -> int:
-        """Insert, skipping request ids already stored; returns how many rows were new.
+    def _insert_and_roll_up(self, conn: Connection, rows: Sequence[LedgerRecord]) -> int:
+        """Insert ``rows`` and add the new ones to the rollup tables, in ``conn``'s transaction; returns new rows.
+
+        Only the rows really inserted are rolled up (a retried request or a replayed journal line that is
+        already stored is not counted twice), and in the same transaction, so rollups never disagree with
+        the raw rows (``clawback.storage.rollups``).
+        """
+        new_ids = self._insert_rows(conn, rows)
+        if len(new_ids) == len(rows):
+            fresh: Sequence[LedgerRecord] = rows
+        else:  # some were stored already, or a batch holds one request twice (a retry): each new id once
+            ids = set(new_ids)
+            fresh = []
+            for r in rows:
+                if r.request_id in ids:
+                    fresh.append(r)
+                    ids.discard(r.request_id)
+        write_rollups(conn, fresh)
+        return len(new_ids)
+
+    def _insert_rows(self, conn: Connection, rows: Sequence[LedgerRecord]) -> list[str]:
+        """Insert, skipping request ids already stored; returns the request ids that were new.
 
         On SQLite the rows go straight to the driver as one multi-row INSERT per chunk (``ON CONFLICT DO
-        NOTHING``; its ``rowcount`` is the number inserted). SQLAlchemy's per-row parameter processing made the writer
-        thread hold the GIL for ~25 µs a record, which showed up in the gateway's latency tail. Values are
-        stored exactly as SQLAlchemy would store them (UTC text timestamps, JSON text), so reads are
-        unchanged. PostgreSQL keeps the portable statement.
+        NOTHING RETURNING request_id``: only the rows inserted come back). SQLAlchemy's per-row parameter
+        processing made the writer thread hold the GIL for ~25 µs a record, which showed up in the gateway's
+        latency tail. Values are stored exactly as SQLAlchemy would store them (UTC text timestamps, JSON text),
+        so reads are unchanged. PostgreSQL keeps the portable statement.
         """
         if self._engine.dialect.name != "sqlite":
             if self._engine.dialect.driver == "psycopg":
-                return len(_pg_copy_insert(conn, rows))
-            return len(conn.execute(self._insert, [r.to_row() for r in rows]).all())
-        inserted = 0
+                return _pg_copy_insert(conn, rows)
+            return [row[0] for row in conn.execute(self._insert, [r.to_row() for r in rows])]
+        inserted: list[str] = []
         for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
             chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
             params = tuple(itertools.chain.from_iterable(map(_sqlite_params, chunk)))
-            inserted += int(conn.exec_driver_sql(_sqlite_insert(len(chunk)), params).rowcount)
+            inserted.extend(row[0] for row in conn.exec_driver_sql(_sqlite_insert(len(chunk)), params))
         return inserted
 
     def _insert_statement(self) -> Insert:

@@ -11,6 +11,7 @@ from alembic import context
 from sqlalchemy import Connection, engine_from_config, pool
 
 from clawback.storage.ledger_models import Base
+from clawback.storage.rollup_models import usage_table  # noqa: F401  (the rollup tables join Base.metadata)
 
 VERSION_TABLE = "clawback_alembic_version"
 

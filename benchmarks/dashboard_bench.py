@@ -1,0 +1,368 @@
+"""The dashboard at 1 M ledger rows, on SQLite and PostgreSQL: each query's time and the browser's first render.
+
+Not a test and not run in CI (``benchmarks/README.md``). Steps, per backend:
+
+1. Seed: ``--rows`` (1,000,000) ledger records over ``--days`` (30) days ending now, through the ledger writer's
+   own store path (``LedgerWriter._store``: raw rows and rollups in one transaction, as the gateway writes them),
+   in batches of ``--seed-batch``. The traffic is correlated as real traffic is: 40 keys, each owned by one of 8
+   teams and serving 1-3 of 12 features, each feature on 1-2 of 4 models; 5,000 users, ~100 k conversations,
+   300 agents (a user belongs to one key, a conversation of 1-20 requests to one user, feature and model);
+   exact-cache hit / miss / bypass; 1 % errors; lognormal latencies; a 5 % holdout cohort label on
+   every row (as the flags stage will write), so the rollups are as large as they will be once flags exist.
+2. Queries: every ``LedgerQueries`` call the dashboard makes on its first render (and the report's extra ones),
+   over the last 24 hours (the default, hourly grain), 7 days and 30 days (daily grain): ``--repeats`` runs each,
+   median and max in ms. Target: each <= 200 ms.
+3. First render: ``clawback dashboard`` (Streamlit, a child process) on that ledger, Debian's Chromium driven by
+   Playwright opens it ``--renders`` times (a new browser context each time: a new Streamlit session, nothing
+   cached), timed from navigation until every chart has drawn its traces. Target <= 2 s.
+
+It also reports the writer's CPU per record with and without rollups on realistic 32-record batches (the
+gateway's batch size), and the rollup tables' row counts. Prints one JSON object as its last line.
+
+    .venv/bin/python benchmarks/dashboard_bench.py                       # SQLite and PostgreSQL, ~15 min
+    .venv/bin/python benchmarks/dashboard_bench.py --backends sqlite --rows 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, func, select, text
+
+from clawback.config import Settings
+from clawback.dashboard.data import Filters, LedgerQueries, TimeRange
+from clawback.dashboard.server import DashboardProcess
+from clawback.serving import free_port
+from clawback.storage import LedgerRecord, LedgerWriter, make_engine
+from clawback.storage import ledger as ledger_module
+from clawback.storage.rollup_models import entity_table, savings_table, usage_table
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", "claude-sonnet-4-6"]
+FEATURES = [f"feature-{i}" for i in range(12)]
+
+
+def traffic(rows: int, days: int, seed: int = 0) -> Iterator[LedgerRecord]:
+    """Correlated synthetic traffic ending now (see the module docstring), in conversations of 1-20 requests:
+    a user belongs to one key (an application's end user), a conversation to one user, feature and model."""
+    rng = random.Random(seed)
+    keys = []
+    for k in range(40):
+        features = rng.sample(FEATURES, rng.randint(1, 3))
+        keys.append((f"key_{k:03d}", f"team-{k % 8}", features))
+    feature_models = {f: rng.sample(MODELS, rng.randint(1, 2)) for f in FEATURES}
+    user_key = [keys[min(int(rng.paretovariate(1.2)) - 1, 39)] for _ in range(5000)]
+    end = datetime.now(UTC).replace(microsecond=0)
+    start = end - timedelta(days=days)
+    step = (end - start).total_seconds() / rows
+    i = conversation = 0
+    while i < rows:
+        user = rng.randrange(5000)
+        key_id, team, features = user_key[user]
+        feature = rng.choice(features)
+        model = rng.choice(feature_models[feature])
+        agent = f"agent-{rng.randint(0, 299)}" if rng.random() < 0.2 else None
+        conversation += 1
+        for _ in range(min(rng.randint(1, 20), rows - i)):
+            started = start + timedelta(seconds=i * step)
+            latency = rng.lognormvariate(6.5, 0.8)
+            status, error = (529, "overloaded_error") if rng.random() < 0.01 else (200, None)
+            cache = rng.choices(["miss", "hit", "bypass"], weights=[70, 10, 20])[0]
+            inp, out = rng.randint(200, 8000), rng.randint(20, 800)
+            read = rng.randint(0, inp) if rng.random() < 0.6 else 0
+            cost = 0 if cache == "hit" else inp * 3 + out * 15 + read // 3
+            holdout = rng.random() < 0.05
+            saved = (
+                {} if holdout else {"prompt_cache": read * 2, **({"pruning": inp // 4} if rng.random() < 0.3 else {})}
+            )
+            if cache == "hit":
+                saved = {"exact_cache": inp * 3 + out * 15}
+            yield LedgerRecord(
+                request_id=f"bench-{i}", started_at=started, finished_at=started + timedelta(milliseconds=latency),
+                model=model, endpoint="messages", status=status, error_type=error, latency_ms=latency,
+                ttft_ms=latency / 3, stream=rng.random() < 0.5, key_id=key_id, team=team, feature=feature,
+                user=f"user-{user}", session_id=f"conv-{conversation}", agent_id=agent,
+                labels={"cohort": "holdout" if holdout else "treated"}, input_tokens=inp, output_tokens=out,
+                cache_read_input_tokens=read, cost_micro_usd=cost, counterfactual_micro_usd=cost + sum(saved.values()),
+                savings_micro_usd=saved, cache_status=cache,
+            )  # fmt: skip
+            i += 1
+
+
+def seed(url: str, rows: int, days: int, batch: int, journal: Path) -> dict[str, Any]:
+    writer = LedgerWriter(url, journal_path=journal, batch_size=batch)
+    writer._ensure_schema()
+    started, cpu = time.perf_counter(), time.process_time()
+    chunk: list[LedgerRecord] = []
+    for record in traffic(rows, days):
+        chunk.append(record)
+        if len(chunk) == batch:
+            writer._store(chunk)
+            chunk = []
+    if chunk:
+        writer._store(chunk)
+    wall = time.perf_counter() - started
+    writer.close()
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        counts = {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                  for t in (usage_table, savings_table, entity_table)}  # fmt: skip
+        counts["ledger"] = conn.execute(text("SELECT count(*) FROM ledger")).scalar_one()
+        by_period = dict(conn.execute(select(usage_table.c.period, func.count()).group_by(usage_table.c.period)).all())
+    engine.dispose()
+    return {"seed_s": round(wall, 1), "seed_cpu_s": round(time.process_time() - cpu, 1), "rows": counts,
+            "usage_rows_by_period": by_period}  # fmt: skip
+
+
+def seed_by_backfill(url: str, rows: int, days: int) -> dict[str, Any]:
+    """Seed PostgreSQL faster: raw rows by COPY into a ledger at revision 0004, then migration
+    ``0006_ledger_rollups`` rolls them up (its backfill, tested equal to what the writer keeps:
+    ``tests/integration/test_dashboard_postgres.py``). The writer's own cost is measured apart (writer_cost)."""
+    from psycopg.types.json import Jsonb
+
+    from clawback.storage.ledger import _FIELD_NAMES
+    from clawback.storage.migrate import migrate_engine
+
+    engine = make_engine(url)
+    migrate_engine(engine, "0004_budgets")
+    started = time.perf_counter()
+    raw = engine.raw_connection()
+    try:
+        columns = ", ".join(f'"{name}"' for name in _FIELD_NAMES)  # "user" is a reserved word
+        with raw.cursor() as cursor, cursor.copy(f"COPY ledger ({columns}) FROM STDIN") as copy:
+            for record in traffic(rows, days):
+                values = record.to_row()
+                values["labels"], values["savings_micro_usd"] = (
+                    Jsonb(values["labels"]),
+                    Jsonb(values["savings_micro_usd"]),
+                )
+                copy.write_row([values[name] for name in _FIELD_NAMES])
+        raw.commit()
+    finally:
+        raw.close()
+    copied = time.perf_counter() - started
+    migrate_engine(engine)
+    backfill = time.perf_counter() - started - copied
+    with engine.connect() as conn:
+        counts = {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                  for t in (usage_table, savings_table, entity_table)}  # fmt: skip
+        counts["ledger"] = conn.execute(text("SELECT count(*) FROM ledger")).scalar_one()
+    engine.dispose()
+    return {"mode": "copy + migration backfill", "copy_s": round(copied, 1), "backfill_s": round(backfill, 1),
+            "rows": counts}  # fmt: skip
+
+
+def writer_cost(url_for: Callable[[str], str], records: int = 20_000) -> dict[str, float]:
+    """Writer CPU per record, 32-record batches of the same traffic, with and without the rollups."""
+    out: dict[str, float] = {}
+    data = list(traffic(records, 1, seed=1))
+    for label, roll in (("plain", False), ("rollups", True), ("plain_again", False), ("rollups_again", True)):
+        url = url_for(label)
+        writer = LedgerWriter(url, journal_path=Path(tempfile.mkdtemp()) / "j")
+        writer._ensure_schema()
+        original = ledger_module.write_rollups
+        if not roll:
+            ledger_module.write_rollups = lambda conn, recs: 0  # type: ignore[assignment]
+        try:
+            cpu = time.process_time()
+            for i in range(0, records, 32):
+                writer._store(data[i : i + 32])
+            out[label] = round((time.process_time() - cpu) / records * 1e6, 1)
+        finally:
+            ledger_module.write_rollups = original
+            writer.close()
+    return out
+
+
+def dashboard_queries(q: LedgerQueries, tr: TimeRange) -> dict[str, Callable[[], Any]]:
+    """The calls one first render of the dashboard makes (app.py ``_body``), plus the report's."""
+    flt = Filters()
+    return {
+        "data_span": q.data_span,
+        "options": lambda: q.options(tr),
+        "totals": lambda: q.totals(tr, flt),
+        "spend_series": lambda: q.spend_series(tr, flt, "model"),
+        "token_series": lambda: q.token_series(tr, flt),
+        "cache_series": lambda: q.cache_series(tr, flt),
+        "cache_summary": lambda: q.cache_summary(tr, flt),
+        "savings_by_stage": lambda: q.savings_by_stage(tr, flt),
+        "cohorts": lambda: q.cohorts(tr, flt),
+        "latency_series": lambda: q.latency_series(tr, flt),
+        "latency": lambda: q.latency(tr, flt),
+        "error_series": lambda: q.error_series(tr, flt),
+        "top_user": lambda: q.top_entities(tr, "user", flt),
+        "top_session": lambda: q.top_entities(tr, "session", flt),
+        "top_agent": lambda: q.top_entities(tr, "agent", flt),
+        "component_tables": lambda: q.component_tables(("budget", "flag", "rollout")),
+        "breakdown_key": lambda: q.breakdown(tr, by="key_id"),
+        "daily_spend": lambda: q.daily_spend(tr),
+        "filtered_totals": lambda: q.totals(tr, Filters(models=("claude-haiku-4-5",), teams=("team-1",))),
+    }
+
+
+def time_queries(url: str, repeats: int) -> dict[str, dict[str, dict[str, float]]]:
+    engine = make_engine(url)
+    q = LedgerQueries(engine)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for label, span in (("24h", timedelta(days=1)), ("7d", timedelta(days=7)), ("30d", timedelta(days=30))):
+        tr = TimeRange.last(span)
+        out[label] = {}
+        for name, call in dashboard_queries(q, tr).items():
+            times, cpu = [], []
+            for _ in range(repeats):
+                started, cpu_started = time.perf_counter(), time.process_time()
+                call()
+                times.append((time.perf_counter() - started) * 1000)
+                cpu.append((time.process_time() - cpu_started) * 1000)
+            out[label][name] = {"median_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1),
+                                "median_cpu_ms": round(statistics.median(cpu), 1)}  # fmt: skip
+        out[label]["_loadavg"] = {"median_ms": round(os.getloadavg()[0], 2), "max_ms": 0.0, "median_cpu_ms": 0.0}
+    engine.dispose()
+    return out
+
+
+def first_render(url: str, renders: int) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    settings = Settings(ledger={"url": url}, dashboard={"port": free_port()})
+    times: list[float] = []
+    busy: list[float] = []
+    scripts: list[float] = []
+    charts = 0
+    with DashboardProcess(settings) as dashboard, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        for i in range(renders + 1):  # the first one warms the server process's imports; reported apart
+            context = browser.new_context(viewport={"width": 1400, "height": 3000})
+            page = context.new_page()
+            cdp = context.new_cdp_session(page)
+            cdp.send("Performance.enable")
+            started = time.perf_counter()
+            page.goto(dashboard.url)
+            page.wait_for_function(
+                "() => { const p = Array.from(document.querySelectorAll('.js-plotly-plot'));"
+                " return p.length >= 10 && p.every(e => e.data && e.querySelector('.main-svg')); }",
+                timeout=120_000, polling=20,
+            )  # fmt: skip
+            elapsed = time.perf_counter() - started
+            charts = page.evaluate("document.querySelectorAll('.js-plotly-plot').length")
+            metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+            if i:
+                times.append(elapsed)
+                # The renderer's main-thread busy time (script, layout, paint): what the page cost the browser,
+                # whatever else the machine was doing (wall time on a shared 2-core machine is mostly waiting).
+                busy.append(metrics.get("TaskDuration", float("nan")))
+                scripts.append(metrics.get("ScriptDuration", float("nan")))
+            else:
+                cold = elapsed
+            context.close()
+        browser.close()
+    return {"cold_s": round(cold, 2), "renders_s": [round(t, 2) for t in times],
+            "median_s": round(statistics.median(times), 2), "charts": charts,
+            "browser_main_thread_busy_s": round(statistics.median(busy), 2),
+            "browser_script_s": round(statistics.median(scripts), 2), "server_script": script_cost(url),
+            "loadavg_1m_after": round(os.getloadavg()[0], 2)}  # fmt: skip
+
+
+def script_cost(url: str, runs: int = 3) -> dict[str, float]:
+    """The dashboard script's own cost on the server for one first render (Streamlit's AppTest, in process):
+    wall and CPU seconds, median of ``runs``."""
+    from streamlit.testing.v1 import AppTest
+
+    import clawback.dashboard.app as app_module
+
+    os.environ["CLAWBACK_LEDGER__URL"] = url
+    walls, cpus = [], []
+    for _ in range(runs):
+        at = AppTest.from_file(app_module.__file__, default_timeout=300)
+        wall, cpu = time.perf_counter(), time.process_time()
+        at.run()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+        assert not at.exception, at.exception
+    return {"wall_s": round(statistics.median(walls), 2), "cpu_s": round(statistics.median(cpus), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--seed-batch", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--renders", type=int, default=3)
+    parser.add_argument(
+        "--pg-seed",
+        choices=["writer", "backfill"],
+        default="backfill",
+        help="PostgreSQL: seed through the writer (~40 min for 1 M rows here) or COPY + backfill",
+    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/dashboard.json"), help="results, written as each "
+                        "backend finishes")  # fmt: skip
+    args = parser.parse_args()
+    results: dict[str, Any] = {"rows": args.rows, "days": args.days}
+    tmp = Path(tempfile.mkdtemp(prefix="clawback-dash-bench-"))
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    scratch: list[str] = []
+
+    def pg_url(label: str) -> str:
+        name = f"clawback_bench15_{label}_{secrets.token_hex(4)}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        scratch.append(name)
+        return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the finally: drop the scratch databases
+    try:
+        for backend in args.backends.split(","):
+
+            def url_for(label: str, backend: str = backend) -> str:
+                return f"sqlite:///{tmp / (label + '.db')}" if backend == "sqlite" else pg_url(label)
+
+            entry: dict[str, Any] = {}
+            print(f"== {backend}: writer cost per record", file=sys.stderr)
+            entry["writer_cpu_us_per_record"] = writer_cost(url_for)
+            url = url_for("main")
+            print(f"== {backend}: seeding {args.rows:,} rows", file=sys.stderr)
+            if backend == "postgresql" and args.pg_seed == "backfill":
+                entry["seed"] = seed_by_backfill(url, args.rows, args.days)
+            else:
+                entry["seed"] = seed(url, args.rows, args.days, args.seed_batch, tmp / f"{backend}.journal")
+            print(f"   {entry['seed']}", file=sys.stderr)
+            print(f"== {backend}: queries", file=sys.stderr)
+            entry["queries"] = time_queries(url, args.repeats)
+            for label, calls in entry["queries"].items():
+                worst = max(((k, v) for k, v in calls.items() if not k.startswith("_")),
+                            key=lambda kv: kv[1]["median_ms"])  # fmt: skip
+                print(f"   {label}: slowest {worst[0]} {worst[1]['median_ms']} ms (median), "
+                      f"all: {sum(c['median_ms'] for c in calls.values()):.0f} ms", file=sys.stderr)  # fmt: skip
+            print(f"== {backend}: first render in Chromium", file=sys.stderr)
+            entry["first_render"] = first_render(url, args.renders)
+            print(f"   {entry['first_render']}", file=sys.stderr)
+            results[backend] = entry
+            args.out.write_text(json.dumps(results, indent=1))  # kept even if a later backend fails
+    finally:
+        with admin.connect() as conn:
+            for name in scratch:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""The Streamlit script behind ``clawback dashboard`` (run by ``streamlit run``, not imported by the CLI).
+
+It reads its configuration the way every command does (``load_settings``: the file named by
+``CLAWBACK_DASHBOARD_CONFIG_PATH``, then ``CLAWBACK_*`` variables, ``CLAWBACK_LEDGER__URL`` included) and shows
+what the ledger's rollups say, through ``clawback.dashboard.data`` only: spend over time split by model / key /
+team / feature / cohort, tokens by kind, cache hit rates, savings by optimization, latency percentiles, error
+rates, the largest users / conversations / agents, the holdout comparison once rows carry a cohort, and the
+budget and rollout tables once the components that own them have created them.
+
+Streamlit was kept after measuring its first render at 1 M ledger rows (``benchmarks/dashboard_bench.py``):
+the cost is in the queries, which the rollups bound, not in the framework.
+
+A password (``dashboard.password``) gates everything when it is set; ``clawback dashboard`` refuses to
+listen beyond localhost without one.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import Engine
+
+from clawback.config import Settings, load_settings
+from clawback.dashboard import figures
+from clawback.dashboard.data import DIMENSIONS, ENTITY_KINDS, FILTER_COLUMNS, Filters, LedgerQueries, TimeRange, usd
+from clawback.dashboard.server import CONFIG_ENV
+from clawback.storage.engine import make_engine
+
+__all__ = ["main"]
+
+RANGES: dict[str, timedelta | None] = {
+    "Last hour": timedelta(hours=1),
+    "Last 24 hours": timedelta(days=1),
+    "Last 3 days": timedelta(days=3),
+    "Last 7 days": timedelta(days=7),
+    "Last 30 days": timedelta(days=30),
+    "Last 90 days": timedelta(days=90),
+    "All": None,
+}
+REFRESH: dict[str, int] = {"off": 0, "10 s": 10, "30 s": 30, "1 min": 60, "5 min": 300}
+
+
+def _settings() -> Settings:
+    """Read on every run (a fraction of a millisecond): a cached copy would outlive a changed environment."""
+    return load_settings(os.environ.get(CONFIG_ENV) or None)
+
+
+@st.cache_resource
+def _engine(url: str) -> Engine:
+    return make_engine(url)
+
+
+def _logged_in(settings: Settings) -> bool:
+    """True when no password is configured or this session entered it."""
+    secret = settings.dashboard.password
+    if secret is None or st.session_state.get("clawback_authenticated"):
+        return True
+    st.title("clawback")
+    with st.form("login"):
+        password = st.text_input("Password", type="password")
+        if st.form_submit_button("Log in"):
+            if hmac.compare_digest(password.encode(), secret.get_secret_value().encode()):
+                st.session_state["clawback_authenticated"] = True
+                st.rerun()
+            st.error("Wrong password.")
+    return False
+
+
+def _time_range(queries: LedgerQueries) -> TimeRange | None:
+    choice = st.sidebar.selectbox("Time range", list(RANGES), index=list(RANGES).index("Last 24 hours"))
+    span = RANGES[choice]
+    now = datetime.now(UTC)
+    if span is not None:
+        return TimeRange.last(span, now)
+    data = queries.data_span()
+    return None if data is None else TimeRange(data[0], max(data[1], now))
+
+
+def _filters(queries: LedgerQueries, tr: TimeRange) -> Filters:
+    options = queries.options(tr)
+    picked: dict[str, tuple[str, ...]] = {}
+    for attr, column in FILTER_COLUMNS.items():
+        if options[column]:
+            picked[attr] = tuple(st.sidebar.multiselect(attr.capitalize(), options[column]))
+    return Filters(**picked)
+
+
+def _csv(frame: pd.DataFrame, name: str) -> None:
+    st.download_button(f"CSV: {name}", frame.to_csv(index=False).encode(), file_name=f"clawback-{name}.csv",
+                       mime="text/csv", key=f"csv-{name}")  # fmt: skip
+
+
+def _chart(fig: Any, frame: pd.DataFrame, name: str) -> None:
+    if fig is None:
+        st.info(f"No {name.replace('-', ' ')} in this range.")
+        return
+    st.plotly_chart(fig, width="stretch", key=f"chart-{name}")
+    _csv(frame, name)
+
+
+def _kpis(queries: LedgerQueries, tr: TimeRange, flt: Filters) -> None:
+    totals = queries.totals(tr, flt)
+    cost, would = totals["cost_micro_usd"], totals["counterfactual_micro_usd"]
+    share = (would - cost) / would if would else 0.0
+    requests = totals["requests"]
+    cols = st.columns(5)
+    cols[0].metric("Spend", f"${usd(cost):,.4f}")
+    cols[1].metric("Without clawback", f"${usd(would):,.4f}")
+    cols[2].metric("Saved", f"${usd(would - cost):,.4f}", f"{share:.1%}")
+    cols[3].metric("Requests", f"{requests:,}")
+    cols[4].metric("Error rate", f"{totals['errors'] / requests:.2%}" if requests else "-")
+
+
+def _body(queries: LedgerQueries, tr: TimeRange, flt: Filters, by: str) -> None:
+    grain = "hourly" if tr.period == "hour" else "daily, whole UTC days"
+    st.caption(f"{tr.start:%Y-%m-%d %H:%M} to {tr.end:%Y-%m-%d %H:%M} UTC ({grain}); refreshed "
+               f"{datetime.now(UTC):%H:%M:%S} UTC")  # fmt: skip
+    _kpis(queries, tr, flt)
+    left, right = st.columns(2)
+    with left:
+        spend = queries.spend_series(tr, flt, by)
+        _chart(figures.spend_figure(spend, DIMENSIONS[by]), spend, "spend")
+    with right:
+        tokens = queries.token_series(tr, flt)
+        _chart(figures.tokens_figure(tokens), tokens, "tokens")
+    left, right = st.columns(2)
+    with left:
+        caches = queries.cache_series(tr, flt)
+        _chart(figures.cache_figure(caches), caches, "cache-hit-rates")
+        st.dataframe(queries.cache_summary(tr, flt), hide_index=True, width="stretch")
+    with right:
+        savings = queries.savings_by_stage(tr, flt)
+        _chart(figures.savings_figure(savings), savings, "savings")
+    cohorts = queries.cohorts(tr, flt)
+    if not cohorts.empty:
+        st.subheader("Holdout against treated traffic")
+        left, right = st.columns(2)
+        with left:
+            _chart(figures.cohort_figure(cohorts), cohorts, "holdout")
+        with right:
+            st.dataframe(cohorts, hide_index=True, width="stretch")
+    left, right = st.columns(2)
+    with left:
+        latency = queries.latency_series(tr, flt)
+        _chart(figures.latency_figure(latency), latency, "latency")
+        st.dataframe(queries.latency(tr, flt), hide_index=True, width="stretch")
+    with right:
+        errors = queries.error_series(tr, flt)
+        _chart(figures.errors_figure(errors), errors, "errors")
+    st.subheader("Largest spenders")
+    grain = "day" if LedgerQueries.entity_period(tr) == "day" else "whole week (Monday, UTC)"
+    st.caption(f"Users, conversations and agents are rolled up per {grain} and key: of the filters, only keys "
+               "apply here.")  # fmt: skip
+    columns = st.columns(len(ENTITY_KINDS))
+    for column, (kind, label) in zip(columns, ENTITY_KINDS.items(), strict=True):
+        with column:
+            top = queries.top_entities(tr, kind, flt, limit=10)
+            if top.empty:
+                st.info(f"No {label} ids recorded in this range.")
+                continue
+            _chart(figures.entity_figure(top, label), top, f"top-{kind}")
+    _components(queries, _settings())
+
+
+def _budget_use(settings: Settings) -> pd.DataFrame | None:
+    """Each budget window's spend against its limit, from the gateway's ``POST /admin/budgets:reconcile`` (the
+    counters live in the gateway or in Redis); None without a gateway admin token or a reachable gateway."""
+    token = settings.gateway.admin_token
+    if token is None:
+        return None
+    import httpx
+
+    try:
+        response = httpx.post(f"http://{settings.gateway.host}:{settings.gateway.port}/admin/budgets:reconcile",
+                              headers={"authorization": f"Bearer {token.get_secret_value()}"}, timeout=2.0)  # fmt: skip
+        rows = response.json().get("reconciliation", []) if response.status_code == 200 else []
+    except (httpx.HTTPError, ValueError):
+        return None
+    frame = pd.DataFrame(rows)
+    if frame.empty or "limit_usd" not in frame:
+        return frame
+    limits = pd.to_numeric(frame["limit_usd"], errors="coerce")
+    frame["used"] = pd.to_numeric(frame["spent_usd"], errors="coerce") / limits
+    frame["threshold"] = pd.cut(frame["used"], [-1, 0.5, 0.8, 1.0, float("inf")],
+                                labels=["< 50 %", "50-80 %", "80-100 %", "over"])  # fmt: skip
+    return frame[["budget", "scope_value", "window", "spent_usd", "reserved_usd", "limit_usd", "used", "threshold",
+                  "drift_usd", "resets_at"]]  # fmt: skip
+
+
+def _components(queries: LedgerQueries, settings: Settings) -> None:
+    """Budgets and rollout state, from the tables their components create (shown only once they exist)."""
+    use = _budget_use(settings)
+    if use is not None and not use.empty:
+        st.subheader("Budget utilisation")
+        over = use[use["used"] >= 0.8] if "used" in use else use.iloc[0:0]
+        if len(over):
+            st.warning(f"{len(over)} budget window(s) at 80 % or more of their limit.")
+        bar = st.column_config.ProgressColumn("used", min_value=0.0, max_value=1.0, format="percent")
+        st.dataframe(use, hide_index=True, width="stretch", column_config={"used": bar})
+    for title, prefixes in (("Budgets", ("budget",)), ("Rollout (flags)", ("flag", "rollout"))):
+        tables = queries.component_tables(prefixes)
+        if not tables:
+            continue
+        st.subheader(title)
+        for name, frame in tables.items():
+            st.caption(name)
+            st.dataframe(frame, hide_index=True, width="stretch")
+
+
+def _health(settings: Settings) -> None:
+    """Component and pool health on demand (``clawback health``'s checks): a click, not every render, since a
+    part that is down takes its timeout to answer."""
+    with st.expander("Component health"):
+        if not st.button("Check now", key="health-check"):
+            st.caption("Upstream, ledger database, Redis, the gateway's ledger queue and journal, cache hit rates.")
+            return
+        from clawback.reports.health import check_health
+
+        gateway = f"http://{settings.gateway.host}:{settings.gateway.port}"
+        report = check_health(settings, gateway_url=gateway, timeout=2.0)
+        rows = [{"part": c.part, "status": c.status, "detail": c.detail} for c in report.checks]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        (st.success if report.healthy else st.error)(
+            "Every part is up." if report.healthy else "Down: " + ", ".join(c.part for c in report.down)
+        )
+
+
+def main() -> None:
+    st.set_page_config(page_title="clawback: cost dashboard", layout="wide")
+    settings = _settings()
+    if not _logged_in(settings):
+        return
+    queries = LedgerQueries(_engine(settings.ledger.url))
+    st.sidebar.title("clawback")
+    st.sidebar.caption(f"ledger: {make_engine_url_label(settings.ledger.url)}")
+    if not queries.has_rollups():
+        st.warning("This ledger has no rollup tables yet: run the gateway (or `clawback demo`) once to migrate it.")
+        return
+    tr = _time_range(queries)
+    if tr is None:
+        st.info("The ledger is empty: send some traffic through the gateway, or run `clawback demo`.")
+        return
+    flt = _filters(queries, tr)
+    by = st.sidebar.selectbox("Split spend by", list(DIMENSIONS), format_func=DIMENSIONS.__getitem__)
+    default_refresh = next((k for k, v in REFRESH.items() if v == settings.dashboard.refresh_s), "off")
+    refresh = REFRESH[st.sidebar.selectbox("Auto-refresh", list(REFRESH), index=list(REFRESH).index(default_refresh))]
+    st.title("Cost dashboard")
+    _health(settings)
+    if refresh:
+        st.fragment(run_every=refresh)(_refreshing)(queries, tr, flt, by)
+    else:
+        _body(queries, tr, flt, by)
+
+
+def _refreshing(queries: LedgerQueries, tr: TimeRange, flt: Filters, by: str) -> None:
+    """The body again on each tick, the range moved up to now (its length kept)."""
+    _body(queries, TimeRange.last(tr.end - tr.start), flt, by)
+
+
+def make_engine_url_label(url: str) -> str:
+    """The ledger URL without its password, for the sidebar."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":  # ``streamlit run`` executes this file as ``__main__``; importing it runs nothing
+    main()

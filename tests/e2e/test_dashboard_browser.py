@@ -1,0 +1,120 @@
+"""The dashboard and the HTML report in a real browser: Debian's Chromium driven by Playwright.
+
+One browser session for the module (a few seconds of CI): ``clawback demo`` writes a ledger, the dashboard
+starts on it (``streamlit run`` in a child process), Chromium opens it and every Plotly chart must have drawn
+traces with data points; then ``clawback report --format html`` on the same ledger is opened from disk and its
+charts must have drawn too. Screenshots go to the test's temporary output directory (printed).
+
+Chromium comes from Debian (``scripts/install.sh`` installs it); Playwright's own browser download is never used.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from clawback.cli import app as cli_app
+from clawback.cli.demo import run_demo
+from clawback.config import Settings
+from clawback.dashboard.server import DashboardProcess
+from clawback.serving import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+#: What each drawn Plotly chart holds: its title, traces, and data points across its traces.
+CHARTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => ({
+  title: (el.layout && el.layout.title && (el.layout.title.text || el.layout.title)) || '',
+  traces: (el.data || []).length,
+  points: (el.data || []).reduce((n, t) => n + ((t.x && t.x.length) || (t.y && t.y.length) || 0), 0),
+  drawn: el.querySelectorAll('.trace, .bars .point, .scatterlayer path').length,
+}))"""
+
+if not os.path.exists(CHROMIUM):
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} missing: scripts/install.sh installs Debian's chromium", pytrace=False)
+    pytest.skip(f"{CHROMIUM} missing (bash scripts/install.sh installs it)", allow_module_level=True)
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("browser")
+
+
+@pytest.fixture(scope="module")
+def demo_ledger(out_dir: Path) -> Path:
+    ledger = out_dir / "demo.db"
+    run_demo(ledger, scale=0.05, console=Console(file=io.StringIO()))
+    return ledger
+
+
+@pytest.fixture(scope="module")
+def page(out_dir: Path) -> Iterator[Any]:
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)  # a fresh profile dir of its own
+        context = browser.new_context(viewport={"width": 1400, "height": 3000})  # tall: the whole page in one shot
+        yield context.new_page()
+        context.close()
+        browser.close()
+
+
+def _charts(page: Any, expected: int, timeout_ms: int = 60_000) -> list[dict[str, Any]]:
+    """Wait until ``expected`` Plotly charts have drawn (scrolling, in case a page draws what is in view only)."""
+    page.wait_for_function(
+        "n => { window.scrollTo(0, document.body.scrollHeight);"
+        " document.querySelectorAll('[data-testid=stMain], section.main').forEach(e => e.scrollTo(0, e.scrollHeight));"
+        " return Array.from(document.querySelectorAll('.js-plotly-plot')).filter(e => e.data).length >= n; }",
+        arg=expected, timeout=timeout_ms, polling=250,
+    )  # fmt: skip
+    page.evaluate("window.scrollTo(0, 0)")
+    charts: list[dict[str, Any]] = page.evaluate(CHARTS_JS)
+    for chart in charts:
+        chart["title"] = re.sub(r"<[^>]+>", "", str(chart["title"]))
+    return charts
+
+
+def test_dashboard_draws_every_chart_with_data(page: Any, demo_ledger: Path, out_dir: Path) -> None:
+    settings = Settings(ledger={"url": f"sqlite:///{demo_ledger}"}, dashboard={"port": free_port()})
+    with DashboardProcess(settings) as dashboard:
+        page.goto(dashboard.url)
+        # The demo's ledger: spend, tokens, cache hit rates, savings, latency, errors, largest keys' users/
+        # conversations are absent in the demo (no user ids): 6 charts.
+        charts = _charts(page, 6)
+        page.wait_for_timeout(500)  # let the last chart finish its transition before the screenshot
+        shot = out_dir / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        print(f"dashboard screenshot: {shot}")
+    titles = [c["title"] for c in charts]
+    for title in ("Spend by model", "Tokens by kind", "Cache hit rates", "Savings by optimization",
+                  "Latency percentiles", "Error rate"):  # fmt: skip
+        assert title in titles, titles
+    for chart in charts:
+        assert chart["traces"] > 0 and chart["points"] > 0 and chart["drawn"] > 0, chart
+    assert shot.stat().st_size > 10_000
+
+
+def test_html_report_of_the_demo_ledger_opens_with_its_charts(page: Any, demo_ledger: Path, out_dir: Path) -> None:
+    report = out_dir / "report.html"
+    result = CliRunner().invoke(cli_app, ["report", "--period", "week", "--format", "html", "--ledger",
+                                          f"sqlite:///{demo_ledger}", "--out", str(report)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    page.goto(report.as_uri())
+    charts = _charts(page, 4, timeout_ms=20_000)
+    shot = out_dir / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"report screenshot: {shot}")
+    titles = [c["title"] for c in charts]
+    assert {"Spend by model", "Savings by optimization", "Spend per day", "Cache hit rates"} <= set(titles), titles
+    for chart in charts:
+        assert chart["traces"] > 0 and chart["points"] > 0 and chart["drawn"] > 0, chart
+    assert "would have cost" in page.inner_text("body")
