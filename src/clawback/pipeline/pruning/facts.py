@@ -56,7 +56,8 @@ __all__ = [
 
 MEMORY_TAG = "<conversation-memory"  # how the memory block's text begins (the eval finds it so)
 # A period ends a sentence only before a space or the end: "$1.2M", "storage.py", "a.b@x.com" stay whole.
-_SENTENCE = re.compile(r"(?=[^.!?\n]|\.\w)[^.!?\n]*(?:\.(?=\w)[^.!?\n]*)*(?:[.!?]+|\n|$)")  # runs, unrolled
+_SENTENCE_OPENS, _SENTENCE_RUN = r"(?=[^.!?\n]|\.\w)", r"[^.!?\n]*(?:\.(?=\w)[^.!?\n]*)*(?:[.!?]+|\n|$)"  # unrolled
+_SENTENCE = re.compile(_SENTENCE_OPENS + _SENTENCE_RUN)
 _NUMBER = re.compile(r"\d")
 _CONTACT = re.compile(r"@\w|https?://|www\.|\+?\d[\d\s().-]{7,}\d")
 _MONTHS = (
@@ -67,13 +68,9 @@ _MONTHS = (
 _COMMITMENT_WORDS = r"scheduled|booked|confirmed|reserved|sent|set up|quoted|will call|will email|i'll|we'll"
 _RECAP_WORDS = r"so|noted|got it|to confirm|just to confirm|confirming|to recap|i'll note|i've noted|noting|understood"
 _RECAP_START = re.compile(rf"^(?:{_RECAP_WORDS})\b[\s:,-]*(?=\S)", re.IGNORECASE)
-# Each commitment or recap phrase holds one of these (fewer literals, fewer searches: "confirm" stands for
-# "confirmed", "to confirm" and "confirming", "i'll" for "i'll note", "noted" for "i've noted")
-_PHRASE_LITERAL_LIST = (
-    "scheduled", "booked", "confirm", "reserved", "sent", "set up", "quoted", "will call", "will email", "i'll",
-    "we'll", "noted", "got it", "recap", "noting", "understood", "it is.", "it is!", "it is\n",
-)  # fmt: skip
 _RECAP_INSIDE = re.compile(r"\bnoted\b|\bit is[.!]*$", re.IGNORECASE)
+# ``_RECAP_INSIDE`` on ``fold``-ed text: the first letters let the engine skip the other positions in C.
+_RECAP_INSIDE_LOW = re.compile(r"n(?<!\w.)oted\b|i(?<!\w.)t is[.!]*$")
 _COURTESY_ATOM = (
     r"(?:thanks?|thank you|so much|very much|that's (?:really |very |so )?(?:useful|helpful|great|good|clear|fine)|"
     r"great|perfect|good|of course|will do|sure|ok(?:ay)?|lovely|wonderful|(?:that )?makes sense|understood)"
@@ -153,6 +150,34 @@ class _Words:
 
 _TIME = _Words(_MONTHS)
 _COMMITMENT = _Words(_COMMITMENT_WORDS)
+# Every commitment or recap phrase holds one of these words or phrases, as a whole word ("so", too common to
+# look for inside sentences, counts where a sentence opens with it): an assistant sentence without one is no
+# fact unless the user agreed with it.
+_TRIGGER_WORDS = f"{_COMMITMENT_WORDS}|noted|got it|confirm|confirming|recap|noting|understood|it is"
+# Where they occur, found in C: the text lower-cased and ASCII-encoded (one byte per character), every byte but
+# [a-z0-9_] a space, padded with one; each phrase as it reads there between spaces ("i'll" -> b" i ll "). A
+# whole-word occurrence in the text is one there (the characters around it are not word characters); the
+# converse need not hold ("set-up", "bookedé"): the sentence check is the exact one.
+_WORD_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_")
+_WORDS_ONLY = bytes(c if c in _WORD_BYTES else 32 for c in range(256))
+
+
+def _trigger_keys(phrases: str) -> dict[bytes, tuple[bytes, ...]]:
+    """For each phrase its longest word as ``_WORDS_ONLY`` leaves it (the rarest, roughly), and the phrases
+    holding that word as they read there between spaces (``b"ll"``: ``b" i ll "``, ``b" we ll "``)."""
+    keys: dict[bytes, dict[bytes, None]] = {}
+    for phrase in phrases.split("|"):
+        words = phrase.encode().translate(_WORDS_ONLY).split()
+        longest = max(reversed(words), key=len)
+        keys.setdefault(longest, {})[b" " + b" ".join(words) + b" "] = None
+    return {word: tuple(found) for word, found in keys.items()}
+
+
+_TRIGGER_KEYS = _trigger_keys(_TRIGGER_WORDS)
+_TRIGGER_TOKENS = frozenset([*_TRIGGER_KEYS, b"so"])
+# ``_SENTENCE`` that also says where a sentence opens with the word "so" (group 1; ``-1`` when it does not):
+# the group consumes only characters the sentence's run would, so the spans are ``_SENTENCE``'s.
+_SENTENCE_SO = re.compile(_SENTENCE_OPENS + r"(?:[^\S\n]*(so)\b)?" + _SENTENCE_RUN)
 
 
 def sentences(text: str) -> list[str]:
@@ -189,7 +214,7 @@ def _is_assistant_fact(sentence: str, agreed: bool = False) -> bool:
         return True
     if not sentence.endswith("?"):
         opener = _RECAP_START.match(sentence)
-        if opener or _RECAP_INSIDE.search(sentence):
+        if opener or (_RECAP_INSIDE.search(sentence) if low is None else _RECAP_INSIDE_LOW.search(low)):
             return _records(sentence[opener.end() :] if opener else sentence, low)
     return agreed and _has_specific(sentence, low)
 
@@ -224,32 +249,37 @@ def _text_facts(role: str, text: str, agreed: bool = False) -> tuple[str, ...]:
     low = fold(text)
     if low is None:  # the rare text the fast patterns do not fit: every sentence, checked exactly
         return tuple(_clip(s) for s in sentences(text) if _is_assistant_fact(s))
-    # where the commitment and recap phrases occur at all (one pass); the sentence check is the exact one
-    starts: list[int] = []
-    for literal in _PHRASE_LITERAL_LIST:  # ``str.find``: a fast substring search, far faster than one pattern
-        at = low.find(literal)
-        while at >= 0:
-            starts.append(at)
-            at = low.find(literal, at + len(literal))
-    tail = low.rstrip()
-    if tail.endswith("it is"):
-        starts.append(len(tail) - 5)
-    # The sentences, one regex pass (C speed) over the text; each start falls in at most one of them, and a
-    # sentence that opens with "so" is a candidate too ("so" is too common a word to look for inside sentences).
-    spans = [(m.start(), m.end()) for m in _SENTENCE.finditer(low)]
-    begins = [b for b, _ in spans]
-    chosen: set[int] = set()
-    for at in starts:
-        index = bisect.bisect_right(begins, at) - 1
-        if index >= 0 and at < spans[index][1]:
-            chosen.add(index)
-    for index, (begin, _end) in enumerate(spans):
-        head = low[begin : begin + 8].lstrip()
-        if head.startswith("so") and (len(head) == 2 or not (head[2].isalnum() or head[2] == "_")):
-            chosen.add(index)
+    # Only a sentence that holds a trigger or opens with "so" can be a fact. Which triggers the text holds: its
+    # words (C loops: translate, split, a set intersection); where: each such phrase found between spaces.
+    words = b" " + low.encode("ascii", "replace").translate(_WORDS_ONLY) + b" "
+    present = _TRIGGER_TOKENS.intersection(words.split())
+    if not present:
+        return ()
+    hits: list[int] = []
+    for token in present:
+        for key in _TRIGGER_KEYS.get(token, ()):
+            at = words.find(key)
+            while at >= 0:  # ``at`` in ``words`` is the space before the phrase: ``at`` in ``low``
+                hits.append(at)
+                at = words.find(key, at + len(key) - 1)  # (two occurrences may share a space)
+    so = b"so" in present
+    if not hits and not so:
+        return ()
+    # The sentences (and, if "so" is a word of the text, where one opens with it) in one regex pass; each
+    # phrase falls in one sentence (it holds no sentence break).
+    if so:
+        spans = [(m.start(), m.end(), m.start(1)) for m in _SENTENCE_SO.finditer(low)]
+        chosen = [i for i, (_, _, at) in enumerate(spans) if at >= 0]
+    else:
+        spans = [(m.start(), m.end(), -1) for m in _SENTENCE.finditer(low)]
+        chosen = []
+    if hits:
+        begins = [b for b, _, _ in spans]
+        chosen.extend(bisect.bisect_right(begins, at) - 1 for at in hits)
+        chosen = sorted(set(chosen))
     found: list[str] = []
-    for index in sorted(chosen):
-        begin, end = spans[index]
+    for index in chosen:
+        begin, end, _ = spans[index]
         sentence = text[begin:end].strip()
         if sentence and _is_assistant_fact(sentence):
             found.append(_clip(sentence))
