@@ -65,7 +65,8 @@ def test_healthy_stack_exits_zero(stack: tuple[BackgroundServer, Settings], tmp_
     status = {c["part"]: c["status"] for c in report["checks"]}
     assert status["upstream"] == status["ledger database"] == status["redis"] == status["gateway"] == "ok", status
     gateway_check = next(c for c in report["checks"] if c["part"] == "gateway")
-    assert gateway_check["figures"]["ledger"]["journal_pending"] == 0 and "pool" in gateway_check["figures"]["ledger"]
+    assert gateway_check["figures"]["ledger"]["journal_pending"] == 0
+    assert gateway_check["figures"]["ledger"]["pool_timeouts"] == 0 and "db_pool" in gateway_check["figures"]
     redis_check = next(c for c in report["checks"] if c["part"] == "redis")
     assert redis_check["figures"]["exact_cache"]["connected_clients"] >= 1
     table = CliRunner().invoke(app, ["health", "--config", str(_config(tmp_path, settings)), "--gateway", gateway.url])

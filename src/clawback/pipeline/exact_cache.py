@@ -40,10 +40,12 @@ __all__ = [
     "assemble_message",
     "cache_eligibility",
     "cache_key",
+    "hit_saving",
     "make_response_cache",
     "normalized_request",
     "replay_entry",
     "replay_sse",
+    "requested_ttl",
     "storable_message",
     "tee_message",
 ]
@@ -226,6 +228,25 @@ def storable_message(body: bytes, message: dict[str, Any] | None, max_entry_byte
     return message
 
 
+def hit_saving(price_book: PriceBook, ctx: RequestContext, entry: CachedReply) -> int:
+    """What answering ``ctx`` from ``entry`` saves: what the stored call cost the caller (at this request's
+    multipliers), and what the stages below saved on it."""
+    request = ctx.request
+    cost = price_book.cost(ctx.model, entry.usage, inference_geo=request.inference_geo, speed=request.speed)
+    return cost.micro_usd + entry.saved_micro_usd
+
+
+def requested_ttl(ctx: RequestContext, default_s: float) -> float:
+    """The entry TTL ``x-clawback-cache-ttl`` asks for, in seconds; ``default_s`` when absent or not a positive
+    number."""
+    value = ctx.header(TTL_HEADER)
+    try:
+        ttl = float(value) if value else default_s
+    except ValueError:
+        ttl = default_s
+    return ttl if ttl > 0 else default_s
+
+
 def replay_entry(ctx: RequestContext, entry: CachedReply, headers: list[tuple[str, str]]) -> Reply:
     """A stored reply as JSON or, for ``stream: true``, as the API's SSE sequence, sent as one body (no relay
     tasks for a stream whose every byte is already known)."""
@@ -369,19 +390,10 @@ class ExactCacheStage:
         return reply
 
     def _hit_saving(self, ctx: RequestContext, entry: CachedReply) -> int:
-        """What answering from ``entry`` saves: what the stored call cost the caller, and what the stages below
-        saved on it."""
-        request = ctx.request
-        cost = self.price_book.cost(ctx.model, entry.usage, inference_geo=request.inference_geo, speed=request.speed)
-        return cost.micro_usd + entry.saved_micro_usd
+        return hit_saving(self.price_book, ctx, entry)
 
     def _ttl(self, ctx: RequestContext) -> float:
-        value = ctx.header(TTL_HEADER)
-        try:
-            ttl = float(value) if value else self.settings.ttl_s
-        except ValueError:
-            ttl = self.settings.ttl_s
-        return ttl if ttl > 0 else self.settings.ttl_s
+        return requested_ttl(ctx, self.settings.ttl_s)
 
     def _hit(self, ctx: RequestContext, entry: CachedReply) -> Reply:
         self.hits += 1

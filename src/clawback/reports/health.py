@@ -142,7 +142,12 @@ def _gateway(url: str, timeout: float) -> Check:
     response = httpx.get(f"{url.rstrip('/')}/healthz", timeout=timeout)
     body = response.json()
     ledger = body.get("ledger", {})
-    figures = {"status": body.get("status"), "ledger": ledger, "upstream": body.get("upstream")}
+    figures = {
+        "status": body.get("status"),
+        "ledger": ledger,
+        "db_pool": body.get("db_pool"),
+        "upstream": body.get("upstream"),
+    }
     lag = f"ledger queue {ledger.get('queue_depth')}, journal backlog {ledger.get('journal_pending')}"
     if response.status_code != 200 or not ledger.get("database_up", False):
         return Check("gateway ledger writer", "down", f"{url}/healthz: {body.get('status')} ({lag}; the gateway "

@@ -47,9 +47,10 @@ from clawback.pipeline.exact_cache import (
     CACHE_HEADER,
     NAMESPACE_HEADER,
     TAGS_HEADER,
-    TTL_HEADER,
     cache_key,
+    hit_saving,
     replay_entry,
+    requested_ttl,
     storable_message,
     tee_message,
 )
@@ -219,20 +220,13 @@ class SemanticCacheStage:
                 done(orjson.dumps(chunk), chunk)
 
     def _ttl(self, ctx: RequestContext) -> float:
-        value = ctx.header(TTL_HEADER)
-        try:
-            ttl = float(value) if value else self.settings.ttl_s
-        except ValueError:
-            ttl = self.settings.ttl_s
-        return ttl if ttl > 0 else self.settings.ttl_s
+        return requested_ttl(ctx, self.settings.ttl_s)
 
     def _hit(self, ctx: RequestContext, match: Match) -> Reply:
         self.counters["hits"] += 1
         ctx.cache_status = HIT
         entry = match.entry.reply
-        request = ctx.request
-        cost = self.price_book.cost(ctx.model, entry.usage, inference_geo=request.inference_geo, speed=request.speed)
-        ctx.savings.add(self.name, cost.micro_usd + entry.saved_micro_usd)
+        ctx.savings.add(self.name, hit_saving(self.price_book, ctx, entry))
         headers = [(CACHE_HEADER, HIT), ("x-clawback-cache-key", entry.key),
                    ("x-clawback-semantic-similarity", f"{match.similarity:.4f}")]  # fmt: skip
         return replay_entry(ctx, entry, headers)
