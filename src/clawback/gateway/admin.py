@@ -7,7 +7,8 @@ stage that holds replies or counters is reachable here without a change to this 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from clawback.api.errors import error_body
+from clawback.gateway.admin_auth import Handler, admin_only
 from clawback.gateway.process import gateway_of
 from clawback.gateway.routes import json_response
 from clawback.pipeline.flags import HOLDOUT, FlagsStage
@@ -26,24 +28,9 @@ __all__ = ["routes"]
 _SELECTORS = ("key", "namespace", "tag")
 
 
-def _denied(request: Request) -> Response | None:
-    """None when the request carries the admin token; 404 when no token is configured (admin API off)."""
-    admin_token = gateway_of(request).settings.gateway.admin_token
-    if admin_token is None:
-        return json_response(error_body("not_found_error", f"{request.url.path}: the admin API is disabled "
-                                        "(set gateway.admin_token)"), 404)  # fmt: skip
-    sent = request.headers.get("authorization", "")
-    sent = sent[7:].strip() if sent.lower().startswith("bearer ") else request.headers.get("x-admin-token", "")
-    if not hmac.compare_digest(sent.encode(), admin_token.get_secret_value().encode()):
-        return json_response(error_body("authentication_error", "admin API: invalid or missing admin token"), 401)
-    return None
-
-
+@admin_only
 async def cache_invalidate(request: Request) -> Response:
     """``POST /admin/cache/invalidate`` with one or more of ``key``, ``namespace``, ``tag``."""
-    denied = _denied(request)
-    if denied is not None:
-        return denied
     try:
         spec = orjson.loads(await request.body() or b"{}")
     except orjson.JSONDecodeError:
@@ -57,12 +44,10 @@ async def cache_invalidate(request: Request) -> Response:
     return json_response({"invalidated": count, "enabled": bool(stages)})
 
 
+@admin_only
 async def cache_stats(request: Request) -> Response:
     """``GET /admin/cache/stats``: each reporting stage's counters under its name (the exact cache's hits and
     misses, the planner's payback per prefix family and recent churn)."""
-    denied = _denied(request)
-    if denied is not None:
-        return denied
     return json_response({stage.name: stage.report() for stage in gateway_of(request).pipeline.reporters()})
 
 
@@ -86,30 +71,30 @@ async def _spec(request: Request) -> dict[str, Any]:
     return spec if isinstance(spec, dict) else {}
 
 
+@admin_only
 async def flags_list(request: Request) -> Response:
     """``GET /admin/flags``: every flag as this replica applies it, and the stages of its pipeline."""
-    denied = _denied(request)
-    if denied is not None:
-        return denied
     stage = _flags_stage(request)
     return json_response(_flags_view(stage) if stage is not None else {"flags": {}, "stages": []})
 
 
-def _store_of(request: Request) -> FlagStore | Response:
-    stage = _flags_stage(request)
-    if stage is None or stage.store is None:
-        return json_response(error_body("not_found_error", "this gateway has no flag store"), 404)
-    return stage.store
+def _on_flag_store(handler: Callable[[Request, FlagsStage, FlagStore], Awaitable[Response]]) -> Handler:
+    """``handler`` behind the admin token, given the pipeline's flags stage and its store; 404 without one."""
+
+    @admin_only
+    @functools.wraps(handler)
+    async def run(request: Request) -> Response:
+        stage = _flags_stage(request)
+        if stage is None or stage.store is None:
+            return json_response(error_body("not_found_error", "this gateway has no flag store"), 404)
+        return await handler(request, stage, stage.store)
+
+    return run
 
 
-async def flags_set(request: Request) -> Response:
+@_on_flag_store
+async def flags_set(request: Request, stage: FlagsStage, store: FlagStore) -> Response:
     """``POST /admin/flags/{name}`` with ``mode``, ``rollout`` (default 100), ``actor``, ``reason``."""
-    denied = _denied(request)
-    if denied is not None:
-        return denied
-    store = _store_of(request)
-    if isinstance(store, Response):
-        return store
     spec = await _spec(request)
     name, mode, rollout = request.path_params["name"], spec.get("mode"), spec.get("rollout", 100)
     if mode not in MODES or not isinstance(rollout, int | float) or isinstance(rollout, bool):
@@ -125,14 +110,9 @@ async def flags_set(request: Request) -> Response:
     return json_response({"changes": [c.as_dict() for c in changes]})
 
 
-async def flags_history(request: Request) -> Response:
+@_on_flag_store
+async def flags_history(request: Request, stage: FlagsStage, store: FlagStore) -> Response:
     """``GET /admin/flags/history[?name=…&limit=…]``: the audit, oldest first."""
-    denied = _denied(request)
-    if denied is not None:
-        return denied
-    store = _store_of(request)
-    if isinstance(store, Response):
-        return store
     name = request.query_params.get("name") or None
     try:
         limit = max(1, min(1000, int(request.query_params.get("limit", "50"))))
@@ -142,17 +122,10 @@ async def flags_history(request: Request) -> Response:
     return json_response({"changes": [c.as_dict() for c in changes]})
 
 
-async def rollback(request: Request) -> Response:
+@_on_flag_store
+async def rollback(request: Request, stage: FlagsStage, store: FlagStore) -> Response:
     """``POST /admin/rollback`` with ``stage`` (a flag, or ``all``: every stage of the pipeline and every stored
     flag but the holdout), ``actor``, ``reason``: each off, audited; what changed."""
-    denied = _denied(request)
-    if denied is not None:
-        return denied
-    store = _store_of(request)
-    if isinstance(store, Response):
-        return store
-    stage = _flags_stage(request)
-    assert stage is not None
     spec = await _spec(request)
     target = str(spec.get("stage") or "all")
     if target == "all":

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from clawback.api.errors import error_body
-from clawback.gateway.admin import _denied
+from clawback.gateway.admin_auth import Handler, denied
 from clawback.gateway.process import gateway_of
 from clawback.gateway.routes import json_response
 from clawback.pipeline.budget import BudgetStage
@@ -30,7 +30,6 @@ from clawback.storage.budgets import BudgetPatch, BudgetSpec, OverrideSpec
 
 __all__ = ["routes"]
 
-Handler = Callable[[Request], Awaitable[Response]]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -62,10 +61,10 @@ def _actor(request: Request) -> str:
 
 
 def guarded(handler: Callable[[Request, BudgetStage], Awaitable[Response]]) -> Handler:
-    """Behind the admin token (``gateway.admin._denied``), on the pipeline's budget stage."""
+    """Behind the admin token (``gateway.admin_auth.denied``), on the pipeline's budget stage."""
 
     async def run(request: Request) -> Response:
-        refused = _denied(request)
+        refused = denied(request)
         if refused is not None:
             return refused
         stage = gateway_of(request).pipeline.find(BudgetStage)
