@@ -459,8 +459,9 @@ class RedisSettings(_Section):
     url: RedisUrl | None = Field(
         None,
         description=(
-            "Shared Redis for every store that can use one (exact cache, pruning summaries, budget counters): each "
-            "one's backend becomes 'redis' at this URL, unless its section is in keep_local or sets its own URL"
+            "Shared Redis for every store that can use one (exact cache, pruning summaries, budget counters, the "
+            "flags' change channel): each one's backend becomes 'redis' at this URL, unless its section is in "
+            "keep_local or sets its own URL"
         ),
     )
     keep_local: list[str] = Field(
@@ -495,6 +496,8 @@ def _share_redis(settings: Settings) -> None:
                 updates[backend_field] = "redis"
                 if getattr(section, url_field) == fields[url_field].default:
                     updates[url_field] = url
+        if "redis_url" in fields and "backend" not in fields and section.redis_url is None:
+            updates["redis_url"] = url  # a section that only publishes through Redis (flags' change channel)
         if updates:
             object.__setattr__(settings, name, section.model_copy(update=updates))
 

@@ -18,9 +18,12 @@ def test_redis_url_moves_every_redis_capable_store_unless_a_section_says_otherwi
     assert (shared.exact_cache.backend, shared.exact_cache.redis_url) == ("redis", "redis://10.1.2.3:6380/2")
     assert (shared.pruning.summary_store, shared.pruning.summary_redis_url) == ("redis", "redis://10.1.2.3:6380/2")
     assert (shared.budgets.backend, shared.budgets.redis_url) == ("redis", "redis://10.1.2.3:6380/2")
+    assert plain.flags.redis_url is None and shared.flags.redis_url == "redis://10.1.2.3:6380/2"
     own = load_settings(redis={"url": "redis://10.1.2.3:6380/2", "keep_local": ["exact_cache"]},
                         budgets={"redis_url": "redis://other:6379/0"})  # fmt: skip
     assert own.exact_cache.backend == "memory"
+    kept = load_settings(redis={"url": "redis://h:6379/0", "keep_local": ["flags"]})
+    assert kept.flags.redis_url is None  # flags reload from the database on their own refresh_s
     assert (own.budgets.backend, own.budgets.redis_url) == ("redis", "redis://other:6379/0")
 
 
