@@ -496,7 +496,7 @@ def _share_redis(settings: Settings) -> None:
                 updates[backend_field] = "redis"
                 if getattr(section, url_field) == fields[url_field].default:
                     updates[url_field] = url
-        if "redis_url" in fields and "backend" not in fields and section.redis_url is None:
+        if isinstance(section, FlagSettings) and section.redis_url is None:
             updates["redis_url"] = url  # a section that only publishes through Redis (flags' change channel)
         if updates:
             object.__setattr__(settings, name, section.model_copy(update=updates))

@@ -34,7 +34,6 @@ from clawback.front.auth import Authenticator
 from clawback.front.intake import PIPELINE_PATHS, Intake
 from clawback.pipeline.context import Reply, RequestContext, new_request_id
 from clawback.pipeline.dispatch.batches import book_batch_results
-from clawback.pipeline.flags import FlagsStage
 from clawback.pipeline.forward import Forwarder
 from clawback.storage.ledger import LedgerWriter
 from clawback.upstream.client import UpstreamClient, UpstreamUnavailable
@@ -305,18 +304,17 @@ class _Core:
         task.add_done_callback(finished)
 
     async def aclose(self) -> None:
-        """Close the upstream pool on this loop; requests the caller abandoned are cancelled."""
+        """Close the pipeline's stages (their Redis clients, batch pollers, flag watcher) and the upstream pool on
+        this loop, as the gateway does at shutdown; requests the caller abandoned are cancelled."""
         for task in list(self._abandoned):
             task.cancel()
+        await self.pipeline.aclose()
         if self._upstream is not None and self._loop is asyncio.get_running_loop():
             await self._upstream.aclose()
         self._upstream = None
 
     def release_ledger(self) -> None:
-        """The client is closed: give back the shared ledger and stop this pipeline's flag watcher."""
-        flags = self.pipeline.find(FlagsStage)
-        if flags is not None and flags.store is not None:
-            flags.store.close()
+        """The client is closed: give back the shared ledger (stored, and closed by its last user)."""
         _ledgers.release(self.ledger)
 
 

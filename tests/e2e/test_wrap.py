@@ -260,3 +260,38 @@ def test_wrap_returns_a_copy_and_refuses_other_objects(simulator, gateway_settin
     with pytest.raises(TypeError):
         clawback.wrap(original, settings=gateway_settings, labels={"team": 7})  # type: ignore[dict-item]
     original.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_closing_the_client_closes_every_stage_of_its_pipeline(simulator, gateway_settings, monkeypatch, kind):
+    """As the gateway does at shutdown: stages holding Redis clients, batch pollers or a flag watcher let go."""
+    from clawback.pipeline.dispatch.stage import DispatchStage
+    from clawback.pipeline.flags import FlagsStage
+
+    closed: list[str] = []
+    for cls in (DispatchStage, FlagsStage):
+        original = cls.aclose
+
+        async def recording(self, _original=original, _name=cls.__name__):
+            closed.append(_name)
+            await _original(self)
+
+        monkeypatch.setattr(cls, "aclose", recording)
+    request = {"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": "close"}]}
+    if kind == "sync":
+        wrapped = clawback.wrap(anthropic.Anthropic(base_url=simulator.url, api_key=KEY), settings=gateway_settings)
+        wrapped.messages.create(**request)
+        assert closed == []
+        wrapped.close()
+    else:
+
+        async def run() -> None:
+            plain = anthropic.AsyncAnthropic(base_url=simulator.url, api_key=KEY)
+            wrapped = clawback.wrap(plain, settings=gateway_settings)
+            await wrapped.messages.create(**request)
+            assert closed == []
+            await wrapped.close()
+
+        asyncio.run(run())
+    assert sorted(closed) == ["DispatchStage", "FlagsStage"]
+    assert len(LedgerReader(gateway_settings.ledger.url).rows()) == 1
