@@ -164,3 +164,34 @@ def test_store_audits_changes_and_decisions_survive_a_restart(tmp_path: Path):
     with pytest.raises(ValueError, match="rollout"):
         restarted.apply([FlagUpdate("pruning", "on", 150)], actor="x")
     restarted.close()
+
+
+def test_a_store_on_the_process_pool_leaves_that_pool_open_when_it_closes(tmp_path: Path):
+    """The gateway lends its ledger engine, whose connections ``ledger.pool_size`` counts; the store must not
+    open a pool of its own beside it nor dispose the lent one."""
+    from clawback.config import Settings
+    from clawback.front.assembly import assemble
+    from clawback.storage.engine import make_engine
+
+    url = f"sqlite:///{tmp_path / 'flags.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    lent = FlagStore(engine)
+    lent.reload()
+    lent.close()
+    assert engine.pool.checkedin() == 1  # its connection is still pooled: not disposed
+    own = FlagStore(url)
+    own.reload()
+    own.close()
+    assert own.engine.pool.checkedin() == 0  # a store's own engine is disposed with it
+
+    async def terminal(ctx: RequestContext) -> Reply:
+        raise AssertionError("not called")
+
+    settings = Settings(ledger={"url": url, "journal_path": str(tmp_path / "journal")})
+    assembly = assemble(settings, terminal=terminal, engine=engine)
+    flags = assembly.pipeline.find(FlagsStage)
+    assert flags is not None and flags.store is not None and flags.store.engine is engine
+    asyncio.run(assembly.pipeline.aclose())
+    assembly.ledger.close()
+    engine.dispose()

@@ -34,10 +34,11 @@ def open_ledger(settings: LedgerSettings, engine: Engine | None = None) -> Ledge
     return LedgerWriter.from_settings(settings)
 
 
-def open_flags(settings: Settings) -> FlagStore:
-    """The flag store in the ledger's database (migrated by ``open_ledger``), loaded and watching for changes."""
+def open_flags(settings: Settings, engine: Engine | None = None) -> FlagStore:
+    """The flag store in the ledger's database (migrated by ``open_ledger``), loaded and watching for changes; on
+    ``engine`` (the process's pool, so its connections count in ``ledger.pool_size``) when given."""
     flags = settings.flags
-    store = FlagStore(settings.ledger.url, refresh_s=flags.refresh_s, redis_url=flags.redis_url,
+    store = FlagStore(engine or settings.ledger.url, refresh_s=flags.refresh_s, redis_url=flags.redis_url,
                       channel=flags.redis_channel)  # fmt: skip
     store.start()
     return store
@@ -66,5 +67,5 @@ def assemble(
     price_book = price_book or load_price_book(settings.pricing)
     ledger = ledger or open_ledger(settings.ledger)
     pipeline = build_pipeline(settings, price_book=price_book, sinks=[ledger.submit, *sinks], terminal=terminal,
-                              flags=open_flags(settings), engine=engine)  # fmt: skip
+                              flags=open_flags(settings, engine), engine=engine)  # fmt: skip
     return Assembly(price_book, ledger, pipeline)

@@ -144,6 +144,9 @@ class FlagStore:
         redis_url: str | None = None,
         channel: str = "clawback:flags",
     ) -> None:
+        # An engine handed in is the process's pool (its connections already counted against max_connections):
+        # borrowed, so closing the store leaves it to its owner.
+        self._owns_engine = isinstance(url_or_engine, str)
         self.engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
         self.refresh_s = refresh_s
         self.redis_url = redis_url
@@ -286,4 +289,5 @@ class FlagStore:
         if self._publisher is not None:
             self._publisher.close()
             self._publisher = None
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
