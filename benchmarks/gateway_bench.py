@@ -11,6 +11,7 @@ match wrk's request count (wrk does not count the requests in flight when it sto
     .venv/bin/python benchmarks/gateway_bench.py                       # 10 s cells, 2 repeats, ~3.5 min
     .venv/bin/python benchmarks/gateway_bench.py --profile             # + py-spy on the gateway at c32
     .venv/bin/python benchmarks/gateway_bench.py --pin split --repeats 1   # gateway on CPU 0; sim + wrk on CPU 1
+    .venv/bin/python benchmarks/gateway_bench.py --defaults   # pass-through / defaults / all stages, ~2.5 min
 """
 
 from __future__ import annotations
@@ -304,7 +305,22 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy record the gateway under c32 load")
     parser.add_argument("--profile-duration", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/gateway[-pinned].md")
+    parser.add_argument(
+        "--defaults",
+        action="store_true",
+        help="pass-through, shipped defaults and every stage on, side by side (gateway_defaults.py)",
+    )
+    parser.add_argument("--stream", action="store_true", help="with --defaults: streams too (plain only otherwise)")
     args = parser.parse_args()
+    if args.defaults:
+        import gateway_defaults
+
+        if "--duration" not in sys.argv:
+            args.duration = 5
+        if "--repeats" not in sys.argv:
+            args.repeats = 3
+        gateway_defaults.run(args)
+        return
     suffix = ("" if args.pin == "none" else "-pinned") + ("" if args.upstream == "simulator" else "-canned")
     out = args.out or bl.BENCH_DIR / f"gateway{suffix}.md"
     gw_cpus, sim_cpus, wrk_cpus = ("0", "1", "1") if args.pin == "split" else (None, None, None)

@@ -121,22 +121,27 @@ class RequestContext:
     batch: bool = False
     """Set by dispatch when the request was deferred to the Message Batches API: priced at batch prices."""
     original_body: dict[str, Any] = field(init=False)
+    _request: MessagesRequest | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.original_body = self.body
 
     @property
     def request(self) -> MessagesRequest:
-        """Typed reads over the body that will be sent."""
-        return MessagesRequest(self.body)
+        """Typed reads over the body that will be sent (one view per body: the stages ask for it a dozen times a
+        request; a view reads the body live, so it is reused only while ``body`` is the same object)."""
+        request = self._request
+        if request is None or request.body is not self.body:
+            request = self._request = MessagesRequest(self.body)
+        return request
 
     @property
     def model(self) -> str:
-        return self.request.model
+        return str(self.body.get("model", ""))  # ``MessagesRequest.model``, without building a view
 
     @property
     def stream(self) -> bool:
-        return self.request.stream
+        return bool(self.body.get("stream", False))  # ``MessagesRequest.stream``, likewise
 
     def mode(self, stage: str) -> Mode:
         """How stage ``stage`` treats this request (``on`` when no flags stage decided)."""

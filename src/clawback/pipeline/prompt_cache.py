@@ -420,6 +420,8 @@ class PromptCachePlanner:
         self._entries: OrderedDict[PromptKey, _Entry] = OrderedDict()
         self._stats: dict[tuple[str, str], PaybackStats] = {}
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
+        self._families: OrderedDict[PromptKey, tuple[_Snapshot, str]] = OrderedDict()
+        """Static prefix (scope, model, digest) -> its snapshot and family (``_family``)."""
         self._pending: dict[PromptKey, asyncio.Event] = {}
         self._shadow_entries: OrderedDict[PromptKey, float] = OrderedDict()
         """Shadow mode: the prefixes the upstream's cache would hold had the planned breakpoints been sent, and
@@ -464,6 +466,26 @@ class PromptCachePlanner:
         while len(self._entries) > self.settings.max_tracked_prefixes:
             self._entries.popitem(last=False)
 
+    def _family(
+        self, scope: str, model: str, blocks: Sequence[PromptBlock], static_digest: bytes | None
+    ) -> tuple[_Snapshot, str]:
+        """The request's prefix snapshot and family. Memoized by the static prefix's digest: it names tools and
+        system exactly (markers aside, as the snapshot sees them), which are all the snapshot and family read, so
+        a prefix seen before is not serialized, masked and hashed again on every request."""
+        if static_digest is None:
+            snap = _snapshot(blocks, None)
+            return snap, _family_of(scope, model, snap)
+        key = (scope, model, static_digest)
+        known = self._families.get(key)
+        if known is not None:
+            self._families.move_to_end(key)
+            return known
+        snap = _snapshot(blocks, static_digest)
+        known = self._families[key] = (snap, _family_of(scope, model, snap))
+        while len(self._families) > self.settings.max_tracked_prefixes:
+            self._families.popitem(last=False)
+        return known
+
     # -- the stage
     def bind(self, chain: Chain) -> None:
         pass
@@ -486,8 +508,7 @@ class PromptCachePlanner:
         # messages, so the full list's entry at the last static block names the static prefix).
         digests = prefix_digests(body, blocks)
         snap_digest = digests[static_blocks[-1]] if static_blocks else None
-        snap = _snapshot(blocks, snap_digest)
-        family = _family_of(scope, model, snap)
+        snap, family = self._family(scope, model, blocks, snap_digest)
         self._check_churn(ctx, family, snap)
 
         shadow = mode == "shadow"
