@@ -371,6 +371,8 @@ def _candidates(model: str) -> list[str]:
 
 # --------------------------------------------------------------------------------------------- the book
 
+_RESOLVED_MAX = 4096
+
 
 class PriceBook:
     """An immutable price table with model-id resolution and the cost function."""
@@ -391,6 +393,8 @@ class PriceBook:
         self._batch = batch_multiplier
         self._geo_us = geo_us_multiplier
         self._index: dict[str, ModelPrice] = {}
+        self._resolved: dict[str, ModelPrice | None] = {}
+        """Model id -> its row (or None): ``_resolve`` runs three regexes per id, and every request asks twice."""
         for price in self._models:
             for name in (price.model, *price.aliases):
                 key = _normalize(name)
@@ -466,11 +470,15 @@ class PriceBook:
         return list(self._models)
 
     def _resolve(self, model: str) -> ModelPrice | None:
-        for candidate in _candidates(model):
-            price = self._index.get(candidate)
-            if price is not None:
-                return price
-        return None
+        try:
+            return self._resolved[model]
+        except KeyError:
+            pass
+        found = next((p for c in _candidates(model) if (p := self._index.get(c)) is not None), None)
+        if len(self._resolved) >= _RESOLVED_MAX:  # ids come from callers: bounded
+            self._resolved.clear()
+        self._resolved[model] = found
+        return found
 
     def is_known(self, model: str) -> bool:
         """Whether ``model`` (an id, alias, dated id, or with a ``[1m]`` suffix) has its own row."""

@@ -49,6 +49,7 @@ measured error.
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import re
 import struct
@@ -144,6 +145,7 @@ _KNOWN_TOOL_TOKENS = {"bash_": 245, "text_editor_": 700, "computer_": 683}
 _THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
 
 
+@functools.lru_cache(maxsize=1024)  # pure; asked per block of every request
 def _parse_model(model: str | None) -> tuple[str, int, int] | None:
     """``(family, major, minor)`` for a Claude model id; a date suffix is not a minor version."""
     if not model:
@@ -157,6 +159,7 @@ def _parse_model(model: str | None) -> tuple[str, int, int] | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)  # pure; asked per block of every request
 def tokenizer_factor(model: str | None) -> float:
     """1.3 for models on the newer tokenizer (Opus 4.7+, every 5.x family, Fable, Mythos), else 1.0."""
     if model and ("mythos" in model or "fable" in model):
