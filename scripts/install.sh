@@ -38,7 +38,8 @@ fi
 
 # wrk drives the on-demand gateway benchmarks (benchmarks/gateway_bench.py, dispatch_overhead.py); not needed by CI.
 if ! command -v wrk >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 \
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1; }; } \
     || echo "install.sh: could not install wrk with apt-get; the gateway benchmarks need it" >&2
 fi
 
