@@ -105,13 +105,13 @@ _ANTONYM_PAIRS = [
         "small smaller smallest little tiny pequeno pequena pequenos",
     ),
     ("upstairs arriba", "downstairs abajo"),
-    ("inside indoor indoors interior dentro", "outside outdoor outdoors exterior fuera afuera"),
+    ("in inside indoor indoors interior dentro", "outside outdoor outdoors exterior fuera afuera"),
     ("first primer primero primera", "last final ultimo ultima"),
     (
         "start starts begin begins beginning empieza empezar comienza inicio",
         "end ends finish finishes termina terminar fin",
     ),
-    ("add adding agregar anadir", "remove removing delete quitar eliminar borrar"),
+    ("add adds added adding agreg* anad*", "remove removes removed removing delete deleted quit* elimin* borr*"),
     ("arrive arrival lleg*", "leave departure depart salir salida salen sale salgo"),
     ("north norte", "south sur"),
     ("east", "west oeste"),
@@ -274,7 +274,10 @@ _ROLES = {
     **dict.fromkeys(_words("appraiser tasador"), "appraiser"),
 }  # fmt: skip
 # Personal pronouns only (not possessives: "list my home with you" and "your fee for my home" are the same ask).
-_FIRST_PERSON = _words("i me we us myself yo nosotros")
+# Spanish drops the pronoun: the first-person forms of the modal verbs carry it ("¿Puedo cortar...?": "can I").
+_FIRST_PERSON = _words(
+    "i me we us myself yo nosotros puedo podemos debo debemos tengo tenemos necesito necesitamos quiero queremos"
+)
 _SECOND_PERSON = _words("you yourself usted ustedes tu")
 
 _CONTRASTS = [
@@ -521,8 +524,10 @@ def features(text: str) -> Features:
                 dates.add(word)
         elif word in _DATES and (word not in _AMBIGUOUS_MONTHS or _is_month(raw_tokens, index, starts)):
             dates.add(_DATES[word])
-        elif word.endswith("s") and word[:-1] in _WEEKDAYS:
-            dates.add(_DATES[word[:-1]])
+        elif word == _MANANA + "s":
+            dates.add("morning")  # "las mañanas": mornings, never tomorrow
+        elif word.endswith("s") and word[:-1] in _DATES and word[:-1] not in _AMBIGUOUS_MONTHS:
+            dates.add(_DATES[word[:-1]])  # plurals: "mornings", "Sundays", "noches", "tardes"
         if word in _ROLES:
             roles.append(_ROLES[word])
             actors.append(_ROLES[word])
