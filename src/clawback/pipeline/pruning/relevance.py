@@ -7,7 +7,9 @@ scorer can be plugged in through ``Scorer``; it must be deterministic too.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import math
 import re
 from collections import Counter
@@ -171,13 +173,14 @@ class Scorer(Protocol):
 class Bm25Scorer:
     """Okapi BM25 (k1 = 1.2, b = 0.75) with the documents as their own corpus.
 
-    Each document is read once into its term counts (``_document``: ``terms`` counted by ``Counter`` in C,
-    memoized by text, so a turn scored again on a later request costs a lookup), and a query term's frequency
-    in it is one dict lookup; only the terms a document shares with the query are visited (a C set
-    intersection). The earlier form looked each query term up in the joined corpus with ``str.find``: one scan
-    of the whole history per term, most of the cold path's relevance time. The document length BM25
-    normalizes by is measured in characters (of the lower-cased text, plus one) rather than terms: it enters
-    only as a ratio to the average length, for which the two are proportional.
+    Only the query's terms are counted. The documents are lower-cased and joined into one string whose
+    non-word characters are spaces (C-level passes), each query term is looked up in it with ``str.find``,
+    and an occurrence counts when it is a whole word as ``terms`` trims words (only ``'.-`` between it and
+    the space before, only ``$'.-`` between it and the space after). That gives exactly the frequencies a
+    ``Counter`` of each document's terms gives, at a fraction of the cost on a hundred-turn history never
+    seen before (the gateway's first request after a restart, or a replica's first of a conversation). The
+    document length BM25 normalizes by is measured in characters rather than terms: it enters only as a
+    ratio to the average length, for which the two are proportional.
     """
 
     def __init__(self, k1: float = 1.2, b: float = 0.75) -> None:
@@ -187,32 +190,64 @@ class Bm25Scorer:
     def scores(self, query: str, documents: Sequence[str]) -> list[float]:
         if not documents:
             return []
-        read = [_document(text) for text in documents]
+        corpus, starts = _corpus(documents)
         n = len(documents)
-        average = (sum(length for length, _ in read) / n) or 1.0
+        lengths = [b - a for a, b in itertools.pairwise(starts)]
+        average = (sum(lengths) / n) or 1.0
         k1, b = self.k1, self.b
-        wanted = set(_terms(query))
-        postings: dict[str, list[tuple[int, int]]] = {}
-        for doc, (_, counts) in enumerate(read):
-            for term in counts.keys() & wanted:
-                postings.setdefault(term, []).append((doc, counts[term]))
+        norms = [k1 * (1 - b + b * length / average) for length in lengths]
         out = [0.0] * n
-        for term in sorted(postings):  # sorted: the float sums come out the same on every run
-            found = postings[term]
-            df = len(found)
+        for term in sorted(set(_terms(query))):  # sorted: the float sums come out the same on every run
+            frequencies = _frequencies(corpus, starts, term)
+            if not frequencies:
+                continue
+            df = len(frequencies)
             idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-            for doc, tf in found:
-                out[doc] += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * read[doc][0] / average))
+            for doc, tf in frequencies.items():
+                out[doc] += idf * tf * (k1 + 1) / (tf + norms[doc])
         return out
 
 
-@functools.lru_cache(maxsize=16_384)
-def _document(text: str) -> tuple[int, dict[str, int]]:
-    """A document's length (characters of its lower-cased form plus one, or of its terms joined for the rare
-    text ``fold`` declines) and how often each of its ``terms`` occurs."""
-    words = _terms(text)
-    low = fold(text)
-    return (len(low) if low is not None else len(" ".join(words))) + 1, Counter(words)
+def _corpus(documents: Sequence[str]) -> tuple[str, list[int]]:
+    """The documents lower-cased, non-word characters as spaces, one space after each; and where each
+    begins (plus the end), so that an offset maps back to its document."""
+    folded = [fold(text) for text in documents]
+    starts = [0]
+    lows = [low for low in folded if low is not None]
+    if len(lows) == len(folded):  # the common case: one translation pass over all of them
+        for low in lows:
+            starts.append(starts[-1] + len(low) + 1)
+        # ``encode(..., "replace")`` gives one byte per character, so the offsets hold in the translated string.
+        return _words_only(" ".join(lows) + " "), starts
+    pieces: list[str] = []
+    for text, folded_text in zip(documents, folded, strict=True):
+        # The rare text that needs the case-insensitive tokenizer is stood for by its terms, verbatim.
+        piece = (" ".join(_terms(text)) if folded_text is None else _words_only(folded_text)) + " "
+        pieces.append(piece)
+        starts.append(starts[-1] + len(piece))
+    return "".join(pieces), starts
+
+
+def _words_only(low: str) -> str:
+    return low.encode("ascii", "replace").translate(_SEPARATORS).decode("ascii")
+
+
+def _frequencies(corpus: str, starts: list[int], term: str) -> Counter[int]:
+    """How often ``term`` occurs as a whole, trimmed word in each document of ``corpus`` that has it."""
+    found: list[int] = []
+    size = len(term)
+    at = corpus.find(term)
+    while at >= 0:
+        before = at - 1
+        while before >= 0 and corpus[before] in _LEAD_TRIM:
+            before -= 1
+        after = at + size
+        while corpus[after] in _TRAIL_TRIM:  # the corpus ends with a space
+            after += 1
+        if (before < 0 or corpus[before] == " ") and corpus[after] == " ":
+            found.append(bisect.bisect_right(starts, at) - 1)
+        at = corpus.find(term, after)
+    return Counter(found)
 
 
 def select_relevant(

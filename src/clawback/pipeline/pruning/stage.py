@@ -234,7 +234,7 @@ class PruningStage:
             labels["pruning_boundary_turn"] = str(outcome.plan.boundary)
             labels["pruning_dropped_turns"] = str(len(outcome.plan.dropped))
             labels["pruning_elided_steps"] = str(outcome.plan.loop_steps)
-            if outcome.body is not original:
+            if prefix and outcome.body is not original:  # shadow: planned off the request's path
                 lost = needed_terms_lost(original, outcome.body)
                 labels["pruning_needed_terms_lost"] = str(len(lost))
 
