@@ -200,7 +200,7 @@ class PruningStage:
         body = ctx.body  # the stages below replace it, never change it in place
         planned: list[PruneOutcome] = []
         # planned while the upstream works on the request (the loop runs it once the request is on its way),
-        # so that shadow adds no latency the client sees; here and now if the reply came back first
+        # so that its CPU overlaps the upstream's wait rather than precede the send; here if the reply came first
         pending = asyncio.get_running_loop().call_soon(lambda: planned.append(self.prune_body(body, policy)))
         reply = await call_next(ctx)
         if not planned:
