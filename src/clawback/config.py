@@ -280,6 +280,14 @@ class PruningPolicy(_Section):
     """
 
     enabled: bool = Field(False, description="Prune long conversation histories")
+    shadow: bool = Field(
+        True,
+        description=(
+            "While not enabled: plan the pruning of each request anyway and record in the ledger what it would "
+            "have removed and saved, and whether the user's message seems to need a dropped turn; the request "
+            "goes out unchanged"
+        ),
+    )
     window: bool = Field(True, description="Drop older turns (keep system, opening turns, recent turns)")
     relevance: bool = Field(True, description="Keep older turns that match the user's message (BM25)")
     fact_memory: Literal["extractive", "summary", "off"] = Field(

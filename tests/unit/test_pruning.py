@@ -15,7 +15,7 @@ from clawback.pipeline import Pipeline, Reply, RequestContext
 from clawback.pipeline.context import Decision, Tenant
 from clawback.pipeline.pruning import PruningStage, policy_for
 from clawback.pipeline.pruning.facts import extract_facts
-from clawback.pipeline.pruning.relevance import Bm25Scorer, select_relevant
+from clawback.pipeline.pruning.relevance import Bm25Scorer, needed_terms_lost, select_relevant
 from clawback.pricing import PriceBook
 from clawback.tokens import count_request_tokens
 
@@ -279,3 +279,61 @@ def test_shadow_plans_the_summary_policy_without_asking_for_a_summary_and_sends_
     booked = [c.shadow_savings.by_stage.get("pruning", 0) for c in seen]
     assert all(b > 0 for b in booked), booked  # the would-be saving of each compacted request
     assert all(c.tenant.labels["pruning"].startswith("shadow:compacted") for c in seen)
+
+
+def test_by_default_pruning_runs_in_shadow_and_sends_the_callers_exact_bytes() -> None:
+    settings = PruningSettings()
+    assert not settings.enabled and settings.shadow
+    ctx = run(PruningStage(settings, BOOK), body(30))  # no flags stage: the flag is "on", the policy is not
+    assert ctx.body == body(30) and ctx.body_bytes() == orjson.dumps(body(30))
+    assert ctx.savings.total == 0 and ctx.cache_frontier is None
+    assert ctx.tenant.labels["pruning"].startswith("shadow:compacted")
+    assert ctx.shadow_savings.by_stage["pruning"] > 0
+    assert int(ctx.tenant.labels["pruning_tokens_after"]) < int(ctx.tenant.labels["pruning_tokens_before"])
+    assert "pruning_needed_terms_lost" in ctx.tenant.labels
+
+    quiet = run(PruningStage(PruningSettings(shadow=False), BOOK), body(30))
+    assert "pruning" not in quiet.tenant.labels and not quiet.shadow_savings.by_stage
+
+
+def test_the_needed_fact_heuristic_fires_when_the_message_refers_to_what_pruning_dropped() -> None:
+    original = body(30)
+    original["messages"][20] = {"role": "user", "content": "What's the Zephyr district like?"}
+    original["messages"][-1] = {"role": "user", "content": "Back to Zephyr: remind me what you said."}
+    pruned = {**original, "messages": [original["messages"][0], *original["messages"][-5:]]}
+    assert needed_terms_lost(original, pruned) == {"zephyr"}
+    memory = {
+        "role": "user",
+        "content": [{"type": "text", "text": "<conversation-memory>Zephyr</conversation-memory>"}],
+    }
+    assert needed_terms_lost(original, {**pruned, "messages": [memory, *pruned["messages"]]}) == set()
+    assert needed_terms_lost(original, original) == set()
+
+    ctx = run(PruningStage(PruningSettings(), BOOK), original)  # what shadow records is this figure
+    outcome = PruningStage(PruningSettings(), BOOK).prune_body(original, PruningSettings())
+    assert ctx.tenant.labels["pruning_needed_terms_lost"] == str(len(needed_terms_lost(original, outcome.body)))
+
+
+def test_shadow_plans_while_the_upstream_works_so_the_client_waits_no_longer() -> None:
+    events: list[str] = []
+    stage = PruningStage(PruningSettings(), BOOK)
+    plan = stage.prune_body
+
+    def prune_body(*args: Any, **kw: Any) -> Any:
+        events.append("planned")
+        return plan(*args, **kw)
+
+    stage.prune_body = prune_body  # type: ignore[method-assign]
+
+    async def terminal(ctx: RequestContext) -> Reply:
+        events.append("sent")
+        await asyncio.sleep(0.05)  # the upstream thinking
+        events.append("answered")
+        return Reply(status=200, headers=[], body=b"{}", usage=Usage(count_request_tokens(ctx.body), 10))
+
+    request = body(30)
+    ctx = RequestContext(request_id="r", endpoint="messages", body=request, raw_body=orjson.dumps(request))
+    asyncio.run(Pipeline([stage], terminal)(ctx))
+    assert events == ["sent", "planned", "answered"]
+    assert ctx.body is request and ctx.tenant.labels["pruning"].startswith("shadow:compacted")
+    assert ctx.shadow_savings.by_stage["pruning"] > 0

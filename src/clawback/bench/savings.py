@@ -74,10 +74,12 @@ def _set_enabled(section: BaseModel, path: list[str], value: bool) -> BaseModel:
 
 
 def with_optimizations(settings: Settings, enabled: set[str]) -> Settings:
-    """``settings`` with exactly the optimizations in ``enabled`` switched on."""
+    """``settings`` with exactly the optimizations in ``enabled`` switched on, and none in shadow: pruning's
+    default shadow (``pruning.shadow``) would run in every replay it is off in, and book would-be savings there
+    that belong to the ``shadow`` replay."""
     for name in optimization_names():
         settings = _set_enabled(settings, name.split("."), name in enabled)  # type: ignore[assignment]
-    return settings
+    return settings.model_copy(update={"pruning": settings.pruning.model_copy(update={"shadow": False})})
 
 
 def configurations(base: Settings, *, holdout: bool = False, shadow: bool = False) -> list[tuple[str, Settings | None]]:

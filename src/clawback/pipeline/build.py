@@ -48,7 +48,7 @@ def build_pipeline(
         stages.append(ExactCacheStage(settings.exact_cache, price_book))
     if settings.semantic_cache.enabled:  # right after the exact cache: an identical request is never embedded
         stages.append(SemanticCacheStage(settings.semantic_cache, price_book))
-    if settings.pruning.enabled or settings.pruning.overrides:  # after the caches, before the planner
+    if settings.pruning.enabled or settings.pruning.shadow or settings.pruning.overrides:  # after the caches
         stages.append(PruningStage(settings.pruning, price_book))
     if settings.prompt_cache.enabled:  # after pruning (it plans the pruned body), before coalesce
         stages.append(PromptCachePlanner(settings.prompt_cache, price_book))

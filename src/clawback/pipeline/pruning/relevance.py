@@ -13,13 +13,13 @@ import itertools
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import filterfalse, repeat
-from typing import Protocol
+from typing import Any, Protocol
 
-from clawback.pipeline.pruning.conversation import fold
+from clawback.pipeline.pruning.conversation import fold, is_turn_start, message_text
 
-__all__ = ["Bm25Scorer", "Scorer", "select_relevant", "terms"]
+__all__ = ["Bm25Scorer", "Scorer", "needed_terms_lost", "select_relevant", "terms"]
 
 _WORD = re.compile(r"[a-z0-9$][a-z0-9$'.-]*[a-z0-9]|[a-z0-9]", re.IGNORECASE)
 _WORD_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789$'.-")
@@ -259,3 +259,39 @@ def select_relevant(
     scored = scorer.scores(query, documents)
     ranked = sorted((i for i, s in enumerate(scored) if s >= min_score), key=lambda i: (-scored[i], i))
     return ranked[:max_items]
+
+
+def needed_terms_lost(original: Mapping[str, Any], pruned: Mapping[str, Any]) -> set[str]:
+    """The needed-fact heuristic: the terms of the user's latest message that the original request's history
+    holds and the pruned one's no longer does (in no kept turn, no memory line, no placeholder).
+
+    Non-empty, the message seems to refer to something pruning dropped: the fact the answer needs may be gone.
+    Shadow mode records how often this fires (``pruning_needed_terms_lost``) before anyone switches pruning on;
+    the pruner itself never reads it (its decisions stay the same whatever the user asks, for the cache)."""
+    before, after = original.get("messages"), pruned.get("messages")
+    if not isinstance(before, list) or not isinstance(after, list):
+        return set()
+    query = _latest_human(before)
+    if query is None:
+        return set()
+    wanted = set(_terms(message_text(before[query])))
+    if not wanted:
+        return set()
+    kept = _terms_of(after, wanted, _latest_human(after))
+    return _terms_of(before, wanted, query) - kept
+
+
+def _latest_human(messages: Sequence[Any]) -> int | None:
+    return next(
+        (i for i in range(len(messages) - 1, -1, -1) if isinstance(messages[i], dict) and is_turn_start(messages[i])),
+        None,
+    )
+
+
+def _terms_of(messages: Sequence[Any], wanted: set[str], skip: int | None) -> set[str]:
+    """The terms of ``wanted`` that the messages but ``messages[skip]`` (the user's message itself) hold."""
+    found: set[str] = set()
+    for index, message in enumerate(messages):
+        if index != skip and isinstance(message, dict):
+            found.update(wanted.intersection(_terms(message_text(message, include_tool_results=True))))
+    return found

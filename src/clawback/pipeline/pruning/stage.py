@@ -19,6 +19,7 @@ usage says how the history was billed. The money, the tool-loop frontier and the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
@@ -41,7 +42,7 @@ from clawback.pipeline.pruning.pruner import (
     region_digest,
     render,
 )
-from clawback.pipeline.pruning.relevance import Scorer
+from clawback.pipeline.pruning.relevance import Scorer, needed_terms_lost
 from clawback.pipeline.pruning.summary import Summarizer, make_summary_store, transcript
 from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import ModelPrice, PriceBook
@@ -170,7 +171,9 @@ class PruningStage:
             return await call_next(ctx)
         policy = self.policy(ctx.tenant)
         if not policy.enabled:
-            return await call_next(ctx)
+            if not policy.shadow:
+                return await call_next(ctx)
+            mode = "shadow"  # the default: pruning off, what it would do recorded
         if mode == "shadow":
             return await self.shadow(ctx, policy, call_next)
         outcome = await self.prune(ctx, policy)
@@ -194,10 +197,18 @@ class PruningStage:
         """Plan the pruning and send the original: nothing the client or the upstream sees changes (no summary
         request either: the memory is the extractive one), and the plan's saving goes to ``ctx.shadow_savings``,
         settled on the original request's usage (``settle(..., sent=False)``)."""
-        outcome = self.prune_body(ctx.body, policy)
-        self.label(ctx, outcome, prefix="shadow:")
+        body = ctx.body  # the stages below replace it, never change it in place
+        planned: list[PruneOutcome] = []
+        # planned while the upstream works on the request (the loop runs it once the request is on its way),
+        # so that its CPU overlaps the upstream's wait rather than precede the send; here if the reply came first
+        pending = asyncio.get_running_loop().call_soon(lambda: planned.append(self.prune_body(body, policy)))
         reply = await call_next(ctx)
-        if outcome.body is ctx.body:
+        if not planned:
+            pending.cancel()
+            planned.append(self.prune_body(body, policy))
+        outcome = planned[0]
+        self.label(ctx, outcome, prefix="shadow:", original=body)
+        if outcome.body is body:
             return reply
 
         def book(done: Reply) -> None:
@@ -210,8 +221,11 @@ class PruningStage:
         return reply
 
     @staticmethod
-    def label(ctx: RequestContext, outcome: PruneOutcome, prefix: str = "") -> None:
-        """The decision in the ledger row's labels."""
+    def label(
+        ctx: RequestContext, outcome: PruneOutcome, prefix: str = "", original: dict[str, Any] | None = None
+    ) -> None:
+        """The decision in the ledger row's labels (``original``: the body pruned, when no longer ``ctx.body``)."""
+        original = ctx.body if original is None else original
         labels = ctx.tenant.labels
         labels["pruning"] = prefix + outcome.decision
         if outcome.plan is not None:
@@ -220,6 +234,9 @@ class PruningStage:
             labels["pruning_boundary_turn"] = str(outcome.plan.boundary)
             labels["pruning_dropped_turns"] = str(len(outcome.plan.dropped))
             labels["pruning_elided_steps"] = str(outcome.plan.loop_steps)
+            if prefix and outcome.body is not original:  # shadow: planned off the request's path
+                lost = needed_terms_lost(original, outcome.body)
+                labels["pruning_needed_terms_lost"] = str(len(lost))
 
     @staticmethod
     def settle(outcome: PruneOutcome, usage: Usage, status: int, *, sent: bool = True) -> int:
