@@ -33,7 +33,7 @@ from clawback.api.errors import ApiError, error_from_status
 from clawback.api.usage import Usage
 from clawback.config import CoalesceSettings, ExactCacheSettings
 from clawback.pipeline.context import Reply, RequestContext
-from clawback.pipeline.exact_cache import NAMESPACE_HEADER, cache_eligibility, cache_key
+from clawback.pipeline.exact_cache import cache_eligibility, request_key
 from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import PriceBook
 
@@ -87,10 +87,7 @@ class CoalesceStage:
     async def handle(self, ctx: RequestContext, call_next: CallNext) -> Reply:
         if ctx.endpoint != "messages" or not self._eligible(ctx):
             return await call_next(ctx)
-        namespace = ctx.header(NAMESPACE_HEADER) or ctx.tenant.scope
-        key = cache_key(ctx.tenant.scope, namespace, ctx.body, ctx.header("anthropic-beta")) + (
-            ":s" if ctx.stream else ":j"
-        )
+        key = request_key(ctx) + (":s" if ctx.stream else ":j")
         flight = self._flights.get(key)
         if flight is not None:
             return await self._follow(ctx, flight)

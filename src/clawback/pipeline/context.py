@@ -120,6 +120,10 @@ class RequestContext:
     """Labels a stage adds to the request's ledger row (dispatch: its attempts), next to the tenant's."""
     batch: bool = False
     """Set by dispatch when the request was deferred to the Message Batches API: priced at batch prices."""
+    derived: dict[Any, Any] = field(default_factory=dict)
+    """What a stage derived from the body for the stages below to reuse (the exact cache's key, which coalescing
+    needs too): one serialization and one hash per request. Cleared when the body changes, unless only its
+    ``cache_control`` markers did (``replace_body(..., markers_only=True)``), which no derived value depends on."""
     original_body: dict[str, Any] = field(init=False)
     _request: MessagesRequest | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -147,9 +151,11 @@ class RequestContext:
         """How stage ``stage`` treats this request (``on`` when no flags stage decided)."""
         return "on" if self.decision is None else self.decision.mode(stage)
 
-    def replace_body(self, body: dict[str, Any]) -> None:
+    def replace_body(self, body: dict[str, Any], *, markers_only: bool = False) -> None:
         self.body = body
         self.raw_body = None
+        if not markers_only:
+            self.derived.clear()
 
     def body_bytes(self) -> bytes:
         if self.raw_body is None:

@@ -45,6 +45,7 @@ __all__ = [
     "normalized_request",
     "replay_entry",
     "replay_sse",
+    "request_key",
     "requested_ttl",
     "storable_message",
     "tee_message",
@@ -112,6 +113,18 @@ def cache_key(scope: str, namespace: str, body: Mapping[str, Any], beta: str | N
     hasher.update(f"{scope}\x00{namespace}\x00{beta or ''}\x00".encode())
     hasher.update(orjson.dumps(normalized_request(body), option=orjson.OPT_SORT_KEYS))
     return hasher.hexdigest()
+
+
+def request_key(ctx: RequestContext) -> str:
+    """``cache_key`` of the request as it stands, under its namespace header (else its tenant scope); computed once
+    per body and shared by the stages that key on it (``RequestContext.derived``)."""
+    namespace = ctx.header(NAMESPACE_HEADER) or ctx.tenant.scope
+    beta = ctx.header("anthropic-beta")
+    memo = ("exact_cache.key", ctx.tenant.scope, namespace, beta)
+    key = ctx.derived.get(memo)
+    if key is None:
+        key = ctx.derived[memo] = cache_key(ctx.tenant.scope, namespace, ctx.body, beta)
+    return key
 
 
 # ------------------------------------------------------------------------------------------------ SSE
@@ -362,7 +375,7 @@ class ExactCacheStage:
                 reply.headers.append((CACHE_HEADER, "bypass"))
             return reply
         namespace = ctx.header(NAMESPACE_HEADER) or ctx.tenant.scope
-        key = cache_key(ctx.tenant.scope, namespace, ctx.body, ctx.header("anthropic-beta"))
+        key = request_key(ctx)
         if eligibility == "on":
             entry = await self.backend.get(key)
             if entry is not None:

@@ -362,6 +362,16 @@ def _snapshot(blocks: Sequence[PromptBlock], static_digest: bytes | None) -> _Sn
     )
 
 
+def _too_short(body: Mapping[str, Any], blocks: Sequence[PromptBlock], min_cacheable_tokens: int) -> bool:
+    """The whole prompt is below the model's cacheable minimum and carries no marker of the client's."""
+    total = 0
+    for pb in blocks:  # a plain loop: this runs on every request
+        if "cache_control" in pb.block:
+            return False
+        total += pb.tokens
+    return not long_enough(total, min_cacheable_tokens) and not body.get("cache_control")
+
+
 def _family_of(scope: str, model: str, snap: _Snapshot) -> str:
     """Same tools by name (any order) and same system once volatile tokens are masked: one family."""
     hasher = hashlib.blake2b(digest_size=8)
@@ -432,6 +442,7 @@ class PromptCachePlanner:
         self.fanout_held = 0
         self.fanout_timeouts = 0
         self.planned = 0
+        self.below_minimum = 0  # planned requests too short to cache at all (the planner's fast path)
         self.breakpoints_added = 0
 
     # -- state lookups
@@ -504,6 +515,18 @@ class PromptCachePlanner:
             body = stabilize_tools(body)
         blocks, _ = prompt_blocks(body)
         static_blocks = [i for i, pb in enumerate(blocks) if pb.section != "messages"]
+        if mode == "on" and _too_short(body, blocks, price.min_cacheable_tokens):
+            # No prefix of it can be cached, and the client marked none: plan_request would place nothing and
+            # the reply could teach nothing, so only the churn watch runs (on the static prefix's digest).
+            if static_blocks:
+                static_digest = prefix_digests(body, blocks, upto=static_blocks[-1])[-1]
+                snap, family = self._family(scope, model, blocks, static_digest)
+                self._check_churn(ctx, family, snap)
+            self.planned += 1
+            self.below_minimum += 1
+            if body is not ctx.body:
+                ctx.replace_body(body)
+            return await call_next(ctx)
         # Computed once per request and shared with plan_request (tools/system digests do not depend on the
         # messages, so the full list's entry at the last static block names the static prefix).
         digests = prefix_digests(body, blocks)
@@ -528,7 +551,7 @@ class PromptCachePlanner:
         self.planned += 1
         if plan.added or plan.body is not ctx.body:
             self.breakpoints_added += len(plan.added)
-            ctx.replace_body(plan.body)
+            ctx.replace_body(plan.body, markers_only=body is ctx.body)  # tools reordered: not markers only
 
         release: asyncio.Event | None = None
         static_key: PromptKey | None = None
@@ -789,6 +812,7 @@ class PromptCachePlanner:
             families.setdefault(family, {})[kind] = stats.as_dict()
         return {
             "planned": self.planned,
+            "below_minimum": self.below_minimum,
             "shadowed": self.shadowed,
             "breakpoints_added": self.breakpoints_added,
             "fanout_held": self.fanout_held,
