@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -201,11 +202,13 @@ class PruningStage:
         planned: list[PruneOutcome] = []
         # planned while the upstream works on the request (the loop runs it once the request is on its way),
         # so that its CPU overlaps the upstream's wait rather than precede the send; here if the reply came first
-        pending = asyncio.get_running_loop().call_soon(lambda: planned.append(self.prune_body(body, policy)))
+        pending = asyncio.get_running_loop().call_soon(
+            lambda: planned.append(self.prune_body(body, policy, shadow=True))
+        )
         reply = await call_next(ctx)
         if not planned:
             pending.cancel()
-            planned.append(self.prune_body(body, policy))
+            planned.append(self.prune_body(body, policy, shadow=True))
         outcome = planned[0]
         self.label(ctx, outcome, prefix="shadow:", original=body)
         if outcome.body is body:
@@ -294,15 +297,23 @@ class PruningStage:
         return self.prune_body(ctx.body, policy, memory={"text": text})
 
     def prune_body(
-        self, body: dict[str, Any], policy: PruningPolicy, *, memory: dict[str, str | None] | None = None
+        self,
+        body: dict[str, Any],
+        policy: PruningPolicy,
+        *,
+        memory: dict[str, str | None] | None = None,
+        shadow: bool = False,
     ) -> PruneOutcome:
-        """The synchronous pruning of one request body (``memory``: a summary to use instead of facts)."""
+        """The synchronous pruning of one request body (``memory``: a summary to use instead of facts;
+        ``shadow``: only the decision is wanted, not the cache frontier an unchanged body goes out with)."""
         if policy.respect_context_management and body.get("context_management"):
             return PruneOutcome(body, "skipped:context_management")
         try:  # the shape pruning reasons about (roles, content as text or blocks); anything else goes out as is
             validate_messages_request(body, strict=False)
         except InvalidRequestError:
             return PruneOutcome(body, "skipped:invalid_request")  # the caller gets the upstream's own answer
+        if shadow and _nothing_to_prune(body, policy):
+            return PruneOutcome(body, "none")  # what plan_pruning would say, without its pricing and estimates
         price = self.price_book.get(str(body.get("model", "")))
         cached = self.is_cached(body, policy)
         rates = CacheRates(float(price.input), float(price.cache_write_5m), float(price.cache_read))
@@ -408,3 +419,26 @@ class PruningStage:
             if stored is not None:
                 await self.store.put(key, stored)
         return stored
+
+
+def _nothing_to_prune(body: Mapping[str, Any], policy: PruningPolicy) -> bool:
+    """Whether ``plan_pruning`` must return None, by a look at the messages only: the window condenses nothing
+    while the completed turns are within ``keep_recent_turns`` (without tool results a turn starts at each user
+    message: the completed ones are the user messages less the one in progress, and an assistant opener is a turn
+    the window always keeps), and tool elision needs a ``tool_result``. Most short chats stop here, on every
+    request of the default shadow."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return True
+    users = 0
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") == "user":
+            users += 1
+        content = message.get("content")
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "tool_result":
+                    return False
+    return users <= policy.keep_recent_turns + 1
