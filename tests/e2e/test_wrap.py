@@ -38,8 +38,10 @@ def client(simulator, gateway_settings):
 
 def assert_labelled(rows) -> None:
     for row in rows:
-        # the caller's labels, beside the flags stage's decision (cohort, bucket, a mode per stage)
-        own = {k: v for k, v in row.labels.items() if k not in ("cohort", "bucket_by", "bucket_id")}
+        # the caller's labels, beside the pipeline's own: the flags stage's decision (cohort, bucket, a mode per
+        # stage as flag.<stage>) and pruning's default shadow verdict
+        pipeline = ("cohort", "bucket_by", "bucket_id", "pruning")
+        own = {k: v for k, v in row.labels.items() if k not in pipeline and not k.startswith("flag.")}
         assert (row.team, row.feature, own) == ("sales", "lead-chat", {"region": "emea"})
         assert row.labels["cohort"] == "treated"
         assert row.key_id is not None and row.key_id.startswith("anthropic:") and KEY not in row.key_id

@@ -32,7 +32,7 @@ def admin(gateway):
 def test_admin_api_sets_lists_audits_and_rolls_back(admin, gateway, gateway_settings, tmp_path):
     assert httpx.get(f"{gateway.url}/admin/flags").status_code == 401
     view = admin.get("/admin/flags").json()
-    assert view["stages"] == ["exact_cache"] and view["flags"]["exact_cache"]["mode"] == "on"
+    assert view["stages"] == ["exact_cache", "pruning"] and view["flags"]["exact_cache"]["mode"] == "on"
     assert view["flags"]["exact_cache"]["stored"] is False and view["flags"]["holdout"]["mode"] == "off"
 
     for bad in ({"mode": "sometimes"}, {"mode": "on", "rollout": 150}, {"mode": "on", "rollout": "ten"}):
@@ -47,7 +47,8 @@ def test_admin_api_sets_lists_audits_and_rolls_back(admin, gateway, gateway_sett
 
     rolled = admin.post("/admin/rollback", json={"stage": "all", "actor": "bob"}).json()["changes"]
     assert [(c["name"], c["previous_mode"], c["mode"], c["rollout"]) for c in rolled] == [
-        ("exact_cache", "shadow", "off", 25.0)
+        ("exact_cache", "shadow", "off", 25.0),
+        ("pruning", None, "off", 100.0),  # on by default in shadow, never set: rolled back from its start
     ]
     history = admin.get("/admin/flags/history", params={"name": "exact_cache"}).json()["changes"]
     assert [(c["actor"], c["mode"], c["reason"]) for c in history] == [("ann", "shadow", "measure"),
