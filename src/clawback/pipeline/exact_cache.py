@@ -245,8 +245,8 @@ def hit_saving(price_book: PriceBook, ctx: RequestContext, entry: CachedReply) -
     """What answering ``ctx`` from ``entry`` saves: what the stored call cost the caller (at this request's
     multipliers), and what the stages below saved on it."""
     request = ctx.request
-    cost = price_book.cost(ctx.model, entry.usage, inference_geo=request.inference_geo, speed=request.speed)
-    return cost.micro_usd + entry.saved_micro_usd
+    cost = price_book.micro_usd(ctx.model, entry.usage, inference_geo=request.inference_geo, speed=request.speed)
+    return cost + entry.saved_micro_usd
 
 
 def requested_ttl(ctx: RequestContext, default_s: float) -> float:

@@ -29,9 +29,9 @@ def booked_cost(price_book: PriceBook, ctx: RequestContext, usage: Usage) -> int
     if ctx.endpoint != "messages" or not ctx.model:
         return 0
     request = ctx.request
-    return price_book.cost(
+    return price_book.micro_usd(
         ctx.model, usage, batch=ctx.batch, inference_geo=request.inference_geo, speed=request.speed
-    ).micro_usd
+    )
 
 
 class LedgerStage:

@@ -606,8 +606,8 @@ class PromptCachePlanner:
                 return
             predicted = self.predict_usage(ctx.tenant.scope, ctx.model, plan, price, done.usage)
             geo, speed = ctx.request.inference_geo, ctx.request.speed
-            actual = self.price_book.cost(ctx.model, done.usage, inference_geo=geo, speed=speed).micro_usd
-            planned = self.price_book.cost(ctx.model, predicted, inference_geo=geo, speed=speed).micro_usd
+            actual = self.price_book.micro_usd(ctx.model, done.usage, inference_geo=geo, speed=speed)
+            planned = self.price_book.micro_usd(ctx.model, predicted, inference_geo=geo, speed=speed)
             ctx.shadow_savings.add(self.name, actual - planned)
 
         if reply.stream is None:
@@ -801,9 +801,8 @@ class PromptCachePlanner:
             cache_write_1h_input_tokens=usage.cache_write_1h_input_tokens - w1h,
         )
         geo, speed = ctx.request.inference_geo, ctx.request.speed
-        actual = self.price_book.cost(ctx.model, usage, inference_geo=geo, speed=speed).micro_usd
-        uncached = self.price_book.cost(ctx.model, without, inference_geo=geo, speed=speed)
-        return uncached.micro_usd - actual
+        actual = self.price_book.micro_usd(ctx.model, usage, inference_geo=geo, speed=speed)
+        return self.price_book.micro_usd(ctx.model, without, inference_geo=geo, speed=speed) - actual
 
     # -- reporting
     def report(self) -> dict[str, Any]:
