@@ -79,8 +79,10 @@ def run_once(checkout: Path, sim_url: str, home: Path, plain: int, stream: int) 
     """Instructions of one gateway process's whole life: start, warm-up, ``plain`` + ``stream`` requests, stop."""
     venv = checkout / ".venv" / "bin"
     home.mkdir()
+    # PYTHONPATH: the checkout's own code, also when its .venv is another checkout's (a worktree's symlink)
     env = dict(os.environ, CLAWBACK_LEDGER__URL=f"sqlite:///{home / 'ledger.db'}",
-               CLAWBACK_LEDGER__JOURNAL_PATH=str(home / "ledger.journal"))  # fmt: skip
+               CLAWBACK_LEDGER__JOURNAL_PATH=str(home / "ledger.journal"),
+               PYTHONPATH=str(checkout / "src"))  # fmt: skip
     out = subprocess.run([str(venv / "clawback"), "keys", "create", "bench"], env=env, capture_output=True,
                          text=True, check=True, timeout=120)  # fmt: skip
     key = [x.strip() for x in out.stdout.splitlines() if x.strip()][-1]

@@ -25,7 +25,7 @@ from clawback.api.sse import SSEParser, encode_event
 from clawback.api.usage import Usage
 from clawback.pipeline.context import Reply, RequestContext
 from clawback.upstream.client import UpstreamClient, UpstreamResponse
-from clawback.upstream.headers import find_header, request_headers_for_upstream, response_headers_for_client
+from clawback.upstream.headers import request_headers_for_upstream, response_headers_for_client
 
 __all__ = ["Forwarder"]
 
@@ -41,8 +41,8 @@ class Forwarder:
         headers = request_headers_for_upstream(ctx.headers, ctx.upstream_auth)
         response = await self.client.send(ctx.method, ctx.path, ctx.query, headers, ctx.body_bytes())
         relayed = response_headers_for_client(response.headers)
-        reply = Reply(status=response.status, headers=relayed, upstream_request_id=find_header(relayed, "request-id"))
-        content_type = find_header(response.headers, "content-type") or ""
+        reply = Reply(status=response.status, headers=relayed, upstream_request_id=response.header("request-id"))
+        content_type = response.header("content-type") or ""
         if response.status == 200 and content_type.startswith("text/event-stream"):
             chunks = response.iter_chunks()
             try:

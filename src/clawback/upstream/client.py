@@ -50,6 +50,10 @@ class UpstreamResponse:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _translate(exc, self._timeout) from None
 
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (any case), from aiohttp's parsed headers (a lookup, not a scan)."""
+        return self._response.headers.get(name)
+
     def close(self) -> None:
         """Drop the connection (used when the client went away mid-stream: the upstream call is cancelled)."""
         self._response.close()
