@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, inspect, select, text
 
 from clawback.config import Settings
 from clawback.dashboard.data import Filters, LedgerQueries, TimeRange
@@ -131,7 +131,7 @@ def seed(url: str, rows: int, days: int, batch: int, journal: Path) -> dict[str,
 
 
 def seed_by_backfill(url: str, rows: int, days: int) -> dict[str, Any]:
-    """Seed PostgreSQL faster: raw rows by COPY into a ledger at revision 0004, then migration
+    """Seed PostgreSQL faster: raw rows by COPY into a ledger at revision 0005, then migration
     ``0006_ledger_rollups`` rolls them up (its backfill, tested equal to what the writer keeps:
     ``tests/integration/test_dashboard_postgres.py``). The writer's own cost is measured apart (writer_cost)."""
     from psycopg.types.json import Jsonb
@@ -140,19 +140,15 @@ def seed_by_backfill(url: str, rows: int, days: int) -> dict[str, Any]:
     from clawback.storage.migrate import migrate_engine
 
     engine = make_engine(url)
-    migrate_engine(engine, "0004_budgets")
+    migrate_engine(engine, "0005_flags")
     started = time.perf_counter()
     raw = engine.raw_connection()
     try:
         columns = ", ".join(f'"{name}"' for name in _FIELD_NAMES)  # "user" is a reserved word
         with raw.cursor() as cursor, cursor.copy(f"COPY ledger ({columns}) FROM STDIN") as copy:
             for record in traffic(rows, days):
-                values = record.to_row()
-                values["labels"], values["savings_micro_usd"] = (
-                    Jsonb(values["labels"]),
-                    Jsonb(values["savings_micro_usd"]),
-                )
-                copy.write_row([values[name] for name in _FIELD_NAMES])
+                values = record.to_row()  # the JSON columns (labels, savings, shadow savings) as jsonb
+                copy.write_row([Jsonb(v) if isinstance(v, dict) else v for v in (values[n] for n in _FIELD_NAMES)])
         raw.commit()
     finally:
         raw.close()
@@ -166,6 +162,40 @@ def seed_by_backfill(url: str, rows: int, days: int) -> dict[str, Any]:
     engine.dispose()
     return {"mode": "copy + migration backfill", "copy_s": round(copied, 1), "backfill_s": round(backfill, 1),
             "rows": counts}  # fmt: skip
+
+
+def ledger_rows(url: str) -> int:
+    """Rows in the ledger at ``url`` (0 when it has no ledger table yet): whether a reused ledger needs seeding."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if "ledger" not in inspect(conn).get_table_names():
+                return 0
+            return int(conn.execute(text("SELECT count(*) FROM ledger")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def reuse(url: str) -> dict[str, Any]:
+    """An already-seeded ledger: migrate it to the newest revision (the backfill of any rollup table added since
+    it was seeded: timed) and count its tables."""
+    from clawback.storage.migrate import current_revision, migrate_engine
+
+    engine = make_engine(url)
+    try:
+        before = current_revision(engine)
+        started, cpu = time.perf_counter(), time.process_time()
+        migrate_engine(engine)
+        out: dict[str, Any] = {"revision_before": before, "revision": current_revision(engine),
+                               "migrate_s": round(time.perf_counter() - started, 1),
+                               "migrate_cpu_s": round(time.process_time() - cpu, 1)}  # fmt: skip
+        with engine.connect() as conn:
+            out["rows"] = {name: conn.execute(text(f'SELECT count(*) FROM "{name}"')).scalar_one()
+                           for name in sorted(inspect(conn).get_table_names())
+                           if name == "ledger" or name.startswith("ledger_rollup")}  # fmt: skip
+        return out
+    finally:
+        engine.dispose()
 
 
 def writer_cost(url_for: Callable[[str], str], records: int = 20_000) -> dict[str, float]:
@@ -314,7 +344,22 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/dashboard.json"), help="results, written as each "
                         "backend finishes")  # fmt: skip
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="PATH|URL",
+        help="a ledger to keep and reuse (a SQLite file path or a postgresql URL; repeat for both backends): seeded "
+        "there when it holds no ledger rows, otherwise only migrated to the newest revision (timed: the backfill "
+        "of any new rollup table) and queried",
+    )
+    parser.add_argument("--seed-only", action="store_true", help="stop after seeding (with --reuse: seed and keep)")
+    parser.add_argument("--queries-only", action="store_true", help="skip the writer cost and the browser render")
+    parser.add_argument("--skip-writer-cost", action="store_true")
+    parser.add_argument("--skip-render", action="store_true")
     args = parser.parse_args()
+    if args.queries_only or args.seed_only:
+        args.skip_writer_cost = args.skip_render = True
     results: dict[str, Any] = {"rows": args.rows, "days": args.days}
     tmp = Path(tempfile.mkdtemp(prefix="clawback-dash-bench-"))
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
@@ -327,6 +372,8 @@ def main() -> None:
         scratch.append(name)
         return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
+    reused = {("postgresql" if u.startswith("postgresql") else "sqlite"): u if u.startswith("postgresql")
+              else f"sqlite:///{Path(u).resolve()}" for u in args.reuse}  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the finally: drop the scratch databases
     try:
         for backend in args.backends.split(","):
@@ -335,15 +382,24 @@ def main() -> None:
                 return f"sqlite:///{tmp / (label + '.db')}" if backend == "sqlite" else pg_url(label)
 
             entry: dict[str, Any] = {}
-            print(f"== {backend}: writer cost per record", file=sys.stderr)
-            entry["writer_cpu_us_per_record"] = writer_cost(url_for)
-            url = url_for("main")
-            print(f"== {backend}: seeding {args.rows:,} rows", file=sys.stderr)
-            if backend == "postgresql" and args.pg_seed == "backfill":
-                entry["seed"] = seed_by_backfill(url, args.rows, args.days)
+            if not args.skip_writer_cost:
+                print(f"== {backend}: writer cost per record", file=sys.stderr)
+                entry["writer_cpu_us_per_record"] = writer_cost(url_for)
+            url = reused.get(backend) or url_for("main")
+            if reused.get(backend) and ledger_rows(url):
+                print(f"== {backend}: reusing {url}", file=sys.stderr)
+                entry["reused"] = reuse(url)
+                print(f"   {entry['reused']}", file=sys.stderr)
             else:
-                entry["seed"] = seed(url, args.rows, args.days, args.seed_batch, tmp / f"{backend}.journal")
-            print(f"   {entry['seed']}", file=sys.stderr)
+                print(f"== {backend}: seeding {args.rows:,} rows", file=sys.stderr)
+                if backend == "postgresql" and args.pg_seed == "backfill":
+                    entry["seed"] = seed_by_backfill(url, args.rows, args.days)
+                else:
+                    entry["seed"] = seed(url, args.rows, args.days, args.seed_batch, tmp / f"{backend}.journal")
+                print(f"   {entry['seed']}", file=sys.stderr)
+            if args.seed_only:
+                results[backend] = entry
+                continue
             print(f"== {backend}: queries", file=sys.stderr)
             entry["queries"] = time_queries(url, args.repeats)
             for label, calls in entry["queries"].items():
@@ -351,11 +407,13 @@ def main() -> None:
                             key=lambda kv: kv[1]["median_ms"])  # fmt: skip
                 print(f"   {label}: slowest {worst[0]} {worst[1]['median_ms']} ms (median), "
                       f"all: {sum(c['median_ms'] for c in calls.values()):.0f} ms", file=sys.stderr)  # fmt: skip
-            print(f"== {backend}: first render in Chromium", file=sys.stderr)
-            entry["first_render"] = first_render(url, args.renders)
-            print(f"   {entry['first_render']}", file=sys.stderr)
+            if not args.skip_render:
+                print(f"== {backend}: first render in Chromium", file=sys.stderr)
+                entry["first_render"] = first_render(url, args.renders)
+                print(f"   {entry['first_render']}", file=sys.stderr)
             results[backend] = entry
-            args.out.write_text(json.dumps(results, indent=1))  # kept even if a later backend fails
+            if not args.seed_only:
+                args.out.write_text(json.dumps(results, indent=1))  # kept even if a later backend fails
     finally:
         with admin.connect() as conn:
             for name in scratch:
