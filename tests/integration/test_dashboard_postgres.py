@@ -17,7 +17,13 @@ from clawback.dashboard.data import Filters, LedgerQueries, TimeRange
 from clawback.storage import LedgerReader, LedgerWriter, make_engine
 from clawback.storage.ledger import ledger_table
 from clawback.storage.migrate import migrate_engine
-from clawback.storage.rollup_models import entity_table, entity_total_table, savings_table, usage_table
+from clawback.storage.rollup_models import (
+    entity_key_total_table,
+    entity_table,
+    entity_total_table,
+    savings_table,
+    usage_table,
+)
 from tests.integration.test_ledger_postgres import PgDatabase, admin  # noqa: F401  (the admin fixture)
 from tests.unit.test_dashboard_data import RANGE, RECORDS, T0
 
@@ -86,7 +92,7 @@ def test_backfill_on_postgres_equals_the_writer(pg_engine: Engine, admin: Engine
         with LedgerWriter(kept, journal_path=tmp_path / "j", flush_interval_s=0.01) as writer:
             for r in RECORDS:
                 writer.submit(r)
-        for table in (usage_table, savings_table, entity_table, entity_total_table):
+        for table in (usage_table, savings_table, entity_table, entity_total_table, entity_key_total_table):
             columns = [c for c in table.c if c.name != "id"]
             stmt = select(*columns).order_by(*columns)
             with pg_engine.connect() as a, kept.connect() as b:
@@ -130,6 +136,8 @@ def test_top_entities_on_postgres_equal_the_raw_rows(pg_engine: Engine, tmp_path
         for tr in spenders.RANGES:
             for kind in ("session", "user", "agent"):
                 spenders._check(q.top_entities(tr, kind, limit=10), spenders.reference(tr, kind, 10))
-    only = Filters(keys=("k0",))
-    week = spenders.RANGES[4]
-    spenders._check(q.top_entities(week, "user", only, limit=5), spenders.reference(week, "user", 5, keys=("k0",)))
+    for keys in (("k0",), ("k1", "k2")):
+        for tr in spenders.RANGES[::3]:
+            for kind in ("session", "user"):
+                got = q.top_entities(tr, kind, Filters(keys=keys), limit=5)
+                spenders._check(got, spenders.reference(tr, kind, 5, keys=keys))

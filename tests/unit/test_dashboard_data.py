@@ -13,7 +13,13 @@ from sqlalchemy import Engine, func, select
 from clawback.dashboard.data import Filters, LedgerQueries, TimeRange, percentile_from_histogram
 from clawback.storage import LedgerReader, LedgerRecord, LedgerWriter, make_engine
 from clawback.storage.migrate import migrate_engine
-from clawback.storage.rollup_models import entity_table, entity_total_table, savings_table, usage_table
+from clawback.storage.rollup_models import (
+    entity_key_total_table,
+    entity_table,
+    entity_total_table,
+    savings_table,
+    usage_table,
+)
 
 T0 = datetime(2025, 6, 1, 0, 0, 0, tzinfo=UTC)
 RANGE = TimeRange(T0, T0 + timedelta(days=2))
@@ -237,7 +243,7 @@ def test_migration_backfills_rows_written_before_the_rollups(tmp_path: Path) -> 
         for r in RECORDS:
             writer.submit(r)
     new = make_engine(kept)
-    for table in (usage_table, savings_table, entity_table, entity_total_table):
+    for table in (usage_table, savings_table, entity_table, entity_total_table, entity_key_total_table):
         columns = [c for c in table.c if c.name != "id"]
         stmt = select(*columns).order_by(*columns)
         with old.connect() as a, new.connect() as b:

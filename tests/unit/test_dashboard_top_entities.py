@@ -21,7 +21,7 @@ from clawback.dashboard.data import LedgerQueries, TimeRange
 from clawback.storage import LedgerRecord, LedgerWriter, make_engine
 from clawback.storage.ledger import ledger_table
 from clawback.storage.migrate import migrate_engine
-from clawback.storage.rollup_models import entity_total_table
+from clawback.storage.rollup_models import entity_key_total_table, entity_total_table
 
 END = datetime(2025, 7, 3, 15, 30, tzinfo=UTC)  # a Thursday afternoon
 DAYS = 35
@@ -195,19 +195,30 @@ def test_both_ways_are_taken(engine: Engine, grouped: list[str], monkeypatch: py
     assert grouped == ["group"]
 
 
-def test_key_filter_groups_and_stays_exact(engine: Engine, grouped: list[str]) -> None:
+@pytest.mark.parametrize("budget", [1000, 25])
+@pytest.mark.parametrize("keys", [("k1",), ("k1", "k2"), ("k0", "k1", "k2", "nobody")])
+def test_key_filter_stays_exact(
+    engine: Engine, keys: tuple[str, ...], budget: int, grouped: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a key filter the walk reads the per-key totals (their bound multiplied by the number of keys):
+    still the sums of the raw rows of those keys."""
     from clawback.dashboard.data import Filters
 
+    monkeypatch.setattr(LedgerQueries, "CANDIDATE_BUDGET", budget)
     q = LedgerQueries(engine)
-    for tr in RANGES[:10]:
-        for kind in ("user", "session"):
-            got = q.top_entities(tr, kind, Filters(keys=("k1", "k2")), limit=5)
-            _check(got, reference(tr, kind, 5, keys=("k1", "k2")))
-    assert set(grouped) == {"group"}
+    settled = 0
+    for tr in RANGES:
+        for kind in ("user", "session", "agent"):
+            for limit in (1, 5):
+                grouped.clear()
+                _check(q.top_entities(tr, kind, Filters(keys=keys), limit=limit), reference(tr, kind, limit, keys))
+                settled += not grouped
+    assert settled
 
 
 def test_totals_kept_by_the_writer(engine: Engine) -> None:
-    """One row per entity across keys: the sum of its non-negative costs, its first and last UTC day."""
+    """One row per entity across keys, and per entity and key: the sum of its non-negative costs, its first
+    and last UTC day."""
     want: dict[tuple[str, str], list[Any]] = {}
     for r in RECORDS:
         day = _bucket(r.started_at, "day")
@@ -217,11 +228,26 @@ def test_totals_kept_by_the_writer(engine: Engine) -> None:
                 w = want.setdefault((kind, value), [0, day, day])
                 w[0] += max(r.cost_micro_usd, 0)
                 w[1], w[2] = min(w[1], day), max(w[2], day)
-    t = entity_total_table
+    by_key: dict[tuple[str, str, str], list[Any]] = {}
+    for r in RECORDS:
+        day = _bucket(r.started_at, "day")
+        for kind, attr in FIELD.items():
+            value = getattr(r, attr)
+            if value:
+                w = by_key.setdefault((kind, r.key_id or "", value), [0, day, day])
+                w[0] += max(r.cost_micro_usd, 0)
+                w[1], w[2] = min(w[1], day), max(w[2], day)
+    t, k = entity_total_table, entity_key_total_table
     with engine.connect() as conn:
-        got = {(k, v): [b, f, last] for k, v, b, f, last in conn.execute(
+        got = {(kind, v): [b, f, last] for kind, v, b, f, last in conn.execute(
             select(t.c.kind, t.c.value, t.c.cost_bound_micro_usd, t.c.first_day, t.c.last_day))}  # fmt: skip
+        rows = conn.execute(
+            select(k.c.kind, k.c.key_id, k.c.value, k.c.cost_bound_micro_usd, k.c.first_day, k.c.last_day)
+        )
+        got_by_key = {(kind, key, v): [b, f, last] for kind, key, v, b, f, last in rows}
     assert got == want
+    assert got_by_key == by_key
+    assert len(by_key) > len(want)  # some users have two keys
     assert any(r.cost_micro_usd < 0 for r in RECORDS)  # the bound is not the plain sum here
 
 

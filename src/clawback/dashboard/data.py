@@ -41,6 +41,7 @@ from sqlalchemy import (
 from clawback.storage.rollup_models import (
     LATENCY_COLUMNS,
     LATENCY_EDGES_MS,
+    entity_key_total_table,
     entity_table,
     entity_total_table,
     savings_table,
@@ -514,14 +515,14 @@ class LedgerQueries:
         filters, only keys apply (the entity rollup is kept per key only: see ``clawback.storage.rollup_models``).
 
         The ranking is exactly that of ``GROUP BY value ORDER BY sum(cost) DESC, value`` over the range's
-        entity rows (``_top_by_group``, which a key filter uses as it is), found without grouping them all
-        when the entity totals allow: see ``_top_candidates``."""
+        entity rows (``_top_by_group``), found without grouping them all when the entity totals allow (across
+        keys, or per key under a key filter): see ``_top_candidates``."""
         if kind not in ENTITY_KINDS:
             raise ValueError(f"unknown entity kind {kind!r} (one of {', '.join(ENTITY_KINDS)})")
         flt = filters or Filters()
-        walk = not flt.keys and self._has_entity_totals()
+        walk = self._has_entity_totals()
         with self._snapshot() as conn:
-            values = self._top_candidates(conn, tr, kind, limit) if walk else None
+            values = self._top_candidates(conn, tr, kind, limit, flt.keys) if walk else None
             if values is None:
                 values = self._top_by_group(conn, tr, kind, flt, limit)
             sums = self._entity_sums(conn, tr, kind, values, flt)
@@ -537,7 +538,7 @@ class LedgerQueries:
     def _has_entity_totals(self) -> bool:
         """Whether the ledger has the entity totals (migration 0007; a ledger not yet migrated is grouped)."""
         if not self._entity_totals:
-            self._entity_totals = entity_total_table.name in self.tables()
+            self._entity_totals = {entity_total_table.name, entity_key_total_table.name} <= self.tables()
         return self._entity_totals
 
     @contextmanager
@@ -555,7 +556,9 @@ class LedgerQueries:
     #: Most candidates ``_top_candidates`` hands over (their sums are index lookups); past it, the GROUP BY.
     CANDIDATE_BUDGET = 1000
 
-    def _top_candidates(self, conn: Connection, tr: TimeRange, kind: str, limit: int) -> list[str] | None:
+    def _top_candidates(
+        self, conn: Connection, tr: TimeRange, kind: str, limit: int, keys: tuple[str, ...] = ()
+    ) -> list[str] | None:
         """The values among which the ``limit`` largest spenders of ``tr`` are, or None when they are too many.
 
         Exact, by a bound: an entity's spend over any set of buckets is at most its ``cost_bound_micro_usd``
@@ -570,13 +573,19 @@ class LedgerQueries:
         groups the whole range, which then costs about as much as their sums would). Short-lived entities
         (conversations) settle in the first read whatever the range; a few hundred agents are all
         candidates; long-lived users over a range shorter than their history (7 of 30 days) are grouped.
+
+        Under a filter of ``n`` keys the walk reads the per-key totals of those keys instead: an entity none
+        of whose rows was read has at most ``n`` of them, each bounded by the last one read, so the tests
+        become ``n`` x that bound below ``c``, then a bound of at least ``c / n`` for the candidates.
         """
-        t = entity_total_table
+        t = entity_key_total_table if keys else entity_total_table
+        n = len(set(keys)) or 1
         period = self.entity_period(tr)
         first, end = self._entity_span(tr, period)
         # A week bucket before ``end`` holds days up to 6 later: an entity first seen then still has rows in it.
         last_first_day = end + (timedelta(days=6) if period == "week" else timedelta(0))
-        seen = and_(t.c.kind == kind, t.c.last_day >= first, t.c.first_day < last_first_day)
+        seen = and_(t.c.kind == kind, t.c.last_day >= first, t.c.first_day < last_first_day,
+                    *([t.c.key_id.in_(keys)] if keys else []))  # fmt: skip
         batch = max(4 * limit, 64)
         stmt = (
             select(t.c.value, t.c.cost_bound_micro_usd)
@@ -585,14 +594,18 @@ class LedgerQueries:
             .limit(batch)
         )
         head = conn.execute(stmt).all()
+        read = list(dict.fromkeys(v for v, _ in head))  # a value once, whatever its keys
         if len(head) < batch:  # every entity seen in the range was read
-            return [v for v, _ in head]
-        sums = self._entity_sums(conn, tr, kind, [v for v, _ in head], Filters(), halves=False)
+            return read
+        sums = self._entity_sums(conn, tr, kind, read, Filters(keys=keys), halves=False)
         costs = sorted((m[3] for m in sums.values()), reverse=True)
         threshold = costs[limit - 1] if len(costs) >= limit else 0
-        if head[-1][1] < threshold:
-            return [v for v, _ in head]
-        more = select(t.c.value).where(seen, t.c.cost_bound_micro_usd >= threshold).limit(self.CANDIDATE_BUDGET + 1)
+        if n * head[-1][1] < threshold:
+            return read
+        least = -(-threshold // n)  # ceil: an integer bound b has n * b >= threshold exactly when b >= this
+        more = (
+            select(t.c.value).where(seen, t.c.cost_bound_micro_usd >= least).distinct().limit(self.CANDIDATE_BUDGET + 1)
+        )
         rest = [v for (v,) in conn.execute(more)]
         return rest if len(rest) <= self.CANDIDATE_BUDGET else None
 

@@ -21,6 +21,7 @@ UTC), created by migration ``0006_ledger_rollups``:
   dashboard find the largest spenders of a range without grouping every entity row of the range: the
   exact ranking is read from ``ledger_rollup_entity`` for the few candidates the bound cannot rule out
   (``clawback.dashboard.data.LedgerQueries.top_entities`` proves the result equal to the full GROUP BY).
+  ``ledger_rollup_entity_key_total``: the same per entity and key, for the top spenders of some keys.
   Added by migration ``0007_entity_totals``, which also indexes ``ledger_rollup_entity`` by entity.
 
 Dimensions are never NULL (a missing key or feature is ``""``) so that the unique constraints, which the
@@ -37,6 +38,7 @@ from clawback.storage.ledger_models import Base, BigIdType, UTCDateTime
 
 __all__ = [
     "ENTITY_DIMENSIONS",
+    "ENTITY_KEY_TOTAL_DIMENSIONS",
     "ENTITY_MEASURES",
     "ENTITY_TOTAL_DIMENSIONS",
     "LATENCY_COLUMNS",
@@ -45,6 +47,7 @@ __all__ = [
     "SAVINGS_MEASURES",
     "USAGE_DIMENSIONS",
     "USAGE_MEASURES",
+    "entity_key_total_table",
     "entity_table",
     "entity_total_table",
     "savings_table",
@@ -129,16 +132,24 @@ entity_table = Table(
 )
 
 ENTITY_TOTAL_DIMENSIONS: tuple[str, ...] = ("kind", "value")
+ENTITY_KEY_TOTAL_DIMENSIONS: tuple[str, ...] = ("kind", "key_id", "value")
 
-entity_total_table = Table(
-    "ledger_rollup_entity_total",
-    Base.metadata,
-    Column("id", BigIdType, primary_key=True, autoincrement=True),
-    *_dims(*ENTITY_TOTAL_DIMENSIONS),
-    Column("cost_bound_micro_usd", BigInteger, nullable=False, default=0),
-    Column("first_day", UTCDateTime, nullable=False),
-    Column("last_day", UTCDateTime, nullable=False),
-    UniqueConstraint(*ENTITY_TOTAL_DIMENSIONS),
+
+def _totals(name: str, dims: tuple[str, ...]) -> Table:
     # The walk in decreasing bound order, restricted to entities seen in the range: read from the index alone.
-    Index("ix_ledger_rollup_entity_total_kind", "kind", "cost_bound_micro_usd", "last_day", "first_day", "value"),
-)
+    walk = [d for d in dims if d != "value"]
+    return Table(
+        name,
+        Base.metadata,
+        Column("id", BigIdType, primary_key=True, autoincrement=True),
+        *_dims(*dims),
+        Column("cost_bound_micro_usd", BigInteger, nullable=False, default=0),
+        Column("first_day", UTCDateTime, nullable=False),
+        Column("last_day", UTCDateTime, nullable=False),
+        UniqueConstraint(*dims),
+        Index(f"ix_{name}_kind", *walk, "cost_bound_micro_usd", "last_day", "first_day", "value"),
+    )
+
+
+entity_total_table = _totals("ledger_rollup_entity_total", ENTITY_TOTAL_DIMENSIONS)
+entity_key_total_table = _totals("ledger_rollup_entity_key_total", ENTITY_KEY_TOTAL_DIMENSIONS)

@@ -15,9 +15,9 @@ Cohort: the flags stage (issue 14) marks the holdout group on ledger rows. This 
 ``cohort`` (``holdout`` / ``treated``, or whatever the flags stage writes there); a row without it has
 cohort ``""`` and the dashboard shows no holdout comparison until some row has one.
 
-Entity totals (``ledger_rollup_entity_total``): per user / conversation / agent, the running sum of its
-requests' non-negative costs and the first and last day it was seen, upserted with an addition and
-``min`` / ``max`` (the same commutative update, so replicas can interleave).
+Entity totals (``ledger_rollup_entity_total``, and per key ``ledger_rollup_entity_key_total``): per user /
+conversation / agent, the running sum of its requests' non-negative costs and the first and last day it
+was seen, upserted with an addition and ``min`` / ``max`` (commutative too, so replicas can interleave).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Table
 
 from clawback.storage.rollup_models import (
     ENTITY_DIMENSIONS,
+    ENTITY_KEY_TOTAL_DIMENSIONS,
     ENTITY_MEASURES,
     ENTITY_TOTAL_DIMENSIONS,
     LATENCY_COLUMNS,
@@ -40,6 +41,7 @@ from clawback.storage.rollup_models import (
     SAVINGS_MEASURES,
     USAGE_DIMENSIONS,
     USAGE_MEASURES,
+    entity_key_total_table,
     entity_table,
     entity_total_table,
     savings_table,
@@ -154,29 +156,33 @@ def aggregate(
     return usage, savings, entity
 
 
-def aggregate_entity_totals(records: Iterable[LedgerRecord]) -> dict[Key, list[Any]]:
-    """The entity-total rows a set of records adds: (kind, value) -> [cost bound, first day, last day].
+def aggregate_entity_totals(records: Iterable[LedgerRecord]) -> tuple[dict[Key, list[Any]], dict[Key, list[Any]]]:
+    """The entity-total rows a set of records adds, across keys and per key: (kind, value) and
+    (kind, key_id, value) -> [cost bound, first day, last day].
 
     The bound sums ``max(cost, 0)``: never below what the entity spent in any set of buckets, even if a
     negative cost (a refund, say) were ever booked, which is all ``top_entities`` needs of it."""
     totals: dict[Key, list[Any]] = {}
+    by_key: dict[Key, list[Any]] = {}
     for r in records:
         day = r.started_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         cost = r.cost_micro_usd if r.cost_micro_usd > 0 else 0
+        key_id = r.key_id or ""
         for kind, attr in ENTITY_FIELDS:
             value = getattr(r, attr)
             if not value:
                 continue
-            t = totals.get((kind, value))
-            if t is None:
-                totals[(kind, value)] = [cost, day, day]
-            else:
-                t[0] += cost
-                if day < t[1]:
-                    t[1] = day
-                if day > t[2]:
-                    t[2] = day
-    return totals
+            for into, k in ((totals, (kind, value)), (by_key, (kind, key_id, value))):
+                t = into.get(k)
+                if t is None:
+                    into[k] = [cost, day, day]
+                else:
+                    t[0] += cost
+                    if day < t[1]:
+                        t[1] = day
+                    if day > t[2]:
+                        t[2] = day
+    return totals, by_key
 
 
 # The measure order in ``aggregate`` must match USAGE_MEASURES; checked once at import.
@@ -219,41 +225,49 @@ def _upsert_sql(dialect: str, name: str, rows: int) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _totals_upsert_sql(dialect: str, rows: int) -> str:
+def _totals_upsert_sql(dialect: str, table: str, rows: int) -> str:
     """The entity totals' upsert: the bound added, the first / last day kept as the min / max of both."""
-    t = entity_total_table.name
+    dims = _TOTALS[table][1]
     mark = "?" if dialect == "sqlite" else "%s"
     least, greatest = ("min", "max") if dialect == "sqlite" else ("LEAST", "GREATEST")
-    columns = [*ENTITY_TOTAL_DIMENSIONS, "cost_bound_micro_usd", "first_day", "last_day"]
+    columns = [*dims, "cost_bound_micro_usd", "first_day", "last_day"]
     row = f"({', '.join([mark] * len(columns))})"
     return (
-        f"INSERT INTO {t} ({', '.join(columns)}) VALUES {', '.join([row] * rows)} "
-        f"ON CONFLICT ({', '.join(ENTITY_TOTAL_DIMENSIONS)}) DO UPDATE SET "
-        f"cost_bound_micro_usd = {t}.cost_bound_micro_usd + excluded.cost_bound_micro_usd, "
-        f"first_day = {least}({t}.first_day, excluded.first_day), "
-        f"last_day = {greatest}({t}.last_day, excluded.last_day)"
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)} "
+        f"ON CONFLICT ({', '.join(dims)}) DO UPDATE SET "
+        f"cost_bound_micro_usd = {table}.cost_bound_micro_usd + excluded.cost_bound_micro_usd, "
+        f"first_day = {least}({table}.first_day, excluded.first_day), "
+        f"last_day = {greatest}({table}.last_day, excluded.last_day)"
     )
 
 
+_TOTALS: dict[str, tuple[Table, Sequence[str]]] = {
+    entity_total_table.name: (entity_total_table, ENTITY_TOTAL_DIMENSIONS),
+    entity_key_total_table.name: (entity_key_total_table, ENTITY_KEY_TOTAL_DIMENSIONS),
+}
+
+
 def _write_entity_totals(conn: Connection, records: Sequence[LedgerRecord]) -> int:
-    totals = aggregate_entity_totals(records)
-    keys = sorted(totals)  # one lock order for every replica
-    if not keys:
-        return 0
     dialect = conn.dialect.name
     bucket = _bucket_param(dialect)
-    if dialect == "postgresql":
-        params_list = [(k[0], k[1], totals[k][0], totals[k][1], totals[k][2]) for k in keys]
-        conn.exec_driver_sql(_totals_upsert_sql(dialect, 1), params_list)
-        return len(keys)
-    for start in range(0, len(keys), _ROWS_PER_STATEMENT):
-        chunk = keys[start : start + _ROWS_PER_STATEMENT]
-        params: list[Any] = []
-        for k in chunk:
-            bound, first, last = totals[k]
-            params.extend((k[0], k[1], bound, bucket(first), bucket(last)))
-        conn.exec_driver_sql(_totals_upsert_sql(dialect, len(chunk)), tuple(params))
-    return len(keys)
+    touched = 0
+    for table, totals in zip(_TOTALS, aggregate_entity_totals(records), strict=True):
+        keys = sorted(totals)  # one lock order for every replica
+        touched += len(keys)
+        if not keys:
+            continue
+        if dialect == "postgresql":
+            params_list = [(*k, *totals[k]) for k in keys]
+            conn.exec_driver_sql(_totals_upsert_sql(dialect, table, 1), params_list)
+            continue
+        for start in range(0, len(keys), _ROWS_PER_STATEMENT):
+            chunk = keys[start : start + _ROWS_PER_STATEMENT]
+            params: list[Any] = []
+            for k in chunk:
+                bound, first, last = totals[k]
+                params.extend((*k, bound, bucket(first), bucket(last)))
+            conn.exec_driver_sql(_totals_upsert_sql(dialect, table, len(chunk)), tuple(params))
+    return touched
 
 
 def _bucket_param(dialect: str) -> Any:
