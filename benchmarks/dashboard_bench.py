@@ -48,6 +48,7 @@ from clawback.dashboard.server import DashboardProcess
 from clawback.serving import free_port
 from clawback.storage import LedgerRecord, LedgerWriter, make_engine
 from clawback.storage import ledger as ledger_module
+from clawback.storage import rollups as rollups_module
 from clawback.storage.rollup_models import entity_table, savings_table, usage_table
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -199,23 +200,27 @@ def reuse(url: str) -> dict[str, Any]:
 
 
 def writer_cost(url_for: Callable[[str], str], records: int = 20_000) -> dict[str, float]:
-    """Writer CPU per record, 32-record batches of the same traffic, with and without the rollups."""
+    """Writer CPU per record, 32-record batches of the same traffic: without the rollups, with all of them,
+    and with all but the entity totals (``rollups._write_entity_totals``: migration 0007's tables), interleaved."""
     out: dict[str, float] = {}
     data = list(traffic(records, 1, seed=1))
-    for label, roll in (("plain", False), ("rollups", True), ("plain_again", False), ("rollups_again", True)):
+    runs = [("plain", "none"), ("rollups", "all"), ("rollups_without_entity_totals", "no_totals")]
+    for label, roll in runs + [(label + "_again", roll) for label, roll in runs]:
         url = url_for(label)
         writer = LedgerWriter(url, journal_path=Path(tempfile.mkdtemp()) / "j")
         writer._ensure_schema()
-        original = ledger_module.write_rollups
-        if not roll:
+        original, original_totals = ledger_module.write_rollups, rollups_module._write_entity_totals
+        if roll == "none":
             ledger_module.write_rollups = lambda conn, recs: 0  # type: ignore[assignment]
+        if roll == "no_totals":
+            rollups_module._write_entity_totals = lambda conn, recs: 0  # type: ignore[assignment]
         try:
             cpu = time.process_time()
             for i in range(0, records, 32):
                 writer._store(data[i : i + 32])
             out[label] = round((time.process_time() - cpu) / records * 1e6, 1)
         finally:
-            ledger_module.write_rollups = original
+            ledger_module.write_rollups, rollups_module._write_entity_totals = original, original_totals
             writer.close()
     return out
 
