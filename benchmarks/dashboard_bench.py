@@ -21,6 +21,15 @@ gateway's batch size), and the rollup tables' row counts. Prints one JSON object
 
     .venv/bin/python benchmarks/dashboard_bench.py                       # SQLite and PostgreSQL, ~15 min
     .venv/bin/python benchmarks/dashboard_bench.py --backends sqlite --rows 200000
+
+Seeding 1 M rows costs minutes (~200 s SQLite, ~375 s PostgreSQL here): ``--reuse PATH|URL`` (once per backend)
+keeps the seeded ledger and, on later runs, only migrates it to the newest revision (timed: the backfill of any
+rollup table added since) before the queries; ``--seed-only`` stops after seeding, ``--queries-only`` skips
+the writer cost and the browser render (``--skip-writer-cost``, ``--skip-render`` one each):
+
+    .venv/bin/python benchmarks/dashboard_bench.py --backends sqlite --reuse /tmp/dash1m.db --seed-only
+    .venv/bin/python benchmarks/dashboard_bench.py --backends sqlite --reuse /tmp/dash1m.db --queries-only \\
+        --out benchmarks/dashboard-queries.json
 """
 
 from __future__ import annotations
