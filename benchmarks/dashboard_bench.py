@@ -284,6 +284,29 @@ def time_queries(url: str, repeats: int) -> dict[str, dict[str, dict[str, float]
     return out
 
 
+def verify_top_entities(url: str) -> dict[str, Any]:
+    """The largest spenders through the entity totals against the plain GROUP BY (the totals disabled) on the
+    seeded ledger: 8 spans x 2 ends x 3 kinds x 3 key filters, every frame equal or an AssertionError."""
+    import pandas as pd
+
+    engine = make_engine(url)
+    q, plain = LedgerQueries(engine), LedgerQueries(engine)
+    plain._has_entity_totals = lambda: False  # type: ignore[method-assign]
+    now, checked = datetime.now(UTC), 0
+    try:
+        for days in (0.25, 1, 3, 7, 14, 15, 30, 45):
+            for back in (0, 5):
+                tr = TimeRange.last(timedelta(days=days), now=now - timedelta(days=back))
+                for kind in ("user", "session", "agent"):
+                    for keys in ((), ("key_000",), ("key_001", "key_002")):
+                        flt = Filters(keys=keys)
+                        pd.testing.assert_frame_equal(q.top_entities(tr, kind, flt), plain.top_entities(tr, kind, flt))
+                        checked += 1
+    finally:
+        engine.dispose()
+    return {"equal": checked}
+
+
 def first_render(url: str, renders: int) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
@@ -424,6 +447,8 @@ def main() -> None:
                             key=lambda kv: kv[1]["median_ms"])  # fmt: skip
                 print(f"   {label}: slowest {worst[0]} {worst[1]['median_ms']} ms (median), "
                       f"all: {sum(c['median_ms'] for c in calls.values()):.0f} ms", file=sys.stderr)  # fmt: skip
+            entry["top_entities_equal_group_by"] = verify_top_entities(url)
+            print(f"   top entities == GROUP BY: {entry['top_entities_equal_group_by']}", file=sys.stderr)
             if not args.skip_render:
                 print(f"== {backend}: first render in Chromium", file=sys.stderr)
                 entry["first_render"] = first_render(url, args.renders)
