@@ -1,7 +1,7 @@
 """Rollup tables the ledger writer keeps next to the raw ``ledger`` rows, so readers never scan raw rows.
 
-Three tables, at two grains each (``period`` = ``"hour"`` and ``"day"``; ``"day"`` and ``"week"`` for entities;
-UTC), created by migration ``0006_ledger_rollups``:
+Three tables at two grains each (``period`` = ``"hour"`` and ``"day"``; ``"day"`` and ``"week"`` for entities;
+UTC), created by migration ``0006_ledger_rollups``, and two of entity totals without a grain (``0007``):
 
 * ``ledger_rollup_usage``: one row per bucket x model x key x team x feature x endpoint x cache status x
   cohort x error type, with request/error counts, tokens by kind, cost and counterfactual (micro-dollars),
