@@ -21,6 +21,15 @@ gateway's batch size), and the rollup tables' row counts. Prints one JSON object
 
     .venv/bin/python benchmarks/dashboard_bench.py                       # SQLite and PostgreSQL, ~15 min
     .venv/bin/python benchmarks/dashboard_bench.py --backends sqlite --rows 200000
+
+Seeding 1 M rows costs minutes (~200 s SQLite, ~375 s PostgreSQL here): ``--reuse PATH|URL`` (once per backend)
+keeps the seeded ledger and, on later runs, only migrates it to the newest revision (timed: the backfill of any
+rollup table added since) before the queries; ``--seed-only`` stops after seeding, ``--queries-only`` skips
+the writer cost and the browser render (``--skip-writer-cost``, ``--skip-render`` one each):
+
+    .venv/bin/python benchmarks/dashboard_bench.py --backends sqlite --reuse /tmp/dash1m.db --seed-only
+    .venv/bin/python benchmarks/dashboard_bench.py --backends sqlite --reuse /tmp/dash1m.db --queries-only \\
+        --out benchmarks/dashboard-queries.json
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, inspect, select, text
 
 from clawback.config import Settings
 from clawback.dashboard.data import Filters, LedgerQueries, TimeRange
@@ -48,6 +57,7 @@ from clawback.dashboard.server import DashboardProcess
 from clawback.serving import free_port
 from clawback.storage import LedgerRecord, LedgerWriter, make_engine
 from clawback.storage import ledger as ledger_module
+from clawback.storage import rollups as rollups_module
 from clawback.storage.rollup_models import entity_table, savings_table, usage_table
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -131,7 +141,7 @@ def seed(url: str, rows: int, days: int, batch: int, journal: Path) -> dict[str,
 
 
 def seed_by_backfill(url: str, rows: int, days: int) -> dict[str, Any]:
-    """Seed PostgreSQL faster: raw rows by COPY into a ledger at revision 0004, then migration
+    """Seed PostgreSQL faster: raw rows by COPY into a ledger at revision 0005, then migration
     ``0006_ledger_rollups`` rolls them up (its backfill, tested equal to what the writer keeps:
     ``tests/integration/test_dashboard_postgres.py``). The writer's own cost is measured apart (writer_cost)."""
     from psycopg.types.json import Jsonb
@@ -140,19 +150,15 @@ def seed_by_backfill(url: str, rows: int, days: int) -> dict[str, Any]:
     from clawback.storage.migrate import migrate_engine
 
     engine = make_engine(url)
-    migrate_engine(engine, "0004_budgets")
+    migrate_engine(engine, "0005_flags")
     started = time.perf_counter()
     raw = engine.raw_connection()
     try:
         columns = ", ".join(f'"{name}"' for name in _FIELD_NAMES)  # "user" is a reserved word
         with raw.cursor() as cursor, cursor.copy(f"COPY ledger ({columns}) FROM STDIN") as copy:
             for record in traffic(rows, days):
-                values = record.to_row()
-                values["labels"], values["savings_micro_usd"] = (
-                    Jsonb(values["labels"]),
-                    Jsonb(values["savings_micro_usd"]),
-                )
-                copy.write_row([values[name] for name in _FIELD_NAMES])
+                values = record.to_row()  # the JSON columns (labels, savings, shadow savings) as jsonb
+                copy.write_row([Jsonb(v) if isinstance(v, dict) else v for v in (values[n] for n in _FIELD_NAMES)])
         raw.commit()
     finally:
         raw.close()
@@ -168,24 +174,62 @@ def seed_by_backfill(url: str, rows: int, days: int) -> dict[str, Any]:
             "rows": counts}  # fmt: skip
 
 
+def ledger_rows(url: str) -> int:
+    """Rows in the ledger at ``url`` (0 when it has no ledger table yet): whether a reused ledger needs seeding."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if "ledger" not in inspect(conn).get_table_names():
+                return 0
+            return int(conn.execute(text("SELECT count(*) FROM ledger")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def reuse(url: str) -> dict[str, Any]:
+    """An already-seeded ledger: migrate it to the newest revision (the backfill of any rollup table added since
+    it was seeded: timed) and count its tables."""
+    from clawback.storage.migrate import current_revision, migrate_engine
+
+    engine = make_engine(url)
+    try:
+        before = current_revision(engine)
+        started, cpu = time.perf_counter(), time.process_time()
+        migrate_engine(engine)
+        out: dict[str, Any] = {"revision_before": before, "revision": current_revision(engine),
+                               "migrate_s": round(time.perf_counter() - started, 1),
+                               "migrate_cpu_s": round(time.process_time() - cpu, 1)}  # fmt: skip
+        with engine.connect() as conn:
+            out["rows"] = {name: conn.execute(text(f'SELECT count(*) FROM "{name}"')).scalar_one()
+                           for name in sorted(inspect(conn).get_table_names())
+                           if name == "ledger" or name.startswith("ledger_rollup")}  # fmt: skip
+        return out
+    finally:
+        engine.dispose()
+
+
 def writer_cost(url_for: Callable[[str], str], records: int = 20_000) -> dict[str, float]:
-    """Writer CPU per record, 32-record batches of the same traffic, with and without the rollups."""
+    """Writer CPU per record, 32-record batches of the same traffic: without the rollups, with all of them,
+    and with all but the entity totals (``rollups._write_entity_totals``: migration 0007's tables), interleaved."""
     out: dict[str, float] = {}
     data = list(traffic(records, 1, seed=1))
-    for label, roll in (("plain", False), ("rollups", True), ("plain_again", False), ("rollups_again", True)):
+    runs = [("plain", "none"), ("rollups", "all"), ("rollups_without_entity_totals", "no_totals")]
+    for label, roll in runs + [(label + "_again", roll) for label, roll in runs]:
         url = url_for(label)
         writer = LedgerWriter(url, journal_path=Path(tempfile.mkdtemp()) / "j")
         writer._ensure_schema()
-        original = ledger_module.write_rollups
-        if not roll:
+        original, original_totals = ledger_module.write_rollups, rollups_module._write_entity_totals
+        if roll == "none":
             ledger_module.write_rollups = lambda conn, recs: 0  # type: ignore[assignment]
+        if roll == "no_totals":
+            rollups_module._write_entity_totals = lambda conn, recs: 0  # type: ignore[assignment]
         try:
             cpu = time.process_time()
             for i in range(0, records, 32):
                 writer._store(data[i : i + 32])
             out[label] = round((time.process_time() - cpu) / records * 1e6, 1)
         finally:
-            ledger_module.write_rollups = original
+            ledger_module.write_rollups, rollups_module._write_entity_totals = original, original_totals
             writer.close()
     return out
 
@@ -213,6 +257,9 @@ def dashboard_queries(q: LedgerQueries, tr: TimeRange) -> dict[str, Callable[[],
         "breakdown_key": lambda: q.breakdown(tr, by="key_id"),
         "daily_spend": lambda: q.daily_spend(tr),
         "filtered_totals": lambda: q.totals(tr, Filters(models=("claude-haiku-4-5",), teams=("team-1",))),
+        # With a key filter the largest spenders are grouped (the entity totals are across keys); key_000 is
+        # the busiest key (~1/3 of the users): the worst case of that path.
+        "top_session_one_key": lambda: q.top_entities(tr, "session", Filters(keys=("key_000",))),
     }
 
 
@@ -235,6 +282,29 @@ def time_queries(url: str, repeats: int) -> dict[str, dict[str, dict[str, float]
         out[label]["_loadavg"] = {"median_ms": round(os.getloadavg()[0], 2), "max_ms": 0.0, "median_cpu_ms": 0.0}
     engine.dispose()
     return out
+
+
+def verify_top_entities(url: str) -> dict[str, Any]:
+    """The largest spenders through the entity totals against the plain GROUP BY (the totals disabled) on the
+    seeded ledger: 8 spans x 2 ends x 3 kinds x 3 key filters, every frame equal or an AssertionError."""
+    import pandas as pd
+
+    engine = make_engine(url)
+    q, plain = LedgerQueries(engine), LedgerQueries(engine)
+    plain._has_entity_totals = lambda: False  # type: ignore[method-assign]
+    now, checked = datetime.now(UTC), 0
+    try:
+        for days in (0.25, 1, 3, 7, 14, 15, 30, 45):
+            for back in (0, 5):
+                tr = TimeRange.last(timedelta(days=days), now=now - timedelta(days=back))
+                for kind in ("user", "session", "agent"):
+                    for keys in ((), ("key_000",), ("key_001", "key_002")):
+                        flt = Filters(keys=keys)
+                        pd.testing.assert_frame_equal(q.top_entities(tr, kind, flt), plain.top_entities(tr, kind, flt))
+                        checked += 1
+    finally:
+        engine.dispose()
+    return {"equal": checked}
 
 
 def first_render(url: str, renders: int) -> dict[str, Any]:
@@ -314,7 +384,22 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/dashboard.json"), help="results, written as each "
                         "backend finishes")  # fmt: skip
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="PATH|URL",
+        help="a ledger to keep and reuse (a SQLite file path or a postgresql URL; repeat for both backends): seeded "
+        "there when it holds no ledger rows, otherwise only migrated to the newest revision (timed: the backfill "
+        "of any new rollup table) and queried",
+    )
+    parser.add_argument("--seed-only", action="store_true", help="stop after seeding (with --reuse: seed and keep)")
+    parser.add_argument("--queries-only", action="store_true", help="skip the writer cost and the browser render")
+    parser.add_argument("--skip-writer-cost", action="store_true")
+    parser.add_argument("--skip-render", action="store_true")
     args = parser.parse_args()
+    if args.queries_only or args.seed_only:
+        args.skip_writer_cost = args.skip_render = True
     results: dict[str, Any] = {"rows": args.rows, "days": args.days}
     tmp = Path(tempfile.mkdtemp(prefix="clawback-dash-bench-"))
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
@@ -327,6 +412,8 @@ def main() -> None:
         scratch.append(name)
         return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
+    reused = {("postgresql" if u.startswith("postgresql") else "sqlite"): u if u.startswith("postgresql")
+              else f"sqlite:///{Path(u).resolve()}" for u in args.reuse}  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the finally: drop the scratch databases
     try:
         for backend in args.backends.split(","):
@@ -335,15 +422,24 @@ def main() -> None:
                 return f"sqlite:///{tmp / (label + '.db')}" if backend == "sqlite" else pg_url(label)
 
             entry: dict[str, Any] = {}
-            print(f"== {backend}: writer cost per record", file=sys.stderr)
-            entry["writer_cpu_us_per_record"] = writer_cost(url_for)
-            url = url_for("main")
-            print(f"== {backend}: seeding {args.rows:,} rows", file=sys.stderr)
-            if backend == "postgresql" and args.pg_seed == "backfill":
-                entry["seed"] = seed_by_backfill(url, args.rows, args.days)
+            if not args.skip_writer_cost:
+                print(f"== {backend}: writer cost per record", file=sys.stderr)
+                entry["writer_cpu_us_per_record"] = writer_cost(url_for)
+            url = reused.get(backend) or url_for("main")
+            if reused.get(backend) and ledger_rows(url):
+                print(f"== {backend}: reusing {url}", file=sys.stderr)
+                entry["reused"] = reuse(url)
+                print(f"   {entry['reused']}", file=sys.stderr)
             else:
-                entry["seed"] = seed(url, args.rows, args.days, args.seed_batch, tmp / f"{backend}.journal")
-            print(f"   {entry['seed']}", file=sys.stderr)
+                print(f"== {backend}: seeding {args.rows:,} rows", file=sys.stderr)
+                if backend == "postgresql" and args.pg_seed == "backfill":
+                    entry["seed"] = seed_by_backfill(url, args.rows, args.days)
+                else:
+                    entry["seed"] = seed(url, args.rows, args.days, args.seed_batch, tmp / f"{backend}.journal")
+                print(f"   {entry['seed']}", file=sys.stderr)
+            if args.seed_only:
+                results[backend] = entry
+                continue
             print(f"== {backend}: queries", file=sys.stderr)
             entry["queries"] = time_queries(url, args.repeats)
             for label, calls in entry["queries"].items():
@@ -351,11 +447,15 @@ def main() -> None:
                             key=lambda kv: kv[1]["median_ms"])  # fmt: skip
                 print(f"   {label}: slowest {worst[0]} {worst[1]['median_ms']} ms (median), "
                       f"all: {sum(c['median_ms'] for c in calls.values()):.0f} ms", file=sys.stderr)  # fmt: skip
-            print(f"== {backend}: first render in Chromium", file=sys.stderr)
-            entry["first_render"] = first_render(url, args.renders)
-            print(f"   {entry['first_render']}", file=sys.stderr)
+            entry["top_entities_equal_group_by"] = verify_top_entities(url)
+            print(f"   top entities == GROUP BY: {entry['top_entities_equal_group_by']}", file=sys.stderr)
+            if not args.skip_render:
+                print(f"== {backend}: first render in Chromium", file=sys.stderr)
+                entry["first_render"] = first_render(url, args.renders)
+                print(f"   {entry['first_render']}", file=sys.stderr)
             results[backend] = entry
-            args.out.write_text(json.dumps(results, indent=1))  # kept even if a later backend fails
+            if not args.seed_only:
+                args.out.write_text(json.dumps(results, indent=1))  # kept even if a later backend fails
     finally:
         with admin.connect() as conn:
             for name in scratch:

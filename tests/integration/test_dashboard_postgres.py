@@ -17,7 +17,13 @@ from clawback.dashboard.data import Filters, LedgerQueries, TimeRange
 from clawback.storage import LedgerReader, LedgerWriter, make_engine
 from clawback.storage.ledger import ledger_table
 from clawback.storage.migrate import migrate_engine
-from clawback.storage.rollup_models import entity_table, savings_table, usage_table
+from clawback.storage.rollup_models import (
+    entity_key_total_table,
+    entity_table,
+    entity_total_table,
+    savings_table,
+    usage_table,
+)
 from tests.integration.test_ledger_postgres import PgDatabase, admin  # noqa: F401  (the admin fixture)
 from tests.unit.test_dashboard_data import RANGE, RECORDS, T0
 
@@ -86,7 +92,7 @@ def test_backfill_on_postgres_equals_the_writer(pg_engine: Engine, admin: Engine
         with LedgerWriter(kept, journal_path=tmp_path / "j", flush_interval_s=0.01) as writer:
             for r in RECORDS:
                 writer.submit(r)
-        for table in (usage_table, savings_table, entity_table):
+        for table in (usage_table, savings_table, entity_table, entity_total_table, entity_key_total_table):
             columns = [c for c in table.c if c.name != "id"]
             stmt = select(*columns).order_by(*columns)
             with pg_engine.connect() as a, kept.connect() as b:
@@ -95,3 +101,43 @@ def test_backfill_on_postgres_equals_the_writer(pg_engine: Engine, admin: Engine
     finally:
         kept.dispose()
         other.drop()
+
+
+def test_top_entities_on_postgres_equal_the_raw_rows(pg_engine: Engine, tmp_path: Path) -> None:
+    """The largest spenders through the entity totals (and the GROUP BY past the candidate budget) on
+    PostgreSQL equal the sums of the raw records, as on SQLite (``tests/unit/test_dashboard_top_entities``);
+    two writers (two replicas) keep the totals together."""
+    from clawback.dashboard.data import LedgerQueries as Q
+    from tests.unit import test_dashboard_top_entities as spenders
+
+    records = spenders.RECORDS
+    writers = [LedgerWriter(pg_engine, journal_path=tmp_path / f"t{i}", flush_interval_s=0.01) for i in range(2)]
+
+    def run(writer: LedgerWriter, part: list) -> None:  # type: ignore[type-arg]
+        with writer:
+            for r in part:
+                writer.submit(r)
+
+    threads = [threading.Thread(target=run, args=(w, records[i::2])) for i, w in enumerate(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    t = entity_total_table
+    with pg_engine.connect() as conn:
+        bounds = dict(conn.execute(select(t.c.value, t.c.cost_bound_micro_usd).where(t.c.kind == "session")).all())
+    want: dict[str, int] = {}
+    for r in records:
+        want[r.session_id or ""] = want.get(r.session_id or "", 0) + max(r.cost_micro_usd, 0)
+    assert bounds == want
+    q = Q(pg_engine)
+    for budget in (1000, 25):
+        q.CANDIDATE_BUDGET = budget
+        for tr in spenders.RANGES:
+            for kind in ("session", "user", "agent"):
+                spenders._check(q.top_entities(tr, kind, limit=10), spenders.reference(tr, kind, 10))
+    for keys in (("k0",), ("k1", "k2")):
+        for tr in spenders.RANGES[::3]:
+            for kind in ("session", "user"):
+                got = q.top_entities(tr, kind, Filters(keys=keys), limit=5)
+                spenders._check(got, spenders.reference(tr, kind, 5, keys=keys))

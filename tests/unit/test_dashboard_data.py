@@ -13,7 +13,13 @@ from sqlalchemy import Engine, func, select
 from clawback.dashboard.data import Filters, LedgerQueries, TimeRange, percentile_from_histogram
 from clawback.storage import LedgerReader, LedgerRecord, LedgerWriter, make_engine
 from clawback.storage.migrate import migrate_engine
-from clawback.storage.rollup_models import entity_table, savings_table, usage_table
+from clawback.storage.rollup_models import (
+    entity_key_total_table,
+    entity_table,
+    entity_total_table,
+    savings_table,
+    usage_table,
+)
 
 T0 = datetime(2025, 6, 1, 0, 0, 0, tzinfo=UTC)
 RANGE = TimeRange(T0, T0 + timedelta(days=2))
@@ -211,6 +217,14 @@ def test_options_and_span(engine: Engine) -> None:
     options = q.options(RANGE)
     assert options["team"] == ["sales", "support"]
     assert options["cohort"] == ["holdout", "treated"]
+    assert options["model"] == sorted({r.model for r in RECORDS})
+    assert options["key_id"] == sorted({r.key_id or "" for r in RECORDS} - {""})
+    assert options["feature"] == sorted({r.feature or "" for r in RECORDS} - {""})
+    one_hour = TimeRange(T0, T0 + timedelta(minutes=30))  # r0-r4: two models, three keys and features
+    assert q.options(one_hour)["key_id"] == ["k0", "k1", "k2"]
+    assert q.options(one_hour)["cohort"] == ["holdout", "treated"]
+    far = TimeRange(T0 + timedelta(days=30), T0 + timedelta(days=31))
+    assert q.options(far) == {c: [] for c in ("model", "key_id", "team", "feature", "cohort")}
     span = q.data_span()
     assert span is not None and span[0] == T0
 
@@ -229,7 +243,7 @@ def test_migration_backfills_rows_written_before_the_rollups(tmp_path: Path) -> 
         for r in RECORDS:
             writer.submit(r)
     new = make_engine(kept)
-    for table in (usage_table, savings_table, entity_table):
+    for table in (usage_table, savings_table, entity_table, entity_total_table, entity_key_total_table):
         columns = [c for c in table.c if c.name != "id"]
         stmt = select(*columns).order_by(*columns)
         with old.connect() as a, new.connect() as b:

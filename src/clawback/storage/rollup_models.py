@@ -1,7 +1,7 @@
 """Rollup tables the ledger writer keeps next to the raw ``ledger`` rows, so readers never scan raw rows.
 
-Three tables, at two grains each (``period`` = ``"hour"`` and ``"day"``; ``"day"`` and ``"week"`` for entities;
-UTC), created by migration ``0006_ledger_rollups``:
+Three tables at two grains each (``period`` = ``"hour"`` and ``"day"``; ``"day"`` and ``"week"`` for entities;
+UTC), created by migration ``0006_ledger_rollups``, and two of entity totals without a grain (``0007``):
 
 * ``ledger_rollup_usage``: one row per bucket x model x key x team x feature x endpoint x cache status x
   cohort x error type, with request/error counts, tokens by kind, cost and counterfactual (micro-dollars),
@@ -14,6 +14,15 @@ UTC), created by migration ``0006_ledger_rollups``:
   agent, within key: the high-cardinality dimensions, kept out of the hourly grain and away from the other
   dimensions, where they would make the rollup as large as the ledger (a user spread over features and
   models multiplied its rows: 1.26 M entity rows for 1 M ledger rows in a first benchmark).
+
+* ``ledger_rollup_entity_total``: one row per user / conversation / agent (``kind``, ``value``, across keys)
+  with an upper bound of everything it ever spent (``cost_bound_micro_usd``: the sum of its requests'
+  non-negative costs) and the first and last UTC day it was seen, indexed by that bound. It lets the
+  dashboard find the largest spenders of a range without grouping every entity row of the range: the
+  exact ranking is read from ``ledger_rollup_entity`` for the few candidates the bound cannot rule out
+  (``clawback.dashboard.data.LedgerQueries.top_entities`` proves the result equal to the full GROUP BY).
+  ``ledger_rollup_entity_key_total``: the same per entity and key, for the top spenders of some keys.
+  Added by migration ``0007_entity_totals``, which also indexes ``ledger_rollup_entity`` by entity.
 
 Dimensions are never NULL (a missing key or feature is ``""``) so that the unique constraints, which the
 writer's ``ON CONFLICT ... DO UPDATE`` upserts target, treat "none" as one value on both backends.
@@ -29,14 +38,18 @@ from clawback.storage.ledger_models import Base, BigIdType, UTCDateTime
 
 __all__ = [
     "ENTITY_DIMENSIONS",
+    "ENTITY_KEY_TOTAL_DIMENSIONS",
     "ENTITY_MEASURES",
+    "ENTITY_TOTAL_DIMENSIONS",
     "LATENCY_COLUMNS",
     "LATENCY_EDGES_MS",
     "SAVINGS_DIMENSIONS",
     "SAVINGS_MEASURES",
     "USAGE_DIMENSIONS",
     "USAGE_MEASURES",
+    "entity_key_total_table",
     "entity_table",
+    "entity_total_table",
     "savings_table",
     "usage_table",
 ]
@@ -113,5 +126,30 @@ entity_table = Table(
     *_dims(*ENTITY_DIMENSIONS),
     *_counts(*ENTITY_MEASURES),
     UniqueConstraint(*ENTITY_DIMENSIONS),
-    Index("ix_ledger_rollup_entity_bucket_start", "bucket_start"),
+    # One entity's rows of a range (the exact sums of the top spenders' candidates, their series): a lookup.
+    # Range scans by (period, bucket_start) use the unique constraint; 0007 dropped the bucket_start index.
+    Index("ix_ledger_rollup_entity_kind", "kind", "value", "period", "bucket_start"),
 )
+
+ENTITY_TOTAL_DIMENSIONS: tuple[str, ...] = ("kind", "value")
+ENTITY_KEY_TOTAL_DIMENSIONS: tuple[str, ...] = ("kind", "key_id", "value")
+
+
+def _totals(name: str, dims: tuple[str, ...]) -> Table:
+    # The walk in decreasing bound order, restricted to entities seen in the range: read from the index alone.
+    walk = [d for d in dims if d != "value"]
+    return Table(
+        name,
+        Base.metadata,
+        Column("id", BigIdType, primary_key=True, autoincrement=True),
+        *_dims(*dims),
+        Column("cost_bound_micro_usd", BigInteger, nullable=False, default=0),
+        Column("first_day", UTCDateTime, nullable=False),
+        Column("last_day", UTCDateTime, nullable=False),
+        UniqueConstraint(*dims),
+        Index(f"ix_{name}_kind", *walk, "cost_bound_micro_usd", "last_day", "first_day", "value"),
+    )
+
+
+entity_total_table = _totals("ledger_rollup_entity_total", ENTITY_TOTAL_DIMENSIONS)
+entity_key_total_table = _totals("ledger_rollup_entity_key_total", ENTITY_KEY_TOTAL_DIMENSIONS)

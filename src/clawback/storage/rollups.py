@@ -14,6 +14,10 @@ deadlock on PostgreSQL).
 Cohort: the flags stage (issue 14) marks the holdout group on ledger rows. This module reads the label
 ``cohort`` (``holdout`` / ``treated``, or whatever the flags stage writes there); a row without it has
 cohort ``""`` and the dashboard shows no holdout comparison until some row has one.
+
+Entity totals (``ledger_rollup_entity_total``, and per key ``ledger_rollup_entity_key_total``): per user /
+conversation / agent, the running sum of its requests' non-negative costs and the first and last day it
+was seen, upserted with an addition and ``min`` / ``max`` (commutative too, so replicas can interleave).
 """
 
 from __future__ import annotations
@@ -28,14 +32,18 @@ from sqlalchemy import Connection, Table
 
 from clawback.storage.rollup_models import (
     ENTITY_DIMENSIONS,
+    ENTITY_KEY_TOTAL_DIMENSIONS,
     ENTITY_MEASURES,
+    ENTITY_TOTAL_DIMENSIONS,
     LATENCY_COLUMNS,
     LATENCY_EDGES_MS,
     SAVINGS_DIMENSIONS,
     SAVINGS_MEASURES,
     USAGE_DIMENSIONS,
     USAGE_MEASURES,
+    entity_key_total_table,
     entity_table,
+    entity_total_table,
     savings_table,
     usage_table,
 )
@@ -43,7 +51,15 @@ from clawback.storage.rollup_models import (
 if TYPE_CHECKING:  # the ledger writer imports this module
     from clawback.storage.ledger import LedgerRecord
 
-__all__ = ["COHORT_LABEL", "PERIODS", "aggregate", "cohort_of", "latency_bucket", "write_rollups"]
+__all__ = [
+    "COHORT_LABEL",
+    "PERIODS",
+    "aggregate",
+    "aggregate_entity_totals",
+    "cohort_of",
+    "latency_bucket",
+    "write_rollups",
+]
 
 COHORT_LABEL = "cohort"
 PERIODS: tuple[str, ...] = ("hour", "day")
@@ -140,6 +156,35 @@ def aggregate(
     return usage, savings, entity
 
 
+def aggregate_entity_totals(records: Iterable[LedgerRecord]) -> tuple[dict[Key, list[Any]], dict[Key, list[Any]]]:
+    """The entity-total rows a set of records adds, across keys and per key: (kind, value) and
+    (kind, key_id, value) -> [cost bound, first day, last day].
+
+    The bound sums ``max(cost, 0)``: never below what the entity spent in any set of buckets, even if a
+    negative cost (a refund, say) were ever booked, which is all ``top_entities`` needs of it."""
+    totals: dict[Key, list[Any]] = {}
+    by_key: dict[Key, list[Any]] = {}
+    for r in records:
+        day = r.started_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        cost = r.cost_micro_usd if r.cost_micro_usd > 0 else 0
+        key_id = r.key_id or ""
+        for kind, attr in ENTITY_FIELDS:
+            value = getattr(r, attr)
+            if not value:
+                continue
+            for into, k in ((totals, (kind, value)), (by_key, (kind, key_id, value))):
+                t = into.get(k)
+                if t is None:
+                    into[k] = [cost, day, day]
+                else:
+                    t[0] += cost
+                    if day < t[1]:
+                        t[1] = day
+                    if day > t[2]:
+                        t[2] = day
+    return totals, by_key
+
+
 # The measure order in ``aggregate`` must match USAGE_MEASURES; checked once at import.
 assert USAGE_MEASURES[:15] == (
     "requests", "errors", "streams", "input_tokens", "output_tokens", "cache_read_input_tokens",
@@ -177,6 +222,52 @@ def _upsert_sql(dialect: str, name: str, rows: int) -> str:
         f"INSERT INTO {table.name} ({quoted}) VALUES {', '.join([row] * rows)} "
         f"ON CONFLICT ({', '.join(dims)}) DO UPDATE SET {updates}"
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _totals_upsert_sql(dialect: str, table: str, rows: int) -> str:
+    """The entity totals' upsert: the bound added, the first / last day kept as the min / max of both."""
+    dims = _TOTALS[table][1]
+    mark = "?" if dialect == "sqlite" else "%s"
+    least, greatest = ("min", "max") if dialect == "sqlite" else ("LEAST", "GREATEST")
+    columns = [*dims, "cost_bound_micro_usd", "first_day", "last_day"]
+    row = f"({', '.join([mark] * len(columns))})"
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)} "
+        f"ON CONFLICT ({', '.join(dims)}) DO UPDATE SET "
+        f"cost_bound_micro_usd = {table}.cost_bound_micro_usd + excluded.cost_bound_micro_usd, "
+        f"first_day = {least}({table}.first_day, excluded.first_day), "
+        f"last_day = {greatest}({table}.last_day, excluded.last_day)"
+    )
+
+
+_TOTALS: dict[str, tuple[Table, Sequence[str]]] = {
+    entity_total_table.name: (entity_total_table, ENTITY_TOTAL_DIMENSIONS),
+    entity_key_total_table.name: (entity_key_total_table, ENTITY_KEY_TOTAL_DIMENSIONS),
+}
+
+
+def _write_entity_totals(conn: Connection, records: Sequence[LedgerRecord]) -> int:
+    dialect = conn.dialect.name
+    bucket = _bucket_param(dialect)
+    touched = 0
+    for table, totals in zip(_TOTALS, aggregate_entity_totals(records), strict=True):
+        keys = sorted(totals)  # one lock order for every replica
+        touched += len(keys)
+        if not keys:
+            continue
+        if dialect == "postgresql":
+            params_list = [(*k, *totals[k]) for k in keys]
+            conn.exec_driver_sql(_totals_upsert_sql(dialect, table, 1), params_list)
+            continue
+        for start in range(0, len(keys), _ROWS_PER_STATEMENT):
+            chunk = keys[start : start + _ROWS_PER_STATEMENT]
+            params: list[Any] = []
+            for k in chunk:
+                bound, first, last = totals[k]
+                params.extend((*k, bound, bucket(first), bucket(last)))
+            conn.exec_driver_sql(_totals_upsert_sql(dialect, table, len(chunk)), tuple(params))
+    return touched
 
 
 def _bucket_param(dialect: str) -> Any:
@@ -217,4 +308,4 @@ def write_rollups(conn: Connection, records: Sequence[LedgerRecord]) -> int:
                 params.extend(rows[key])
             conn.exec_driver_sql(_upsert_sql(dialect, name, len(chunk)), tuple(params))
         touched += len(keys)
-    return touched
+    return touched + _write_entity_totals(conn, records)
