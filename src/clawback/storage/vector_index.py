@@ -95,12 +95,13 @@ class AnnIndex:
     """An HNSW graph (usearch, cosine metric); vectors kept as float16 (half the memory, recall unchanged on
     unit vectors at this dimension: see the lookup benchmark)."""
 
-    def __init__(self, dim: int, *, dtype: str = "f16", connectivity: int = 16, expansion_search: int = 64) -> None:
+    def __init__(self, dim: int, *, dtype: str = "f16", connectivity: int = 16, expansion_add: int = 64,
+                 expansion_search: int = 64) -> None:  # fmt: skip
         from usearch.index import Index
 
         self.dim = dim
         self._index: Any = Index(ndim=dim, metric="cos", dtype=dtype, connectivity=connectivity,
-                                 expansion_search=expansion_search)  # fmt: skip
+                                 expansion_add=expansion_add, expansion_search=expansion_search)  # fmt: skip
         self._count = 0
 
     def __len__(self) -> int:
@@ -117,8 +118,9 @@ class AnnIndex:
         self._index.add(entry_id, vector.reshape(-1))
         self._count += 1
 
-    def add_many(self, ids: np.ndarray[Any, Any], vectors: Vectors) -> None:
-        self._index.add(ids, vectors)
+    def add_many(self, ids: np.ndarray[Any, Any], vectors: Vectors, threads: int = 0) -> None:
+        """Bulk insert (a partition crossing ``ann_above``); ``threads`` 0: every core."""
+        self._index.add(ids, vectors, threads=threads)
         self._count += len(ids)
 
     def remove(self, entry_id: int) -> bool:
