@@ -93,7 +93,10 @@ class ExactIndex:
 
 class AnnIndex:
     """An HNSW graph (usearch, cosine metric); vectors kept as float16 (half the memory, recall unchanged on
-    unit vectors at this dimension: see the lookup benchmark)."""
+    unit vectors at this dimension: see the lookup benchmark). ``expansion_add`` 64 (usearch's default is 128):
+    on 100 k entries, 2 threads, one run on a loaded machine, it built in 59 s against 108 s at 128, recall@1
+    against exact search 0.990 against 0.993; a partition that crosses ``ann_above`` is built while the store's
+    lock is held, so the build time is what a request waits for once."""
 
     def __init__(self, dim: int, *, dtype: str = "f16", connectivity: int = 16, expansion_add: int = 64,
                  expansion_search: int = 64) -> None:  # fmt: skip
