@@ -12,7 +12,8 @@ ever sees one partition. Queries: 300 real questions from the corpus, embedded o
 (one thread), then searched for the 4 nearest (the stage's ``candidates``).
 
 Indexes: ``exact`` (``storage.vector_index.ExactIndex``, a float32 matrix-vector product), ``usearch`` (the
-stage's ``AnnIndex``: HNSW, f16, M=16, ef=64) and ``hnswlib`` (M=16, ef=64, float32) for comparison; recall@1 of
+stage's ``AnnIndex`` with its shipped settings: HNSW, f16, M=16, expansion_add 64, ef=64) and ``hnswlib`` (M=16,
+ef_construction 64, ef=64, float32) for comparison, each HNSW graph built with ``--threads`` (2); recall@1 of
 each ANN index against exact search. Memory per entry: RSS growth of a ``SemanticStore`` (exact index) filled with
 N entries of a realistic reply (a 90-token FAQ answer, 640 bytes of JSON), divided by N; an HNSW index adds its
 own ``memory_usage`` (printed per size as ``index_bytes`` in the usearch row). Figures land in
@@ -27,6 +28,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -77,9 +79,13 @@ def spread(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def bench_index(name: str, vectors: np.ndarray, queries: np.ndarray, embed_s: list[float]) -> dict[str, Any]:
+def bench_index(name: str, vectors: np.ndarray, queries: np.ndarray, embed_s: list[float],
+                args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
     n, dim = vectors.shape
     ids = np.arange(1, n + 1, dtype=np.int64)
+    params: dict[str, Any] = {}
+    gc.collect()
+    rss_before = rss()
     started = time.perf_counter()
     if name == "exact":
         index: Any = ExactIndex(dim, capacity=n)
@@ -90,16 +96,21 @@ def bench_index(name: str, vectors: np.ndarray, queries: np.ndarray, embed_s: li
         def search(q: np.ndarray) -> list[int]:
             return [i for i, _ in index.search(q, 4)]
     elif name == "usearch":
-        index = AnnIndex(dim)
-        index.add_many(ids, vectors)
+        index = AnnIndex(dim)  # the stage's settings
+        inner = index._index
+        params = {"connectivity": inner.connectivity, "expansion_add": inner.expansion_add,
+                  "expansion_search": inner.expansion_search, "dtype": "f16", "threads": args.threads}  # fmt: skip
+        index.add_many(ids, vectors, threads=args.threads)
 
         def search(q: np.ndarray) -> list[int]:
             return [i for i, _ in index.search(q, 4)]
     else:
         import hnswlib
 
+        params = {"M": 16, "ef_construction": args.hnswlib_ef_construction, "ef": 64, "threads": args.threads}
         index = hnswlib.Index(space="cosine", dim=dim)
-        index.init_index(max_elements=n, M=16, ef_construction=100)
+        index.init_index(max_elements=n, M=16, ef_construction=args.hnswlib_ef_construction)
+        index.set_num_threads(args.threads)
         index.add_items(vectors, ids)
         index.set_ef(64)
 
@@ -108,6 +119,9 @@ def bench_index(name: str, vectors: np.ndarray, queries: np.ndarray, embed_s: li
             return [int(x) for x in labels[0]]
 
     build_s = time.perf_counter() - started
+    gc.collect()
+    rss_grown = rss() - rss_before  # the index's own memory (the vectors it was built from are already counted)
+    load_after_build = os.getloadavg()
     search(queries[0])
     found, times = [], []
     for q in queries:
@@ -116,9 +130,10 @@ def bench_index(name: str, vectors: np.ndarray, queries: np.ndarray, embed_s: li
         times.append(time.perf_counter() - t0)
     lookups = [e + s for e, s in zip(embed_s, times, strict=True)]
     index_bytes = int(index.nbytes) if name in ("exact", "usearch") else None
-    return {"index": name, "entries": n, "build_s": round(build_s, 1), "index_bytes": index_bytes,
-            "search": percentiles(times),
-            "lookup": percentiles(lookups), "top": [f[0] for f in found]}  # fmt: skip
+    result = {"index": name, "entries": n, "params": params, "build_s": round(build_s, 1), "index_bytes": index_bytes,
+              "index_rss_bytes_per_entry": rss_grown // n, "load_average_after_build": load_after_build,
+              "search": percentiles(times), "lookup": percentiles(lookups), "top": [f[0] for f in found]}  # fmt: skip
+    return result
 
 
 def memory_per_entry(vectors: np.ndarray) -> dict[str, Any]:
@@ -146,8 +161,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--hnswlib-max", type=int, default=100_000, help="largest size hnswlib is built at")
-    parser.add_argument("--ann-max", type=int, default=100_000, help="largest size usearch is built at")
+    parser.add_argument("--hnswlib-max", type=int, default=1_000_000, help="largest size hnswlib is built at")
+    parser.add_argument("--ann-max", type=int, default=1_000_000, help="largest size usearch is built at")
+    parser.add_argument("--hnswlib-ef-construction", type=int, default=64, help="hnswlib's ef_construction")
+    parser.add_argument("--threads", type=int, default=2, help="threads of an HNSW build (search: one)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the SemanticStore memory measurement")
     parser.add_argument("--embedders", action="store_true", help="also time model2vec distilled from MiniLM")
     parser.add_argument("--out", default=str(HERE / "semantic_lookup.json"))
     args = parser.parse_args()
@@ -175,6 +193,7 @@ def main() -> None:
             "python": platform.python_version(),
             "load_average_at_start": os.getloadavg(),
         },
+        "command": "benchmarks/semantic_lookup.py " + " ".join(sys.argv[1:]),
         "model": {"name": "all-MiniLM-L6-v2", "load_s": round(load_s, 1), "embed_one": percentiles(embed_s)},
         "sizes": [],
     }
@@ -198,7 +217,7 @@ def main() -> None:
         for name in ("exact", "usearch", "hnswlib"):
             if (name == "hnswlib" and n > args.hnswlib_max) or (name == "usearch" and n > args.ann_max):
                 continue
-            result = bench_index(name, vectors, queries_arr, embed_s)
+            result = bench_index(name, vectors, queries_arr, embed_s, args)
             top = result.pop("top")
             if name == "exact":
                 exact_top = top
@@ -207,12 +226,14 @@ def main() -> None:
                 result["recall_at_1_vs_exact"] = round(sum(a == b for a, b in zip(top, exact_top, strict=True))
                                                        / len(top), 3)  # fmt: skip
             report["sizes"].append(result)
-            print(json.dumps(result))
-        memory = memory_per_entry(vectors)
-        report["sizes"].append({"memory": memory})
-        print(json.dumps({"memory": memory}))
+            print(json.dumps(result), flush=True)
+        if not args.no_memory:
+            memory = memory_per_entry(vectors)
+            report["sizes"].append({"memory": memory})
+            print(json.dumps({"memory": memory}), flush=True)
         del vectors
         gc.collect()
+    report["machine"]["load_average_at_end"] = os.getloadavg()
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
 

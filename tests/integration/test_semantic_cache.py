@@ -332,3 +332,14 @@ def test_eval_semantic_scores_any_pairs_file_and_ends_with_one_json_object(tmp_p
     bad.write_text('{"a": "x", "same": true}\n')
     result = CliRunner().invoke(cli_app, ["eval", "semantic", "--pairs", str(bad)])
     assert result.exit_code == 2 and "bad.jsonl:1" in result.output
+
+
+def test_the_word_alignment_refuses_a_swapped_word_and_lets_an_added_one_through(embedder):
+    from clawback.pipeline.semantic_cache.alignment import Aligner
+
+    aligner = Aligner(embedder, 0.2)
+    assert aligner.unexplained("How do I unsubscribe from texts?", "How do I opt in to texts?") is not None
+    assert aligner.unexplained("Can I get the keys early?", "Can I get a copy of the keys?") is not None
+    # a word added on one side only is how a paraphrase differs: not checked
+    assert aligner.unexplained("Is the apartment furnished?", "Does the apartment come furnished?") is None
+    assert aligner.unexplained("Can I get a refund?", "Am I eligible for a refund?") is None

@@ -40,6 +40,14 @@ NONE = SemanticGuards(**dict.fromkeys(SemanticGuards.model_fields, False))
         ("language", "What are your office hours?", "¿Cuál es el horario de su oficina?"),
         ("contrasts", "How many bedrooms does the house have?", "How many bathrooms does the house have?"),
         ("contrasts", "¿Tienen departamentos en venta?", "¿Tienen casas en venta?"),
+        # revised on the calibration split (2026-12-03): what the relaxed rules must still refuse
+        ("roles", "¿Le mando yo el contrato firmado?", "¿Usted me manda el contrato firmado?"),
+        ("roles", "Is landlord insurance required?", "Is renters insurance required?"),
+        ("units", "Is the rent $2,000 a month?", "Is the rent $2,000?"),
+        ("units", "Is interest charged monthly?", "Is interest charged yearly?"),
+        ("contrasts", "¿Cómo renuevo el contrato?", "¿Cómo traspaso el contrato?"),
+        ("contrasts", "Can I change my plan?", "Can I share my plan?"),
+        ("antonyms", "Do you have homes with at least 3 bedrooms?", "Do you have homes with at most 3 bedrooms?"),
     ],
 )
 def test_each_false_hit_class_is_refused_by_its_guard(guard, stored, asked):
@@ -60,6 +68,13 @@ def test_each_false_hit_class_is_refused_by_its_guard(guard, stored, asked):
         ("Can I see the apartment before signing?", "Will I be able to view the unit before I sign the lease?"),
         ("¿Hay terrenos de al menos 500 metros cuadrados?", "¿Tienen terrenos de 500 metros cuadrados o más?"),
         ("Am I allowed to paint the walls?", "Can I paint the walls?"),
+        # only "I" on one side, only "you" on the other: a request phrased either way
+        ("can I get an invoice with my company name?", "Can you issue an invoice with my business name on it?"),
+        ("Do you provide a moving checklist?", "Is there a move-in checklist I should fill out?"),
+        ("Is renters insurance required?", "Do I need to have renters insurance?"),  # a policy, not an actor
+        ("When is rent due each month?", "What day of the month is rent due?"),  # a rate said on one side only
+        ("how much are utilities usually?", "What do utilities typically cost per month?"),
+        ("We need at least 2 bathrooms.", "We're looking for a place with a minimum of 2 bathrooms."),
     ],
 )  # fmt: skip
 def test_true_paraphrases_pass_every_guard(stored, asked):
