@@ -39,7 +39,8 @@ from __future__ import annotations
 import bisect
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import compress
 from typing import Any
 
 from clawback.pipeline.pruning.conversation import block_text, fold, message_text
@@ -59,6 +60,7 @@ MEMORY_TAG = "<conversation-memory"  # how the memory block's text begins (the e
 _SENTENCE_OPENS, _SENTENCE_RUN = r"(?=[^.!?\n]|\.\w)", r"[^.!?\n]*(?:\.(?=\w)[^.!?\n]*)*(?:[.!?]+|\n|$)"  # unrolled
 _SENTENCE = re.compile(_SENTENCE_OPENS + _SENTENCE_RUN)
 _NUMBER = re.compile(r"\d")
+_ASCII_DIGIT = re.compile("[0-9]")  # ``_NUMBER`` on ASCII text (a third of its cost: no Unicode category look-up)
 _CONTACT = re.compile(r"@\w|https?://|www\.|\+?\d[\d\s().-]{7,}\d")
 _MONTHS = (
     "january|february|march|april|may|june|july|august|september|october|november|december|"
@@ -93,6 +95,12 @@ _FILLER = re.compile(
     r"got it|hi|hello|hey|awesome|nice)\b[\s!.,]*$",
     re.IGNORECASE,
 )
+# ``_is_user_fact`` on the ``fold`` of a sentence without a contact (no "@", "//", "www."), case-sensitive as
+# the word patterns of ``_Words`` (the IGNORECASE forms cost several times more), each a zero-width match: a
+# sentence that is no question is kept unless it is small talk; a question, when it has a digit or is a request.
+_SMALL_TALK_LOW = f"{_FILLER.pattern}|{_COURTESY.pattern}"
+_NOT_SMALL_TALK_LOW = re.compile(rf"(?!{_SMALL_TALK_LOW})")
+_QUESTION_FACT_LOW = re.compile(rf"(?!{_SMALL_TALK_LOW})(?=\D*\d|{_REQUEST.pattern})")
 _MAX_SENTENCE_CHARS = 400
 _FAILURE_MARKS = (
     "FAIL", "ERROR", "Error", "error:", "fatal:", "FATAL", "panic:", "Traceback",
@@ -136,20 +144,24 @@ class _Words:
 
     __slots__ = ("fast", "slow")
 
-    def __init__(self, alternatives: str) -> None:
-        self.slow = re.compile(rf"\b(?:{alternatives})\b", re.IGNORECASE)
+    def __init__(self, alternatives: str, end: str = r"\b") -> None:
+        self.slow = re.compile(rf"\b(?:{alternatives}){end}", re.IGNORECASE)
         groups: dict[str, list[str]] = {}
         for alternative in alternatives.split("|"):
             groups.setdefault(alternative[0], []).append(alternative[1:])
         parts = [rf"{first}(?<!\w.)(?:{'|'.join(sorted(set(rest)))})" for first, rest in sorted(groups.items())]
-        self.fast = re.compile(rf"(?:{'|'.join(parts)})\b")
+        self.fast = re.compile(rf"(?:{'|'.join(parts)}){end}")
 
     def search(self, text: str, low: str | None) -> bool:
         return (self.fast.search(low) if low is not None else self.slow.search(text)) is not None
 
 
 _TIME = _Words(_MONTHS)
+# ``_CORRECTION_CUE`` (the cues begin words, and may go on: "corrected", "changing") in the form the engine skips
+# through (see ``_Words``; on lower-cased text it finds what ``_CORRECTION_CUE`` finds, the unit tests check it)
+_CORRECTION_CUE_FAST = _Words("|".join(_CORRECTION_CUE_LITERALS), end="").fast
 _COMMITMENT = _Words(_COMMITMENT_WORDS)
+_TIME_FAST, _COMMITMENT_FAST = _TIME.fast, _COMMITMENT.fast
 # Every commitment or recap phrase holds one of these words or phrases, as a whole word ("so", too common to
 # look for inside sentences, counts where a sentence opens with it): an assistant sentence without one is no
 # fact unless the user agreed with it.
@@ -174,6 +186,7 @@ def _trigger_keys(phrases: str) -> dict[bytes, tuple[bytes, ...]]:
 
 
 _TRIGGER_KEYS = _trigger_keys(_TRIGGER_WORDS)
+_TIME_KEYS = frozenset(_trigger_keys(_MONTHS))  # a word of each ``_TIME`` phrase: a text without one has none
 _TRIGGER_TOKENS = frozenset([*_TRIGGER_KEYS, b"so"])
 # ``_SENTENCE`` that also says where a sentence opens with the word "so" (group 1; ``-1`` when it does not):
 # the group consumes only characters the sentence's run would, so the spans are ``_SENTENCE``'s.
@@ -209,12 +222,30 @@ def _has_specific(sentence: str, low: str | None) -> bool:
 
 def _is_assistant_fact(sentence: str, agreed: bool = False) -> bool:
     """A commitment with specifics, a recap, or (``agreed``: the user's next message agrees) a specific."""
-    low = fold(sentence)  # the commitment first: the rarer of the two conditions
-    if _COMMITMENT.search(sentence, low) and bool(_NUMBER.search(sentence) or _TIME.search(sentence, low)):
+    low = fold(sentence)
+    if low is not None:
+        return _is_assistant_fact_low(sentence, low, agreed)
+    if _COMMITMENT.slow.search(sentence) and bool(_NUMBER.search(sentence) or _TIME.slow.search(sentence)):
         return True
     if not sentence.endswith("?"):
         opener = _RECAP_START.match(sentence)
-        if opener or (_RECAP_INSIDE.search(sentence) if low is None else _RECAP_INSIDE_LOW.search(low)):
+        if opener or _RECAP_INSIDE.search(sentence):
+            return _records(sentence[opener.end() :] if opener else sentence, low)
+    return agreed and _has_specific(sentence, low)
+
+
+def _is_assistant_fact_low(sentence: str, low: str, agreed: bool, timely: bool = True, inside: bool = True) -> bool:
+    """``_is_assistant_fact`` of a sentence whose ``fold`` is ``low`` (not ``None``): the fast patterns called
+    directly, the step a long history repeats for every sentence that holds a trigger word. ``timely`` /
+    ``inside`` false: the text the sentence is from holds no word of ``_TIME`` / no "noted" or "it is" (the
+    patterns would not match: skipped)."""
+    if _COMMITMENT_FAST.search(low) and (
+        (_ASCII_DIGIT if sentence.isascii() else _NUMBER).search(sentence) or (timely and _TIME_FAST.search(low))
+    ):
+        return True  # the commitment first: the rarer of the two conditions
+    if sentence[-1:] != "?":
+        opener = _RECAP_START.match(sentence)
+        if opener or (inside and _RECAP_INSIDE_LOW.search(low)):
             return _records(sentence[opener.end() :] if opener else sentence, low)
     return agreed and _has_specific(sentence, low)
 
@@ -227,8 +258,10 @@ def _records(rest: str, low: str | None) -> bool:
     return _has_specific(rest, None if low is None else fold(rest)) or len(rest.split()) >= 4
 
 
+@functools.lru_cache(maxsize=16_384)
 def agrees(text: str) -> bool:
-    """Whether a user message opens by agreeing ("yes!", "sounds good", "perfect, book it")."""
+    """Whether a user message opens by agreeing ("yes!", "sounds good", "perfect, book it"). Memoized like
+    ``_text_facts``: every request of a conversation asks it again of each earlier user message."""
     return _AGREES.match(text) is not None
 
 
@@ -243,16 +276,23 @@ def _text_facts(role: str, text: str, agreed: bool = False) -> tuple[str, ...]:
     cost a few substring searches, not a regex pass per sentence.
     """
     if role == "user":
-        return tuple(_clip(s) for s in sentences(text) if _is_user_fact(s))
-    if agreed:
-        return tuple(_clip(s) for s in sentences(text) if _is_assistant_fact(s, True))
+        return _user_facts(text)
     low = fold(text)
     if low is None:  # the rare text the fast patterns do not fit: every sentence, checked exactly
-        return tuple(_clip(s) for s in sentences(text) if _is_assistant_fact(s))
+        return tuple(_clip(s) for s in sentences(text) if _is_assistant_fact(s, agreed))
+    found: list[str] = []
+    if agreed:
+        for match in _SENTENCE.finditer(low):
+            begin, end = match.span()
+            sentence = text[begin:end].strip()
+            if sentence and _is_assistant_fact_low(sentence, low[begin:end].strip(), True):
+                found.append(_clip(sentence))
+        return tuple(found)
     # Only a sentence that holds a trigger or opens with "so" can be a fact. Which triggers the text holds: its
     # words (C loops: translate, split, a set intersection); where: each such phrase found between spaces.
     words = b" " + low.encode("ascii", "replace").translate(_WORDS_ONLY) + b" "
-    present = _TRIGGER_TOKENS.intersection(words.split())
+    tokens = set(words.split())
+    present = tokens & _TRIGGER_TOKENS
     if not present:
         return ()
     hits: list[int] = []
@@ -277,13 +317,34 @@ def _text_facts(role: str, text: str, agreed: bool = False) -> tuple[str, ...]:
         begins = [b for b, _, _ in spans]
         chosen.extend(bisect.bisect_right(begins, at) - 1 for at in hits)
         chosen = sorted(set(chosen))
-    found: list[str] = []
+    # Which of the slower patterns can match at all, from the words the text holds (a superset, as above).
+    timely = not tokens.isdisjoint(_TIME_KEYS)
+    inside = b"noted" in present or b" it is " in words
     for index in chosen:
         begin, end, _ = spans[index]
-        sentence = text[begin:end].strip()
-        if sentence and _is_assistant_fact(sentence):
+        sentence = text[begin:end].strip()  # (``fold`` keeps every offset where it is not ``None``)
+        if sentence and _is_assistant_fact_low(sentence, low[begin:end].strip(), False, timely, inside):
             found.append(_clip(sentence))
     return tuple(found)
+
+
+def _user_facts(text: str) -> tuple[str, ...]:
+    """``_text_facts`` of a user message: its sentences but small talk and questions for information. Without a
+    ``?`` in the text no sentence is a question, and in a printable text of single spaces no longer than a
+    clipped sentence ``_clip`` changes nothing: then the sentences go through C-level filters only."""
+    said = list(filter(None, map(str.strip, _SENTENCE.findall(text))))  # ``sentences(text)``
+    kept: Iterable[str]
+    if "@" in text or "//" in text or "www." in text or fold(text) is None:
+        kept = filter(_is_user_fact, said)
+    elif "?" not in text:  # no question: what is not small talk, the pattern called from C
+        kept = compress(said, map(_NOT_SMALL_TALK_LOW.match, map(str.lower, said)))
+    else:
+        kept = [
+            s for s in said if (_QUESTION_FACT_LOW if s[-1] == "?" else _NOT_SMALL_TALK_LOW).match(s.lower())
+        ]  # fmt: skip
+    if len(text) <= _MAX_SENTENCE_CHARS and "  " not in text and text.isprintable():
+        return tuple(kept)
+    return tuple(map(_clip, kept))
 
 
 def _clip(sentence: str) -> str:
@@ -424,7 +485,7 @@ def corrected_values(text: str) -> tuple[tuple[str, str], ...]:
     low = fold(text)
     if low is None:
         low = text.lower()
-    if not any(cue in low for cue in _CORRECTION_CUE_LITERALS) or not _CORRECTION_CUE.search(low):
+    if _CORRECTION_CUE_FAST.search(low) is None:
         return ()
     found: list[tuple[str, str]] = [("value", m.group(1)) for m in _NEGATED.finditer(low)]
     found += [("phone", phone) for phone in _phones(text)]
