@@ -40,7 +40,7 @@ import bisect
 import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import compress
+from itertools import compress, repeat
 from typing import Any
 
 from clawback.pipeline.pruning.conversation import block_text, fold, message_text
@@ -95,12 +95,14 @@ _FILLER = re.compile(
     r"got it|hi|hello|hey|awesome|nice)\b[\s!.,]*$",
     re.IGNORECASE,
 )
-# ``_is_user_fact`` on the ``fold`` of a sentence without a contact (no "@", "//", "www."), case-sensitive as
-# the word patterns of ``_Words`` (the IGNORECASE forms cost several times more), each a zero-width match: a
-# sentence that is no question is kept unless it is small talk; a question, when it has a digit or is a request.
-_SMALL_TALK_LOW = f"{_FILLER.pattern}|{_COURTESY.pattern}"
-_NOT_SMALL_TALK_LOW = re.compile(rf"(?!{_SMALL_TALK_LOW})")
-_QUESTION_FACT_LOW = re.compile(rf"(?!{_SMALL_TALK_LOW})(?=\D*\d|{_REQUEST.pattern})")
+# ``_is_user_fact`` in one pattern (a zero-width match), on the ``fold`` of a sentence without a contact (no "@",
+# "//", "www."), case-sensitive as the word patterns of ``_Words`` (their IGNORECASE forms cost several times
+# more): not small talk, and no question (no "?" at the end), or one with a digit, or a request. Possessive
+# repeats, so that a sentence is read once, without backtracking.
+_USER_FACT_LOW = re.compile(
+    rf"(?!{_FILLER.pattern}|{_COURTESY.pattern})"
+    rf"(?:(?=(?:[^?]++|\?(?!\Z))*+\Z)|(?=\D*+\d)|(?={_REQUEST.pattern}))"
+)
 _MAX_SENTENCE_CHARS = 400
 _FAILURE_MARKS = (
     "FAIL", "ERROR", "Error", "error:", "fatal:", "FATAL", "panic:", "Traceback",
@@ -185,12 +187,22 @@ def _trigger_keys(phrases: str) -> dict[bytes, tuple[bytes, ...]]:
     return {word: tuple(found) for word, found in keys.items()}
 
 
+def _between_spaces(phrases: Iterable[bytes]) -> re.Pattern[bytes]:
+    """Each of ``phrases`` (as ``_WORDS_ONLY`` leaves them, words between single spaces) where it stands between
+    spaces, as the match of the space before it: grouped by first letter, so that the engine jumps from space to
+    space in C and tries one group at each."""
+    groups: dict[bytes, list[bytes]] = {}
+    for phrase in sorted(set(phrases)):
+        groups.setdefault(phrase[:1], []).append(re.escape(phrase[1:]))
+    return re.compile(
+        b" (?:" + b"|".join(f + b"(?:" + b"|".join(rest) + b")" for f, rest in groups.items()) + b")(?= )"
+    )
+
+
 _TRIGGER_KEYS = _trigger_keys(_TRIGGER_WORDS)
-_TIME_KEYS = frozenset(_trigger_keys(_MONTHS))  # a word of each ``_TIME`` phrase: a text without one has none
-_TRIGGER_TOKENS = frozenset([*_TRIGGER_KEYS, b"so"])
-# ``_SENTENCE`` that also says where a sentence opens with the word "so" (group 1; ``-1`` when it does not):
-# the group consumes only characters the sentence's run would, so the spans are ``_SENTENCE``'s.
-_SENTENCE_SO = re.compile(_SENTENCE_OPENS + r"(?:[^\S\n]*(so)\b)?" + _SENTENCE_RUN)
+_TRIGGERS = _between_spaces([p.strip() for found in _TRIGGER_KEYS.values() for p in found] + [b"so"])
+# a word of each ``_TIME`` phrase: a text where none stands between spaces has no ``_TIME`` word
+_TIME_KEYS = _between_spaces(_trigger_keys(_MONTHS))
 
 
 def sentences(text: str) -> list[str]:
@@ -272,8 +284,8 @@ def _text_facts(role: str, text: str, agreed: bool = False) -> tuple[str, ...]:
     per turn (the 100-turn benchmark relies on it).
 
     Unless agreed with, an assistant fact needs a commitment or recap phrase, so only the sentences where one
-    occurs are examined (found with ``str.find``, and by one pass of the sentence pattern): long explanations
-    cost a few substring searches, not a regex pass per sentence.
+    occurs are examined (found by one pattern over the text's words, and one pass of the sentence pattern): long
+    explanations cost a few C-level passes, not a regex check per sentence.
     """
     if role == "user":
         return _user_facts(text)
@@ -288,40 +300,27 @@ def _text_facts(role: str, text: str, agreed: bool = False) -> tuple[str, ...]:
             if sentence and _is_assistant_fact_low(sentence, low[begin:end].strip(), True):
                 found.append(_clip(sentence))
         return tuple(found)
-    # Only a sentence that holds a trigger or opens with "so" can be a fact. Which triggers the text holds: its
-    # words (C loops: translate, split, a set intersection); where: each such phrase found between spaces.
+    # Only a sentence that holds a trigger or opens with "so" can be a fact. Where the text has one: the text's
+    # words (C loops: translate to words-only bytes), each phrase found between spaces by one pattern.
     words = b" " + low.encode("ascii", "replace").translate(_WORDS_ONLY) + b" "
-    tokens = set(words.split())
-    present = tokens & _TRIGGER_TOKENS
-    if not present:
+    hits = [(m.start(), m.group() == b" so") for m in _TRIGGERS.finditer(words)]
+    if not hits:
         return ()
-    hits: list[int] = []
-    for token in present:
-        for key in _TRIGGER_KEYS.get(token, ()):
-            at = words.find(key)
-            while at >= 0:  # ``at`` in ``words`` is the space before the phrase: ``at`` in ``low``
-                hits.append(at)
-                at = words.find(key, at + len(key) - 1)  # (two occurrences may share a space)
-    so = b"so" in present
-    if not hits and not so:
-        return ()
-    # The sentences (and, if "so" is a word of the text, where one opens with it) in one regex pass; each
-    # phrase falls in one sentence (it holds no sentence break).
-    if so:
-        spans = [(m.start(), m.end(), m.start(1)) for m in _SENTENCE_SO.finditer(low)]
-        chosen = [i for i, (_, _, at) in enumerate(spans) if at >= 0]
-    else:
-        spans = [(m.start(), m.end(), -1) for m in _SENTENCE.finditer(low)]
-        chosen = []
-    if hits:
-        begins = [b for b, _, _ in spans]
-        chosen.extend(bisect.bisect_right(begins, at) - 1 for at in hits)
-        chosen = sorted(set(chosen))
+    # The sentences in one regex pass; each phrase falls in one sentence (it holds no sentence break). ``at`` in
+    # ``words`` is the space before the phrase: ``at`` in ``low``. A sentence with "so" counts where it opens
+    # with it (after spaces); a phrase inside a longer match ("got it is") is in the sentence of the match.
+    matches = list(_SENTENCE.finditer(low))
+    begins = list(map(re.Match.start, matches))
+    chosen: dict[int, None] = {}
+    for at, so in hits:
+        index = bisect.bisect_right(begins, at) - 1
+        if not so or begins[index] == at or low[begins[index] : at].isspace():
+            chosen[index] = None
     # Which of the slower patterns can match at all, from the words the text holds (a superset, as above).
-    timely = not tokens.isdisjoint(_TIME_KEYS)
-    inside = b"noted" in present or b" it is " in words
-    for index in chosen:
-        begin, end, _ = spans[index]
+    timely = _TIME_KEYS.search(words) is not None
+    inside = b" noted " in words or b" it is " in words
+    for index in sorted(chosen):
+        begin, end = matches[index].span()
         sentence = text[begin:end].strip()  # (``fold`` keeps every offset where it is not ``None``)
         if sentence and _is_assistant_fact_low(sentence, low[begin:end].strip(), False, timely, inside):
             found.append(_clip(sentence))
@@ -336,12 +335,8 @@ def _user_facts(text: str) -> tuple[str, ...]:
     kept: Iterable[str]
     if "@" in text or "//" in text or "www." in text or fold(text) is None:
         kept = filter(_is_user_fact, said)
-    elif "?" not in text:  # no question: what is not small talk, the pattern called from C
-        kept = compress(said, map(_NOT_SMALL_TALK_LOW.match, map(str.lower, said)))
-    else:
-        kept = [
-            s for s in said if (_QUESTION_FACT_LOW if s[-1] == "?" else _NOT_SMALL_TALK_LOW).match(s.lower())
-        ]  # fmt: skip
+    else:  # no contact: ``_USER_FACT_LOW`` on each folded sentence, called from C
+        kept = compress(said, map(_USER_FACT_LOW.match, map(str.lower, said)))
     if len(text) <= _MAX_SENTENCE_CHARS and "  " not in text and text.isprintable():
         return tuple(kept)
     return tuple(map(_clip, kept))
@@ -469,11 +464,11 @@ def facts_of_texts(texts: Sequence[tuple[Any, str]], next_user: str | None = Non
         if not text:
             continue
         if role == "user":
-            found.extend((role, sentence) for sentence in _text_facts(role, text))
+            found.extend(zip(repeat(role), _text_facts(role, text)))
         elif role == "assistant":
             reply = next_user if i == last else (texts[i + 1][1] if texts[i + 1][0] == "user" else None)
             agreed = reply is not None and agrees(reply)
-            found.extend((role, sentence) for sentence in _text_facts(role, text, agreed))
+            found.extend(zip(repeat(role), _text_facts(role, text, agreed)))
     return found
 
 
