@@ -108,6 +108,9 @@ _FAILURE_MARKS = (
     "FAIL", "ERROR", "Error", "error:", "fatal:", "FATAL", "panic:", "Traceback",
     "\u00d7", "\u2715", "\u2717",  # the cross marks of vitest / jest / mocha
 )  # fmt: skip
+# Each mark with a character it holds (its first when upper-case, else its last): where that character is
+# absent (one ``memchr`` pass, a tenth of a substring search's cost) the mark is too, and its search is skipped.
+_FAILURE_KEYS = tuple((mark, mark[0] if not mark[0].islower() else mark[-1]) for mark in _FAILURE_MARKS)
 _MAX_FAILURE_LINES = 5
 _WRITE_TOOL_WORDS = ("edit", "write", "replace", "patch", "create", "apply", "insert", "multiedit")
 _PATH_KEYS = ("path", "file_path", "filename", "file", "target_file")
@@ -358,7 +361,9 @@ def failure_lines(text: str) -> tuple[str, ...]:
     ``_text_facts``. Each mark's own first five distinct lines are enough: a line among the first five overall
     is among the first five of any mark it holds (the unit tests compare it with a plain line-by-line scan)."""
     found: dict[str, int] = {}  # line -> where it first occurs
-    for mark in _FAILURE_MARKS:
+    for mark, key in _FAILURE_KEYS:
+        if key not in text:
+            continue
         mine: set[str] = set()
         at = text.find(mark)
         while at >= 0 and len(mine) < _MAX_FAILURE_LINES:
