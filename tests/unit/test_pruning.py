@@ -13,7 +13,7 @@ from clawback.bench.pruning_eval import above_planner
 from clawback.config import PruningPolicy, PruningSettings
 from clawback.pipeline import Pipeline, Reply, RequestContext
 from clawback.pipeline.context import Decision, Tenant
-from clawback.pipeline.pruning import PruningStage, policy_for
+from clawback.pipeline.pruning import PruningStage, policy_for, relevance
 from clawback.pipeline.pruning.facts import extract_facts
 from clawback.pipeline.pruning.relevance import Bm25Scorer, needed_terms_lost, select_relevant
 from clawback.pricing import PriceBook
@@ -231,6 +231,17 @@ def test_an_agent_turn_keeps_its_instruction_whole_and_the_failure_lines_of_its_
 def test_bm25_prefers_the_turn_that_shares_rare_terms() -> None:
     documents = ["We love the garden in Eastfield.", "Parking needs two spaces.", "Closing takes 30 days."]
     assert select_relevant(Bm25Scorer(), "How many parking spaces?", documents, max_items=1, min_score=0.1) == [1]
+
+
+def test_bm25_scores_once_per_query_and_documents_and_hands_out_its_own_list() -> None:
+    relevance._bm25_scores.cache_clear()
+    documents = ["We love the garden in Eastfield.", "Parking needs two spaces.", "Closing takes 30 days."]
+    first = Bm25Scorer().scores("How many parking spaces?", documents)
+    first[1] = -1.0  # the caller's list: changing it changes nothing memoized
+    again = Bm25Scorer().scores("How many parking spaces?", list(documents))
+    assert again[1] > 0 and again[0] == again[2] == 0.0
+    assert relevance._bm25_scores.cache_info().hits == 1
+    assert Bm25Scorer(k1=2.0).scores("How many parking spaces?", documents) != again  # the parameters are keyed
 
 
 def test_the_summary_is_asked_once_per_compaction_point_through_the_pipeline() -> None:

@@ -82,6 +82,16 @@ def test_fast_word_patterns_match_the_case_insensitive_ones(text: str) -> None:
         assert words.search(text, low) == (words.slow.search(text) is not None), (words.slow.pattern, text)
 
 
+_CUE_TEXTS = st.lists(st.sampled_from([*facts._CORRECTION_CUE_LITERALS, *_PIECES]), max_size=8).map("".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(cased, _CUE_TEXTS))
+def test_the_fast_correction_cue_is_the_plain_one(text: str) -> None:
+    low = text.lower()
+    assert (facts._CORRECTION_CUE_FAST.search(low) is None) == (facts._CORRECTION_CUE.search(low) is None), text
+
+
 @settings(max_examples=1500, deadline=None)
 @given(cased, st.sampled_from(["user", "assistant"]), st.booleans())
 def test_fact_extraction_is_the_plain_regex_one(text: str, role: str, agreed: bool) -> None:

@@ -39,7 +39,8 @@ from __future__ import annotations
 import bisect
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import compress, repeat
 from typing import Any
 
 from clawback.pipeline.pruning.conversation import block_text, fold, message_text
@@ -59,6 +60,7 @@ MEMORY_TAG = "<conversation-memory"  # how the memory block's text begins (the e
 _SENTENCE_OPENS, _SENTENCE_RUN = r"(?=[^.!?\n]|\.\w)", r"[^.!?\n]*(?:\.(?=\w)[^.!?\n]*)*(?:[.!?]+|\n|$)"  # unrolled
 _SENTENCE = re.compile(_SENTENCE_OPENS + _SENTENCE_RUN)
 _NUMBER = re.compile(r"\d")
+_ASCII_DIGIT = re.compile("[0-9]")  # ``_NUMBER`` on ASCII text (a third of its cost: no Unicode category look-up)
 _CONTACT = re.compile(r"@\w|https?://|www\.|\+?\d[\d\s().-]{7,}\d")
 _MONTHS = (
     "january|february|march|april|may|june|july|august|september|october|november|december|"
@@ -93,11 +95,22 @@ _FILLER = re.compile(
     r"got it|hi|hello|hey|awesome|nice)\b[\s!.,]*$",
     re.IGNORECASE,
 )
+# ``_is_user_fact`` in one pattern (a zero-width match), on the ``fold`` of a sentence without a contact (no "@",
+# "//", "www."), case-sensitive as the word patterns of ``_Words`` (their IGNORECASE forms cost several times
+# more): not small talk, and no question (no "?" at the end), or one with a digit, or a request. Possessive
+# repeats, so that a sentence is read once, without backtracking.
+_USER_FACT_LOW = re.compile(
+    rf"(?!{_FILLER.pattern}|{_COURTESY.pattern})"
+    rf"(?:(?=(?:[^?]++|\?(?!\Z))*+\Z)|(?=\D*+\d)|(?={_REQUEST.pattern}))"
+)
 _MAX_SENTENCE_CHARS = 400
 _FAILURE_MARKS = (
     "FAIL", "ERROR", "Error", "error:", "fatal:", "FATAL", "panic:", "Traceback",
     "\u00d7", "\u2715", "\u2717",  # the cross marks of vitest / jest / mocha
 )  # fmt: skip
+# Each mark with a character it holds (its first when upper-case, else its last): where that character is
+# absent (one ``memchr`` pass, a tenth of a substring search's cost) the mark is too, and its search is skipped.
+_FAILURE_KEYS = tuple((mark, mark[0] if not mark[0].islower() else mark[-1]) for mark in _FAILURE_MARKS)
 _MAX_FAILURE_LINES = 5
 _WRITE_TOOL_WORDS = ("edit", "write", "replace", "patch", "create", "apply", "insert", "multiedit")
 _PATH_KEYS = ("path", "file_path", "filename", "file", "target_file")
@@ -136,20 +149,24 @@ class _Words:
 
     __slots__ = ("fast", "slow")
 
-    def __init__(self, alternatives: str) -> None:
-        self.slow = re.compile(rf"\b(?:{alternatives})\b", re.IGNORECASE)
+    def __init__(self, alternatives: str, end: str = r"\b") -> None:
+        self.slow = re.compile(rf"\b(?:{alternatives}){end}", re.IGNORECASE)
         groups: dict[str, list[str]] = {}
         for alternative in alternatives.split("|"):
             groups.setdefault(alternative[0], []).append(alternative[1:])
         parts = [rf"{first}(?<!\w.)(?:{'|'.join(sorted(set(rest)))})" for first, rest in sorted(groups.items())]
-        self.fast = re.compile(rf"(?:{'|'.join(parts)})\b")
+        self.fast = re.compile(rf"(?:{'|'.join(parts)}){end}")
 
     def search(self, text: str, low: str | None) -> bool:
         return (self.fast.search(low) if low is not None else self.slow.search(text)) is not None
 
 
 _TIME = _Words(_MONTHS)
+# ``_CORRECTION_CUE`` (the cues begin words, and may go on: "corrected", "changing") in the form the engine skips
+# through (see ``_Words``; on lower-cased text it finds what ``_CORRECTION_CUE`` finds, the unit tests check it)
+_CORRECTION_CUE_FAST = _Words("|".join(_CORRECTION_CUE_LITERALS), end="").fast
 _COMMITMENT = _Words(_COMMITMENT_WORDS)
+_TIME_FAST, _COMMITMENT_FAST = _TIME.fast, _COMMITMENT.fast
 # Every commitment or recap phrase holds one of these words or phrases, as a whole word ("so", too common to
 # look for inside sentences, counts where a sentence opens with it): an assistant sentence without one is no
 # fact unless the user agreed with it.
@@ -173,11 +190,22 @@ def _trigger_keys(phrases: str) -> dict[bytes, tuple[bytes, ...]]:
     return {word: tuple(found) for word, found in keys.items()}
 
 
+def _between_spaces(phrases: Iterable[bytes]) -> re.Pattern[bytes]:
+    """Each of ``phrases`` (as ``_WORDS_ONLY`` leaves them, words between single spaces) where it stands between
+    spaces, as the match of the space before it: grouped by first letter, so that the engine jumps from space to
+    space in C and tries one group at each."""
+    groups: dict[bytes, list[bytes]] = {}
+    for phrase in sorted(set(phrases)):
+        groups.setdefault(phrase[:1], []).append(re.escape(phrase[1:]))
+    return re.compile(
+        b" (?:" + b"|".join(f + b"(?:" + b"|".join(rest) + b")" for f, rest in groups.items()) + b")(?= )"
+    )
+
+
 _TRIGGER_KEYS = _trigger_keys(_TRIGGER_WORDS)
-_TRIGGER_TOKENS = frozenset([*_TRIGGER_KEYS, b"so"])
-# ``_SENTENCE`` that also says where a sentence opens with the word "so" (group 1; ``-1`` when it does not):
-# the group consumes only characters the sentence's run would, so the spans are ``_SENTENCE``'s.
-_SENTENCE_SO = re.compile(_SENTENCE_OPENS + r"(?:[^\S\n]*(so)\b)?" + _SENTENCE_RUN)
+_TRIGGERS = _between_spaces([p.strip() for found in _TRIGGER_KEYS.values() for p in found] + [b"so"])
+# a word of each ``_TIME`` phrase: a text where none stands between spaces has no ``_TIME`` word
+_TIME_KEYS = _between_spaces(_trigger_keys(_MONTHS))
 
 
 def sentences(text: str) -> list[str]:
@@ -209,12 +237,30 @@ def _has_specific(sentence: str, low: str | None) -> bool:
 
 def _is_assistant_fact(sentence: str, agreed: bool = False) -> bool:
     """A commitment with specifics, a recap, or (``agreed``: the user's next message agrees) a specific."""
-    low = fold(sentence)  # the commitment first: the rarer of the two conditions
-    if _COMMITMENT.search(sentence, low) and bool(_NUMBER.search(sentence) or _TIME.search(sentence, low)):
+    low = fold(sentence)
+    if low is not None:
+        return _is_assistant_fact_low(sentence, low, agreed)
+    if _COMMITMENT.slow.search(sentence) and bool(_NUMBER.search(sentence) or _TIME.slow.search(sentence)):
         return True
     if not sentence.endswith("?"):
         opener = _RECAP_START.match(sentence)
-        if opener or (_RECAP_INSIDE.search(sentence) if low is None else _RECAP_INSIDE_LOW.search(low)):
+        if opener or _RECAP_INSIDE.search(sentence):
+            return _records(sentence[opener.end() :] if opener else sentence, low)
+    return agreed and _has_specific(sentence, low)
+
+
+def _is_assistant_fact_low(sentence: str, low: str, agreed: bool, timely: bool = True, inside: bool = True) -> bool:
+    """``_is_assistant_fact`` of a sentence whose ``fold`` is ``low`` (not ``None``): the fast patterns called
+    directly, the step a long history repeats for every sentence that holds a trigger word. ``timely`` /
+    ``inside`` false: the text the sentence is from holds no word of ``_TIME`` / no "noted" or "it is" (the
+    patterns would not match: skipped)."""
+    if _COMMITMENT_FAST.search(low) and (
+        (_ASCII_DIGIT if sentence.isascii() else _NUMBER).search(sentence) or (timely and _TIME_FAST.search(low))
+    ):
+        return True  # the commitment first: the rarer of the two conditions
+    if sentence[-1:] != "?":
+        opener = _RECAP_START.match(sentence)
+        if opener or (inside and _RECAP_INSIDE_LOW.search(low)):
             return _records(sentence[opener.end() :] if opener else sentence, low)
     return agreed and _has_specific(sentence, low)
 
@@ -227,8 +273,10 @@ def _records(rest: str, low: str | None) -> bool:
     return _has_specific(rest, None if low is None else fold(rest)) or len(rest.split()) >= 4
 
 
+@functools.lru_cache(maxsize=16_384)
 def agrees(text: str) -> bool:
-    """Whether a user message opens by agreeing ("yes!", "sounds good", "perfect, book it")."""
+    """Whether a user message opens by agreeing ("yes!", "sounds good", "perfect, book it"). Memoized like
+    ``_text_facts``: every request of a conversation asks it again of each earlier user message."""
     return _AGREES.match(text) is not None
 
 
@@ -239,51 +287,62 @@ def _text_facts(role: str, text: str, agreed: bool = False) -> tuple[str, ...]:
     per turn (the 100-turn benchmark relies on it).
 
     Unless agreed with, an assistant fact needs a commitment or recap phrase, so only the sentences where one
-    occurs are examined (found with ``str.find``, and by one pass of the sentence pattern): long explanations
-    cost a few substring searches, not a regex pass per sentence.
+    occurs are examined (found by one pattern over the text's words, and one pass of the sentence pattern): long
+    explanations cost a few C-level passes, not a regex check per sentence.
     """
     if role == "user":
-        return tuple(_clip(s) for s in sentences(text) if _is_user_fact(s))
-    if agreed:
-        return tuple(_clip(s) for s in sentences(text) if _is_assistant_fact(s, True))
+        return _user_facts(text)
     low = fold(text)
     if low is None:  # the rare text the fast patterns do not fit: every sentence, checked exactly
-        return tuple(_clip(s) for s in sentences(text) if _is_assistant_fact(s))
-    # Only a sentence that holds a trigger or opens with "so" can be a fact. Which triggers the text holds: its
-    # words (C loops: translate, split, a set intersection); where: each such phrase found between spaces.
-    words = b" " + low.encode("ascii", "replace").translate(_WORDS_ONLY) + b" "
-    present = _TRIGGER_TOKENS.intersection(words.split())
-    if not present:
-        return ()
-    hits: list[int] = []
-    for token in present:
-        for key in _TRIGGER_KEYS.get(token, ()):
-            at = words.find(key)
-            while at >= 0:  # ``at`` in ``words`` is the space before the phrase: ``at`` in ``low``
-                hits.append(at)
-                at = words.find(key, at + len(key) - 1)  # (two occurrences may share a space)
-    so = b"so" in present
-    if not hits and not so:
-        return ()
-    # The sentences (and, if "so" is a word of the text, where one opens with it) in one regex pass; each
-    # phrase falls in one sentence (it holds no sentence break).
-    if so:
-        spans = [(m.start(), m.end(), m.start(1)) for m in _SENTENCE_SO.finditer(low)]
-        chosen = [i for i, (_, _, at) in enumerate(spans) if at >= 0]
-    else:
-        spans = [(m.start(), m.end(), -1) for m in _SENTENCE.finditer(low)]
-        chosen = []
-    if hits:
-        begins = [b for b, _, _ in spans]
-        chosen.extend(bisect.bisect_right(begins, at) - 1 for at in hits)
-        chosen = sorted(set(chosen))
+        return tuple(_clip(s) for s in sentences(text) if _is_assistant_fact(s, agreed))
     found: list[str] = []
-    for index in chosen:
-        begin, end, _ = spans[index]
-        sentence = text[begin:end].strip()
-        if sentence and _is_assistant_fact(sentence):
+    if agreed:
+        for match in _SENTENCE.finditer(low):
+            begin, end = match.span()
+            sentence = text[begin:end].strip()
+            if sentence and _is_assistant_fact_low(sentence, low[begin:end].strip(), True):
+                found.append(_clip(sentence))
+        return tuple(found)
+    # Only a sentence that holds a trigger or opens with "so" can be a fact. Where the text has one: the text's
+    # words (C loops: translate to words-only bytes), each phrase found between spaces by one pattern.
+    words = b" " + low.encode("ascii", "replace").translate(_WORDS_ONLY) + b" "
+    hits = [(m.start(), m.group() == b" so") for m in _TRIGGERS.finditer(words)]
+    if not hits:
+        return ()
+    # The sentences in one regex pass; each phrase falls in one sentence (it holds no sentence break). ``at`` in
+    # ``words`` is the space before the phrase: ``at`` in ``low``. A sentence with "so" counts where it opens
+    # with it (after spaces); a phrase inside a longer match ("got it is") is in the sentence of the match.
+    matches = list(_SENTENCE.finditer(low))
+    begins = list(map(re.Match.start, matches))
+    chosen: dict[int, None] = {}
+    for at, so in hits:
+        index = bisect.bisect_right(begins, at) - 1
+        if not so or begins[index] == at or low[begins[index] : at].isspace():
+            chosen[index] = None
+    # Which of the slower patterns can match at all, from the words the text holds (a superset, as above).
+    timely = _TIME_KEYS.search(words) is not None
+    inside = b" noted " in words or b" it is " in words
+    for index in sorted(chosen):
+        begin, end = matches[index].span()
+        sentence = text[begin:end].strip()  # (``fold`` keeps every offset where it is not ``None``)
+        if sentence and _is_assistant_fact_low(sentence, low[begin:end].strip(), False, timely, inside):
             found.append(_clip(sentence))
     return tuple(found)
+
+
+def _user_facts(text: str) -> tuple[str, ...]:
+    """``_text_facts`` of a user message: its sentences but small talk and questions for information. Without a
+    ``?`` in the text no sentence is a question, and in a printable text of single spaces no longer than a
+    clipped sentence ``_clip`` changes nothing: then the sentences go through C-level filters only."""
+    said = list(filter(None, map(str.strip, _SENTENCE.findall(text))))  # ``sentences(text)``
+    kept: Iterable[str]
+    if "@" in text or "//" in text or "www." in text or fold(text) is None:
+        kept = filter(_is_user_fact, said)
+    else:  # no contact: ``_USER_FACT_LOW`` on each folded sentence, called from C
+        kept = compress(said, map(_USER_FACT_LOW.match, map(str.lower, said)))
+    if len(text) <= _MAX_SENTENCE_CHARS and "  " not in text and text.isprintable():
+        return tuple(kept)
+    return tuple(map(_clip, kept))
 
 
 def _clip(sentence: str) -> str:
@@ -302,7 +361,9 @@ def failure_lines(text: str) -> tuple[str, ...]:
     ``_text_facts``. Each mark's own first five distinct lines are enough: a line among the first five overall
     is among the first five of any mark it holds (the unit tests compare it with a plain line-by-line scan)."""
     found: dict[str, int] = {}  # line -> where it first occurs
-    for mark in _FAILURE_MARKS:
+    for mark, key in _FAILURE_KEYS:
+        if key not in text:
+            continue
         mine: set[str] = set()
         at = text.find(mark)
         while at >= 0 and len(mine) < _MAX_FAILURE_LINES:
@@ -408,11 +469,11 @@ def facts_of_texts(texts: Sequence[tuple[Any, str]], next_user: str | None = Non
         if not text:
             continue
         if role == "user":
-            found.extend((role, sentence) for sentence in _text_facts(role, text))
+            found.extend(zip(repeat(role), _text_facts(role, text)))
         elif role == "assistant":
             reply = next_user if i == last else (texts[i + 1][1] if texts[i + 1][0] == "user" else None)
             agreed = reply is not None and agrees(reply)
-            found.extend((role, sentence) for sentence in _text_facts(role, text, agreed))
+            found.extend(zip(repeat(role), _text_facts(role, text, agreed)))
     return found
 
 
@@ -424,7 +485,7 @@ def corrected_values(text: str) -> tuple[tuple[str, str], ...]:
     low = fold(text)
     if low is None:
         low = text.lower()
-    if not any(cue in low for cue in _CORRECTION_CUE_LITERALS) or not _CORRECTION_CUE.search(low):
+    if _CORRECTION_CUE_FAST.search(low) is None:
         return ()
     found: list[tuple[str, str]] = [("value", m.group(1)) for m in _NEGATED.finditer(low)]
     found += [("phone", phone) for phone in _phones(text)]

@@ -767,6 +767,8 @@ def dropped_turns_valid(body: Mapping[str, Any], plan: Plan, pruned_breakpoints:
     for index in plan.dropped:
         turn = plan.turns[index]
         own = messages[turn.start : turn.end]
+        if all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in own):
+            continue  # plain text only (a chat's turn): no tool block to pair, no breakpoint
         try:
             check_tool_pairing(own)
         except InvalidRequestError:

@@ -190,22 +190,30 @@ class Bm25Scorer:
     def scores(self, query: str, documents: Sequence[str]) -> list[float]:
         if not documents:
             return []
-        corpus, starts = _corpus(documents)
-        n = len(documents)
-        lengths = [b - a for a, b in itertools.pairwise(starts)]
-        average = (sum(lengths) / n) or 1.0
-        k1, b = self.k1, self.b
-        norms = [k1 * (1 - b + b * length / average) for length in lengths]
-        out = [0.0] * n
-        for term in sorted(set(_terms(query))):  # sorted: the float sums come out the same on every run
-            frequencies = _frequencies(corpus, starts, term)
-            if not frequencies:
-                continue
-            df = len(frequencies)
-            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-            for doc, tf in frequencies.items():
-                out[doc] += idf * tf * (k1 + 1) / (tf + norms[doc])
-        return out
+        return list(_bm25_scores(query, tuple(documents), self.k1, self.b))
+
+
+@functools.lru_cache(maxsize=128)
+def _bm25_scores(query: str, documents: tuple[str, ...], k1: float, b: float) -> tuple[float, ...]:
+    """``Bm25Scorer.scores``, memoized: relevance is chosen at the compaction point in force, whose query and
+    older turns stay the same on every request until the next point, so a conversation's later requests (and
+    the default shadow's, which plans every request) score once per point, not once per request. Bounded: an
+    entry holds the texts of one conversation's older turns."""
+    corpus, starts = _corpus(documents)
+    n = len(documents)
+    lengths = [end - start for start, end in itertools.pairwise(starts)]
+    average = (sum(lengths) / n) or 1.0
+    norms = [k1 * (1 - b + b * length / average) for length in lengths]
+    out = [0.0] * n
+    for term in sorted(set(_terms(query))):  # sorted: the float sums come out the same on every run
+        frequencies = _frequencies(corpus, starts, term)
+        if not frequencies:
+            continue
+        df = len(frequencies)
+        idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+        for doc, tf in frequencies.items():
+            out[doc] += idf * tf * (k1 + 1) / (tf + norms[doc])
+    return tuple(out)
 
 
 def _corpus(documents: Sequence[str]) -> tuple[str, list[int]]:
@@ -236,12 +244,17 @@ def _frequencies(corpus: str, starts: list[int], term: str) -> Counter[int]:
     """How often ``term`` occurs as a whole, trimmed word in each document of ``corpus`` that has it."""
     found: list[int] = []
     size = len(term)
-    at = corpus.find(term)
+    find, document = corpus.find, bisect.bisect_right
+    at = find(term)
     while at >= 0:
+        after = at + size
+        if corpus[after] == " " and (at == 0 or corpus[at - 1] == " "):  # a bare word: the common case
+            found.append(document(starts, at) - 1)
+            at = find(term, after)
+            continue
         before = at - 1
         while before >= 0 and corpus[before] in _LEAD_TRIM:
             before -= 1
-        after = at + size
         while corpus[after] in _TRAIL_TRIM:  # the corpus ends with a space
             after += 1
         if (before < 0 or corpus[before] == " ") and corpus[after] == " ":

@@ -379,10 +379,13 @@ class PruningStage:
         messages = body.get("messages")
         if not isinstance(messages, list):
             return False
-        # newest first: a client that caches its history marks its newest block, so this stops at once
+        # newest first: a client that caches its history marks its newest block, so this stops at once (a plain
+        # string content is one text block, without a marker: ``content_blocks`` need not build it)
         return any(
-            isinstance(m, dict) and any(b.get("cache_control") for b in content_blocks(m)) for m in reversed(messages)
-        )
+            isinstance(m, dict) and not isinstance(m.get("content"), str) and any(
+                b.get("cache_control") for b in content_blocks(m)
+            ) for m in reversed(messages)
+        )  # fmt: skip
 
     def _account(
         self, pruned: dict[str, Any], plan: Plan, price: ModelPrice, cached: bool, added: int
