@@ -254,13 +254,9 @@ def first_render(url: str, renders: int) -> dict[str, Any]:
             cdp.send("Performance.enable")
             started = time.perf_counter()
             page.goto(dashboard.url)
-            page.wait_for_function(
-                "() => { const p = Array.from(document.querySelectorAll('.js-plotly-plot'));"
-                " return p.length >= 10 && p.every(e => e.data && e.querySelector('.main-svg')); }",
-                timeout=120_000, polling=20,
-            )  # fmt: skip
+            page.wait_for_function(DRAWN_JS, arg=list(FIRST_SCREEN), timeout=120_000, polling=20)
             elapsed = time.perf_counter() - started
-            charts = page.evaluate("document.querySelectorAll('.js-plotly-plot').length")
+            charts = page.evaluate("document.querySelectorAll('[data-testid=stVegaLiteChart]').length")
             metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
             if i:
                 times.append(elapsed)
@@ -277,6 +273,87 @@ def first_render(url: str, renders: int) -> dict[str, Any]:
             "browser_main_thread_busy_s": round(statistics.median(busy), 2),
             "browser_script_s": round(statistics.median(scripts), 2), "server_script": script_cost(url),
             "loadavg_1m_after": round(os.getloadavg()[0], 2)}  # fmt: skip
+
+
+#: True when every chart named (``app.SECTIONS``' keys ``chart-<name>``) has drawn marks (SVG) or its canvas.
+DRAWN_JS = """keys => keys.every(k => { const e = document.querySelector('.st-key-chart-' + k);
+  return e && e.querySelector('svg.marks .role-mark path, canvas'); })"""
+#: The page before sections (commit 47751b9): every Plotly chart on one page, 10 on this bench's ledger.
+OLD_DRAWN_JS = """n => { const p = Array.from(document.querySelectorAll('.js-plotly-plot'));
+  return p.length >= n && p.every(e => e.data && e.querySelector('.main-svg')); }"""
+FIRST_SCREEN = ("spend", "savings")  # app.SECTIONS[app.DEFAULT_SECTION]: asserted in render_only
+
+
+def _timed_page(browser: Any, url: str, wait: Callable[[Any], None]) -> tuple[Any, dict[str, float]]:
+    """A new browser context (a new Streamlit session, nothing cached) opened on ``url``: seconds from
+    navigation until ``wait`` returns, and the renderer main thread's busy and script seconds."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    cdp = context.new_cdp_session(page)
+    cdp.send("Performance.enable")
+    started = time.perf_counter()
+    page.goto(url)
+    wait(page)
+    wall = time.perf_counter() - started
+    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    return page, {"wall_s": wall, "busy_s": metrics["TaskDuration"], "script_s": metrics["ScriptDuration"]}
+
+
+def render_only(url: str, renders: int, old_ref: str) -> dict[str, Any]:
+    """First render on an already seeded ledger (``--render-only --ledger URL``), the page before sections
+    (``old_ref``'s ``app.py``, all 10 Plotly charts) and this one side by side: interleaved, ``renders`` times
+    each after one warm-up apiece, each in a new browser context. For this page: navigation until the first
+    screen's charts have drawn, then a click on each other section until its charts have drawn."""
+    import subprocess
+
+    from playwright.sync_api import sync_playwright
+
+    from clawback.dashboard import app as app_module
+
+    assert app_module.SECTIONS[app_module.DEFAULT_SECTION][1] == FIRST_SCREEN
+    old_app = Path(tempfile.mkdtemp(prefix="clawback-old-app-")) / "app.py"
+    old_app.write_bytes(subprocess.run(["git", "show", f"{old_ref}:src/clawback/dashboard/app.py"], check=True,
+                                       capture_output=True, cwd=Path(__file__).parent).stdout)  # fmt: skip
+    runs: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
+    sections: dict[str, tuple[str, ...]] = {
+        name: keys for name, (_, keys) in app_module.SECTIONS.items() if keys and name != app_module.DEFAULT_SECTION
+    }
+    clicks: dict[str, list[float]] = {name: [] for name in sections}
+    load_before = os.getloadavg()
+    with (
+        DashboardProcess(Settings(ledger={"url": url}, dashboard={"port": free_port()}), app=old_app) as old,
+        DashboardProcess(Settings(ledger={"url": url}, dashboard={"port": free_port()})) as new,
+        sync_playwright() as pw,
+    ):
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        for i in range(renders + 1):  # the first of each warms its server process's imports: not counted
+            page, got = _timed_page(browser, old.url, lambda p: p.wait_for_function(
+                OLD_DRAWN_JS, arg=10, timeout=180_000, polling=20))  # fmt: skip
+            page.context.close()
+            if i:
+                runs["old"].append(got)
+            page, got = _timed_page(browser, new.url, lambda p: p.wait_for_function(
+                DRAWN_JS, arg=list(FIRST_SCREEN), timeout=180_000, polling=20))  # fmt: skip
+            if i:
+                runs["new"].append(got)
+                for name, keys in sections.items():
+                    started = time.perf_counter()
+                    page.locator(".st-key-view").get_by_text(name, exact=True).click()
+                    page.wait_for_function(DRAWN_JS, arg=list(keys), timeout=180_000, polling=20)
+                    clicks[name].append(round(time.perf_counter() - started, 2))
+            page.context.close()
+        browser.close()
+
+    def summary(rs: list[dict[str, float]]) -> dict[str, Any]:
+        return {
+            "runs_s": [round(r["wall_s"], 2) for r in rs],
+            **{f"median_{k}": round(statistics.median(r[k] for r in rs), 2) for k in ("wall_s", "busy_s", "script_s")},
+        }
+
+    return {"ledger": url, "old_ref": old_ref, "renders": renders, "old_all_10_charts": summary(runs["old"]),
+            "new_first_screen": summary(runs["new"]),
+            "new_section_click_s": {k: {"runs": v, "median": statistics.median(v)} for k, v in clicks.items()},
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg()}  # fmt: skip
 
 
 def script_cost(url: str, runs: int = 3) -> dict[str, float]:
@@ -314,7 +391,16 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/dashboard.json"), help="results, written as each "
                         "backend finishes")  # fmt: skip
+    parser.add_argument("--render-only", action="store_true", help="only first render, old page against this one, "
+                        "on the ledger --ledger names (already seeded): see render_only")  # fmt: skip
+    parser.add_argument("--ledger", help="with --render-only: the seeded ledger's URL")
+    parser.add_argument("--old-ref", default="47751b9", help="with --render-only: the git ref of the page to compare")
     args = parser.parse_args()
+    if args.render_only:
+        if not args.ledger:
+            parser.error("--render-only needs --ledger URL")
+        print(json.dumps(render_only(args.ledger, args.renders, args.old_ref)))
+        return
     results: dict[str, Any] = {"rows": args.rows, "days": args.days}
     tmp = Path(tempfile.mkdtemp(prefix="clawback-dash-bench-"))
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
