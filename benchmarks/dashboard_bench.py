@@ -299,11 +299,23 @@ def _timed_page(browser: Any, url: str, wait: Callable[[Any], None]) -> tuple[An
     return page, {"wall_s": wall, "busy_s": metrics["TaskDuration"], "script_s": metrics["ScriptDuration"]}
 
 
+#: The floor Streamlit itself sets here: a page of a title and five ``st.metric`` (no query, no chart).
+FLOOR_APP = """import streamlit as st
+st.set_page_config(page_title="floor", layout="wide")
+st.title("Cost dashboard")
+for column, value in zip(st.columns(5), range(5)):
+    column.metric(f"metric {value}", f"{value * 1000:,}")
+"""
+FLOOR_JS = "() => document.querySelectorAll('[data-testid=stMetric]').length >= 5"
+
+
 def render_only(url: str, renders: int, old_ref: str) -> dict[str, Any]:
-    """First render on an already seeded ledger (``--render-only --ledger URL``), the page before sections
-    (``old_ref``'s ``app.py``, all 10 Plotly charts) and this one side by side: interleaved, ``renders`` times
-    each after one warm-up apiece, each in a new browser context. For this page: navigation until the first
-    screen's charts have drawn, then a click on each other section until its charts have drawn."""
+    """First render on an already seeded ledger (``--render-only --ledger URL``): the page before sections
+    (``old_ref``'s ``app.py``, all 10 Plotly charts), this one (until the first screen's charts have drawn) and
+    Streamlit's floor (``FLOOR_APP``) side by side, interleaved, ``renders`` times each after one warm-up
+    apiece. Each render opens a new browser context (a new Streamlit session, the browser's cache empty:
+    ``cold``), then navigates again in it (a new session, scripts cached: ``warm``, a returning user). For this
+    page also: a click on each other section, timed until its charts have drawn."""
     import subprocess
 
     from playwright.sync_api import sync_playwright
@@ -311,47 +323,60 @@ def render_only(url: str, renders: int, old_ref: str) -> dict[str, Any]:
     from clawback.dashboard import app as app_module
 
     assert app_module.SECTIONS[app_module.DEFAULT_SECTION][1] == FIRST_SCREEN
-    old_app = Path(tempfile.mkdtemp(prefix="clawback-old-app-")) / "app.py"
+    scratch = Path(tempfile.mkdtemp(prefix="clawback-render-"))
+    old_app, floor_app = scratch / "old_app.py", scratch / "floor.py"
     old_app.write_bytes(subprocess.run(["git", "show", f"{old_ref}:src/clawback/dashboard/app.py"], check=True,
                                        capture_output=True, cwd=Path(__file__).parent).stdout)  # fmt: skip
-    runs: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
+    floor_app.write_text(FLOOR_APP)
+    waits: dict[str, tuple[str, Any]] = {"old": (OLD_DRAWN_JS, 10), "new": (DRAWN_JS, list(FIRST_SCREEN)),
+                                         "floor": (FLOOR_JS, None)}  # fmt: skip
+    runs: dict[str, list[dict[str, float]]] = {f"{k}_{w}": [] for k in waits for w in ("cold", "warm")}
     sections: dict[str, tuple[str, ...]] = {
         name: keys for name, (_, keys) in app_module.SECTIONS.items() if keys and name != app_module.DEFAULT_SECTION
     }
     clicks: dict[str, list[float]] = {name: [] for name in sections}
     load_before = os.getloadavg()
+
+    def dashboard(app: Path | None) -> DashboardProcess:
+        settings = Settings(ledger={"url": url}, dashboard={"port": free_port()})
+        return DashboardProcess(settings, app=app) if app else DashboardProcess(settings)
+
     with (
-        DashboardProcess(Settings(ledger={"url": url}, dashboard={"port": free_port()}), app=old_app) as old,
-        DashboardProcess(Settings(ledger={"url": url}, dashboard={"port": free_port()})) as new,
+        dashboard(old_app) as old,
+        dashboard(None) as new,
+        dashboard(floor_app) as floor,
         sync_playwright() as pw,
     ):
+        urls = {"old": old.url, "new": new.url, "floor": floor.url}
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         for i in range(renders + 1):  # the first of each warms its server process's imports: not counted
-            page, got = _timed_page(browser, old.url, lambda p: p.wait_for_function(
-                OLD_DRAWN_JS, arg=10, timeout=180_000, polling=20))  # fmt: skip
-            page.context.close()
-            if i:
-                runs["old"].append(got)
-            page, got = _timed_page(browser, new.url, lambda p: p.wait_for_function(
-                DRAWN_JS, arg=list(FIRST_SCREEN), timeout=180_000, polling=20))  # fmt: skip
-            if i:
-                runs["new"].append(got)
-                for name, keys in sections.items():
-                    started = time.perf_counter()
-                    page.locator(".st-key-view").get_by_text(name, exact=True).click()
-                    page.wait_for_function(DRAWN_JS, arg=list(keys), timeout=180_000, polling=20)
-                    clicks[name].append(round(time.perf_counter() - started, 2))
-            page.context.close()
+            for name, (js, arg) in waits.items():
+
+                def wait(p: Any, js: str = js, arg: Any = arg) -> None:
+                    p.wait_for_function(js, arg=arg, timeout=180_000, polling=20)
+
+                page, cold = _timed_page(browser, urls[name], wait)
+                if i and name == "new":
+                    for section, keys in sections.items():
+                        started = time.perf_counter()
+                        page.locator(".st-key-view").get_by_text(section, exact=True).click()
+                        page.wait_for_function(DRAWN_JS, arg=list(keys), timeout=180_000, polling=20)
+                        clicks[section].append(round(time.perf_counter() - started, 2))
+                started = time.perf_counter()
+                page.goto(urls[name])
+                wait(page)
+                warm = time.perf_counter() - started
+                page.context.close()
+                if i:
+                    runs[f"{name}_cold"].append(cold)
+                    runs[f"{name}_warm"].append({"wall_s": warm})
         browser.close()
 
     def summary(rs: list[dict[str, float]]) -> dict[str, Any]:
-        return {
-            "runs_s": [round(r["wall_s"], 2) for r in rs],
-            **{f"median_{k}": round(statistics.median(r[k] for r in rs), 2) for k in ("wall_s", "busy_s", "script_s")},
-        }
+        return {"runs_s": [round(r["wall_s"], 2) for r in rs], **{
+            f"median_{k}": round(statistics.median(r[k] for r in rs), 2) for k in rs[0]}}  # fmt: skip
 
-    return {"ledger": url, "old_ref": old_ref, "renders": renders, "old_all_10_charts": summary(runs["old"]),
-            "new_first_screen": summary(runs["new"]),
+    return {"ledger": url, "old_ref": old_ref, "renders": renders, **{k: summary(v) for k, v in runs.items()},
             "new_section_click_s": {k: {"runs": v, "median": statistics.median(v)} for k, v in clicks.items()},
             "loadavg_before": load_before, "loadavg_after": os.getloadavg()}  # fmt: skip
 
