@@ -355,6 +355,7 @@ def render_only(url: str, renders: int, old_ref: str) -> dict[str, Any]:
                 def wait(p: Any, js: str = js, arg: Any = arg) -> None:
                     p.wait_for_function(js, arg=arg, timeout=180_000, polling=20)
 
+                time.sleep(1.0)  # the previous page's renderer winds down first: its teardown is not this page's
                 page, cold = _timed_page(browser, urls[name], wait)
                 if i and name == "new":
                     for section, keys in sections.items():
