@@ -14,13 +14,16 @@ Not a test and not run in CI (``benchmarks/README.md``). Steps, per backend:
    median and max in ms. Target: each <= 200 ms.
 3. First render: ``clawback dashboard`` (Streamlit, a child process) on that ledger, Debian's Chromium driven by
    Playwright opens it ``--renders`` times (a new browser context each time: a new Streamlit session, nothing
-   cached), timed from navigation until every chart has drawn its traces. Target <= 2 s.
+   cached), timed from navigation until the first screen's charts have drawn (``app.SECTIONS``' default
+   section; the other sections run only when chosen). Target <= 2 s.
 
 It also reports the writer's CPU per record with and without rollups on realistic 32-record batches (the
 gateway's batch size), and the rollup tables' row counts. Prints one JSON object as its last line.
 
     .venv/bin/python benchmarks/dashboard_bench.py                       # SQLite and PostgreSQL, ~15 min
     .venv/bin/python benchmarks/dashboard_bench.py --backends sqlite --rows 200000
+    .venv/bin/python benchmarks/dashboard_bench.py --render-only --ledger URL   # an already seeded ledger: the
+        # page before sections, this one and Streamlit's floor, side by side, and each section after a click
 
 Seeding 1 M rows costs minutes (~200 s SQLite, ~375 s PostgreSQL here): ``--reuse PATH|URL`` (once per backend)
 keeps the seeded ledger and, on later runs, only migrates it to the newest revision (timed: the backfill of any
@@ -324,13 +327,9 @@ def first_render(url: str, renders: int) -> dict[str, Any]:
             cdp.send("Performance.enable")
             started = time.perf_counter()
             page.goto(dashboard.url)
-            page.wait_for_function(
-                "() => { const p = Array.from(document.querySelectorAll('.js-plotly-plot'));"
-                " return p.length >= 10 && p.every(e => e.data && e.querySelector('.main-svg')); }",
-                timeout=120_000, polling=20,
-            )  # fmt: skip
+            page.wait_for_function(DRAWN_JS, arg=list(FIRST_SCREEN), timeout=120_000, polling=20)
             elapsed = time.perf_counter() - started
-            charts = page.evaluate("document.querySelectorAll('.js-plotly-plot').length")
+            charts = page.evaluate("document.querySelectorAll('[data-testid=stVegaLiteChart]').length")
             metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
             if i:
                 times.append(elapsed)
@@ -347,6 +346,113 @@ def first_render(url: str, renders: int) -> dict[str, Any]:
             "browser_main_thread_busy_s": round(statistics.median(busy), 2),
             "browser_script_s": round(statistics.median(scripts), 2), "server_script": script_cost(url),
             "loadavg_1m_after": round(os.getloadavg()[0], 2)}  # fmt: skip
+
+
+#: True when every chart named (``app.SECTIONS``' keys ``chart-<name>``) has drawn marks (SVG) or its canvas.
+DRAWN_JS = """keys => keys.every(k => { const e = document.querySelector('.st-key-chart-' + k);
+  return e && e.querySelector('svg.marks .role-mark path, canvas'); })"""
+#: The page before sections (commit 47751b9): every Plotly chart on one page, 10 on this bench's ledger.
+OLD_DRAWN_JS = """n => { const p = Array.from(document.querySelectorAll('.js-plotly-plot'));
+  return p.length >= n && p.every(e => e.data && e.querySelector('.main-svg')); }"""
+FIRST_SCREEN = ("spend", "savings")  # app.SECTIONS[app.DEFAULT_SECTION]: asserted in render_only
+
+
+def _timed_page(browser: Any, url: str, wait: Callable[[Any], None]) -> tuple[Any, dict[str, float]]:
+    """A new browser context (a new Streamlit session, nothing cached) opened on ``url``: seconds from
+    navigation until ``wait`` returns, and the renderer main thread's busy and script seconds."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    cdp = context.new_cdp_session(page)
+    cdp.send("Performance.enable")
+    started = time.perf_counter()
+    page.goto(url)
+    wait(page)
+    wall = time.perf_counter() - started
+    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    return page, {"wall_s": wall, "busy_s": metrics["TaskDuration"], "script_s": metrics["ScriptDuration"]}
+
+
+#: The floor Streamlit itself sets here: a page of a title and five ``st.metric`` (no query, no chart).
+FLOOR_APP = """import streamlit as st
+st.set_page_config(page_title="floor", layout="wide")
+st.title("Cost dashboard")
+for column, value in zip(st.columns(5), range(5)):
+    column.metric(f"metric {value}", f"{value * 1000:,}")
+"""
+FLOOR_JS = "() => document.querySelectorAll('[data-testid=stMetric]').length >= 5"
+
+
+def render_only(url: str, renders: int, old_ref: str) -> dict[str, Any]:
+    """First render on an already seeded ledger (``--render-only --ledger URL``): the page before sections
+    (``old_ref``'s ``app.py``, all 10 Plotly charts), this one (until the first screen's charts have drawn) and
+    Streamlit's floor (``FLOOR_APP``) side by side, interleaved, ``renders`` times each after one warm-up
+    apiece. Each render opens a new browser context (a new Streamlit session, the browser's cache empty:
+    ``cold``), then navigates again in it (a new session, scripts cached: ``warm``, a returning user). For this
+    page also: a click on each other section, timed until its charts have drawn."""
+    import subprocess
+
+    from playwright.sync_api import sync_playwright
+
+    from clawback.dashboard import app as app_module
+
+    assert app_module.SECTIONS[app_module.DEFAULT_SECTION][1] == FIRST_SCREEN
+    scratch = Path(tempfile.mkdtemp(prefix="clawback-render-"))
+    old_app, floor_app = scratch / "old_app.py", scratch / "floor.py"
+    old_app.write_bytes(subprocess.run(["git", "show", f"{old_ref}:src/clawback/dashboard/app.py"], check=True,
+                                       capture_output=True, cwd=Path(__file__).parent).stdout)  # fmt: skip
+    floor_app.write_text(FLOOR_APP)
+    waits: dict[str, tuple[str, Any]] = {"old": (OLD_DRAWN_JS, 10), "new": (DRAWN_JS, list(FIRST_SCREEN)),
+                                         "floor": (FLOOR_JS, None)}  # fmt: skip
+    runs: dict[str, list[dict[str, float]]] = {f"{k}_{w}": [] for k in waits for w in ("cold", "warm")}
+    sections: dict[str, tuple[str, ...]] = {
+        name: keys for name, (_, keys) in app_module.SECTIONS.items() if keys and name != app_module.DEFAULT_SECTION
+    }
+    clicks: dict[str, list[float]] = {name: [] for name in sections}
+    load_before = os.getloadavg()
+
+    def dashboard(app: Path | None) -> DashboardProcess:
+        settings = Settings(ledger={"url": url}, dashboard={"port": free_port()})
+        return DashboardProcess(settings, app=app) if app else DashboardProcess(settings)
+
+    with (
+        dashboard(old_app) as old,
+        dashboard(None) as new,
+        dashboard(floor_app) as floor,
+        sync_playwright() as pw,
+    ):
+        urls = {"old": old.url, "new": new.url, "floor": floor.url}
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        for i in range(renders + 1):  # the first of each warms its server process's imports: not counted
+            for name, (js, arg) in waits.items():
+
+                def wait(p: Any, js: str = js, arg: Any = arg) -> None:
+                    p.wait_for_function(js, arg=arg, timeout=180_000, polling=20)
+
+                time.sleep(1.0)  # the previous page's renderer winds down first: its teardown is not this page's
+                page, cold = _timed_page(browser, urls[name], wait)
+                if i and name == "new":
+                    for section, keys in sections.items():
+                        started = time.perf_counter()
+                        page.locator(".st-key-view").get_by_text(section, exact=True).click()
+                        page.wait_for_function(DRAWN_JS, arg=list(keys), timeout=180_000, polling=20)
+                        clicks[section].append(round(time.perf_counter() - started, 2))
+                started = time.perf_counter()
+                page.goto(urls[name])
+                wait(page)
+                warm = time.perf_counter() - started
+                page.context.close()
+                if i:
+                    runs[f"{name}_cold"].append(cold)
+                    runs[f"{name}_warm"].append({"wall_s": warm})
+        browser.close()
+
+    def summary(rs: list[dict[str, float]]) -> dict[str, Any]:
+        return {"runs_s": [round(r["wall_s"], 2) for r in rs], **{
+            f"median_{k}": round(statistics.median(r[k] for r in rs), 2) for k in rs[0]}}  # fmt: skip
+
+    return {"ledger": url, "old_ref": old_ref, "renders": renders, **{k: summary(v) for k, v in runs.items()},
+            "new_section_click_s": {k: {"runs": v, "median": statistics.median(v)} for k, v in clicks.items()},
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg()}  # fmt: skip
 
 
 def script_cost(url: str, runs: int = 3) -> dict[str, float]:
@@ -397,7 +503,16 @@ def main() -> None:
     parser.add_argument("--queries-only", action="store_true", help="skip the writer cost and the browser render")
     parser.add_argument("--skip-writer-cost", action="store_true")
     parser.add_argument("--skip-render", action="store_true")
+    parser.add_argument("--render-only", action="store_true", help="only first render, old page against this one, "
+                        "on the ledger --ledger names (already seeded): see render_only")  # fmt: skip
+    parser.add_argument("--ledger", help="with --render-only: the seeded ledger's URL")
+    parser.add_argument("--old-ref", default="47751b9", help="with --render-only: the git ref of the page to compare")
     args = parser.parse_args()
+    if args.render_only:
+        if not args.ledger:
+            parser.error("--render-only needs --ledger URL")
+        print(json.dumps(render_only(args.ledger, args.renders, args.old_ref)))
+        return
     if args.queries_only or args.seed_only:
         args.skip_writer_cost = args.skip_render = True
     results: dict[str, Any] = {"rows": args.rows, "days": args.days}

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
 import clawback.dashboard.app as app_module
+from clawback.dashboard.app import DEFAULT_SECTION, SECTIONS
+from clawback.dashboard.data import LedgerQueries
 from clawback.dashboard.server import CONFIG_ENV
 from clawback.storage import LedgerWriter
 from tests.unit.test_dashboard_data import rec
@@ -37,22 +41,102 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     yield url
 
 
-def _charts(at: AppTest) -> list[str]:
-    return [c.proto.id for c in at.get("plotly_chart")]
+def _charts(at: AppTest) -> dict[str, int]:
+    """Each Vega-Lite chart on the page: its title -> the rows of data it was sent."""
+    out = {}
+    for chart in at.get("vega_lite_chart"):
+        out[json.loads(chart.proto.spec)["title"]] = pa.ipc.open_stream(chart.proto.data.data).read_all().num_rows
+    return out
 
 
-def test_pages_render_every_chart(env: str, tmp_path: Path) -> None:
+def _open(at: AppTest, section: str) -> AppTest:
+    at.segmented_control(key="view").set_value(section).run()
+    assert not at.exception, at.exception
+    return at
+
+
+#: What each section draws on ``seed``'s ledger (no agent ids in it: two of the three largest-spender charts).
+SECTION_CHARTS = {
+    "Overview": {"Spend by model (dotted: without clawback)", "Savings by optimization"},
+    "Tokens": {"Tokens by kind"},
+    "Caches": {"Cache hit rates"},
+    "Holdout": {"Holdout vs treated: cost per request (95 % CI)"},
+    "Latency and errors": {"Latency percentiles", "Error rate"},
+    "Largest spenders": {"Largest spenders by user", "Largest spenders by conversation"},
+    "Budgets and rollout": set(),
+}
+
+
+def test_first_screen_is_the_kpis_and_the_overview(env: str, tmp_path: Path) -> None:
     seed(env, tmp_path)
     at = AppTest.from_file(APP, default_timeout=30).run()
     assert not at.exception, at.exception
-    charts = at.get("plotly_chart")
-    # spend, tokens, cache hit rates, savings, holdout, latency, errors, top users / conversations / agents? (no
-    # agent ids in the seed): 9 charts
-    assert len(charts) == 9, [c.proto for c in charts][:1]
     assert [m.label for m in at.metric] == ["Spend", "Without clawback", "Saved", "Requests", "Error rate"]
     assert at.metric[3].value == "120"
-    assert "Holdout against treated traffic" in [h.value for h in at.subheader]
+    assert at.segmented_control(key="view").value == DEFAULT_SECTION == "Overview"
+    charts = _charts(at)
+    assert set(charts) == SECTION_CHARTS["Overview"], charts
+    assert all(rows > 0 for rows in charts.values()), charts
+    assert not at.get("plotly_chart")  # Plotly.js is the report's: ~0.9 s of browser script per chart
+
+
+def test_every_section_draws_its_charts_with_data(env: str, tmp_path: Path) -> None:
+    seed(env, tmp_path)
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert list(SECTIONS) == list(SECTION_CHARTS)
+    for section, titles in SECTION_CHARTS.items():
+        charts = _charts(_open(at, section))
+        assert set(charts) == titles, (section, charts)
+        assert all(rows > 0 for rows in charts.values()), (section, charts)
+        assert [m.label for m in at.metric][:1] == ["Spend"]  # the KPIs head every section
+        names = {key.removeprefix("chart-") for key in _container_keys(at)}
+        assert names <= set(SECTIONS[section][1]), (section, names)  # the keys the browser test waits for
+        assert len(names) == len(charts), (section, names)
+    _open(at, "Largest spenders")
     assert any("No agent ids" in i.value for i in at.info)
+
+
+def _container_keys(at: AppTest) -> list[str]:
+    """The keys ``chart-<name>`` of the containers holding charts (the browser's CSS classes ``st-key-...``)."""
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        for child in getattr(node, "children", {}).values():
+            key = getattr(child, "key", None)
+            if isinstance(key, str) and key.startswith("chart-"):
+                found.append(key)
+            walk(child)
+
+    walk(at.main)
+    return found
+
+
+def test_only_the_chosen_section_queries_the_ledger(env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(env, tmp_path)
+    called: list[str] = []
+    for name in ("token_series", "cache_series", "cohorts", "latency_series", "error_series", "top_entities",
+                 "spend_series", "savings_by_stage"):  # fmt: skip
+        original = getattr(LedgerQueries, name)
+
+        def spy(self: LedgerQueries, *args: object, _name: str = name, _f: object = original, **kw: object) -> object:
+            called.append(_name)
+            return _f(self, *args, **kw)  # type: ignore[operator]
+
+        monkeypatch.setattr(LedgerQueries, name, spy)
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert sorted(called) == ["savings_by_stage", "spend_series"]
+    called.clear()
+    _open(at, "Latency and errors")
+    assert sorted(called) == ["error_series", "latency_series"]
+
+
+def test_a_section_opens_from_the_url(env: str, tmp_path: Path) -> None:
+    seed(env, tmp_path)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.query_params["view"] = "Tokens"
+    at.run()
+    assert not at.exception
+    assert set(_charts(at)) == {"Tokens by kind"}
 
 
 def test_filters_and_split_change_the_figures(env: str, tmp_path: Path) -> None:
@@ -63,16 +147,15 @@ def test_filters_and_split_change_the_figures(env: str, tmp_path: Path) -> None:
     assert at.metric[3].value == "60"
     at.sidebar.selectbox[1].select("team").run()  # split spend by team
     assert not at.exception
-    spend = at.get("plotly_chart")[0]
-    assert "Spend by team" in spend.proto.spec
+    assert "Spend by team (dotted: without clawback)" in _charts(at)
 
 
-def test_no_holdout_section_without_cohorts(env: str, tmp_path: Path) -> None:
+def test_holdout_section_without_cohorts_says_so(env: str, tmp_path: Path) -> None:
     seed(env, tmp_path, cohorts=False)
-    at = AppTest.from_file(APP, default_timeout=30).run()
-    assert not at.exception
+    at = _open(AppTest.from_file(APP, default_timeout=30).run(), "Holdout")
     assert "Holdout against treated traffic" not in [h.value for h in at.subheader]
-    assert len(at.get("plotly_chart")) == 8
+    assert not _charts(at)
+    assert any("cohort" in i.value for i in at.info)
 
 
 def test_component_tables_appear_once_they_hold_rows(env: str, tmp_path: Path) -> None:
@@ -81,7 +164,7 @@ def test_component_tables_appear_once_they_hold_rows(env: str, tmp_path: Path) -
 
     from clawback.storage import make_engine
 
-    at = AppTest.from_file(APP, default_timeout=30).run()
+    at = _open(AppTest.from_file(APP, default_timeout=30).run(), "Budgets and rollout")
     subheaders = [h.value for h in at.subheader]
     assert "Budgets" not in subheaders  # the budget tables exist (migration 0004), empty
     assert "Rollout (flags)" not in subheaders  # so do the flag tables (migration 0005)
@@ -92,8 +175,7 @@ def test_component_tables_appear_once_they_hold_rows(env: str, tmp_path: Path) -
                  "VALUES ('pruning', 'shadow', 10, '2026-12-01 00:00:00', 'tests', 'a rollout')")
         )  # fmt: skip
     engine.dispose()
-    at = AppTest.from_file(APP, default_timeout=30).run()
-    assert not at.exception
+    at = _open(AppTest.from_file(APP, default_timeout=30).run(), "Budgets and rollout")
     assert "Rollout (flags)" in [h.value for h in at.subheader]
 
 
@@ -111,15 +193,15 @@ def test_password_gates_the_pages(env: str, tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("CLAWBACK_DASHBOARD__PASSWORD", "s3cret")
     at = AppTest.from_file(APP, default_timeout=30).run()
     assert not at.exception
-    assert not at.get("plotly_chart") and not at.metric
+    assert not _charts(at) and not at.metric
     at.text_input[0].input("wrong")
     at.button[0].click().run()
-    assert not at.get("plotly_chart")
+    assert not _charts(at)
     assert at.error and "Wrong password" in at.error[0].value
     at.text_input[0].input("s3cret")
     at.button[0].click().run()
     assert not at.exception
-    assert len(at.get("plotly_chart")) == 9
+    assert set(_charts(at)) == SECTION_CHARTS["Overview"]
 
 
 def test_component_health_on_demand(env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

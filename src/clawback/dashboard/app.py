@@ -2,13 +2,15 @@
 
 It reads its configuration the way every command does (``load_settings``: the file named by
 ``CLAWBACK_DASHBOARD_CONFIG_PATH``, then ``CLAWBACK_*`` variables, ``CLAWBACK_LEDGER__URL`` included) and shows
-what the ledger's rollups say, through ``clawback.dashboard.data`` only: spend over time split by model / key /
-team / feature / cohort, tokens by kind, cache hit rates, savings by optimization, latency percentiles, error
-rates, the largest users / conversations / agents, the holdout comparison once rows carry a cohort, and the
-budget and rollout tables once the components that own them have created them.
+what the ledger's rollups say, through ``clawback.dashboard.data`` only. The first screen is the KPIs and the
+overview (spend over time split by model / key / team / feature / cohort, savings by optimization); a section
+selector (``SECTIONS``) opens the others one at a time: tokens by kind, cache hit rates, the holdout comparison
+once rows carry a cohort, latency percentiles and error rates, the largest users / conversations / agents, and
+the budget and rollout tables once the components that own them have created them.
 
-Streamlit was kept after measuring its first render at 1 M ledger rows (``benchmarks/dashboard_bench.py``):
-the cost is in the queries, which the rollups bound, not in the framework.
+Why sections and Vega-Lite (``clawback.dashboard.charts``): at 1 M ledger rows the server script needed ~0.5 s
+of CPU for every view at once, but the browser took 13-23 s to draw the ten Plotly charts of one page
+(``benchmarks/dashboard_bench.py``, ``benchmarks/README.md``). Only the chosen section's queries and charts run.
 
 A password (``dashboard.password``) gates everything when it is set; ``clawback dashboard`` refuses to
 listen beyond localhost without one.
@@ -18,15 +20,15 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
 from clawback.config import Settings, load_settings
-from clawback.dashboard import figures
+from clawback.dashboard import charts
 from clawback.dashboard.data import DIMENSIONS, ENTITY_KINDS, FILTER_COLUMNS, Filters, LedgerQueries, TimeRange, usd
 from clawback.dashboard.server import CONFIG_ENV
 from clawback.storage.engine import make_engine
@@ -95,12 +97,15 @@ def _csv(frame: pd.DataFrame, name: str) -> None:
                        mime="text/csv", key=f"csv-{name}")  # fmt: skip
 
 
-def _chart(fig: Any, frame: pd.DataFrame, name: str) -> None:
-    if fig is None:
+def _chart(chart: charts.Chart | None, frame: pd.DataFrame, name: str) -> None:
+    """One Vega-Lite chart and its frame as CSV, in a container keyed ``chart-<name>`` (the page gives it the
+    CSS class ``st-key-chart-<name>``, by which the browser test and the benchmark find each chart)."""
+    if chart is None:
         st.info(f"No {name.replace('-', ' ')} in this range.")
         return
-    st.plotly_chart(fig, width="stretch", key=f"chart-{name}")
-    _csv(frame, name)
+    with st.container(key=f"chart-{name}"):
+        st.vega_lite_chart(chart.data, chart.spec, width="stretch")
+        _csv(frame, name)
 
 
 def _kpis(queries: LedgerQueries, tr: TimeRange, flt: Filters) -> None:
@@ -116,55 +121,109 @@ def _kpis(queries: LedgerQueries, tr: TimeRange, flt: Filters) -> None:
     cols[4].metric("Error rate", f"{totals['errors'] / requests:.2%}" if requests else "-")
 
 
-def _body(queries: LedgerQueries, tr: TimeRange, flt: Filters, by: str) -> None:
-    grain = "hourly" if tr.period == "hour" else "daily, whole UTC days"
-    st.caption(f"{tr.start:%Y-%m-%d %H:%M} to {tr.end:%Y-%m-%d %H:%M} UTC ({grain}); refreshed "
-               f"{datetime.now(UTC):%H:%M:%S} UTC")  # fmt: skip
-    _kpis(queries, tr, flt)
+class _View:
+    """What one section needs: the ledger's queries, the range (and its grain), filters and the spend split."""
+
+    def __init__(self, queries: LedgerQueries, tr: TimeRange, flt: Filters, by: str) -> None:
+        self.q, self.tr, self.flt, self.by = queries, tr, flt, by
+        self.grain = tr.period
+
+
+def _overview(v: _View) -> None:
+    left, right = st.columns([3, 2])
+    with left:
+        spend = v.q.spend_series(v.tr, v.flt, v.by)
+        _chart(charts.spend_chart(spend, DIMENSIONS[v.by], v.grain), spend, "spend")
+    with right:
+        savings = v.q.savings_by_stage(v.tr, v.flt)
+        _chart(charts.savings_chart(savings), savings, "savings")
+
+
+def _tokens(v: _View) -> None:
+    tokens = v.q.token_series(v.tr, v.flt)
+    _chart(charts.tokens_chart(tokens, v.grain), tokens, "tokens")
+
+
+def _caches(v: _View) -> None:
+    caches = v.q.cache_series(v.tr, v.flt)
+    _chart(charts.cache_chart(caches, v.grain), caches, "cache-hit-rates")
+    st.dataframe(v.q.cache_summary(v.tr, v.flt), hide_index=True, width="stretch")
+
+
+def _holdout(v: _View) -> None:
+    cohorts = v.q.cohorts(v.tr, v.flt)
+    if cohorts.empty:
+        st.info("No request in this range carries a cohort label (the flags stage's holdout group writes one).")
+        return
+    st.subheader("Holdout against treated traffic")
     left, right = st.columns(2)
     with left:
-        spend = queries.spend_series(tr, flt, by)
-        _chart(figures.spend_figure(spend, DIMENSIONS[by]), spend, "spend")
+        _chart(charts.cohort_chart(cohorts), cohorts, "holdout")
     with right:
-        tokens = queries.token_series(tr, flt)
-        _chart(figures.tokens_figure(tokens), tokens, "tokens")
+        st.dataframe(cohorts, hide_index=True, width="stretch")
+
+
+def _latency_errors(v: _View) -> None:
     left, right = st.columns(2)
     with left:
-        caches = queries.cache_series(tr, flt)
-        _chart(figures.cache_figure(caches), caches, "cache-hit-rates")
-        st.dataframe(queries.cache_summary(tr, flt), hide_index=True, width="stretch")
+        latency = v.q.latency_series(v.tr, v.flt)
+        _chart(charts.latency_chart(latency, v.grain), latency, "latency")
+        st.dataframe(v.q.latency(v.tr, v.flt), hide_index=True, width="stretch")
     with right:
-        savings = queries.savings_by_stage(tr, flt)
-        _chart(figures.savings_figure(savings), savings, "savings")
-    cohorts = queries.cohorts(tr, flt)
-    if not cohorts.empty:
-        st.subheader("Holdout against treated traffic")
-        left, right = st.columns(2)
-        with left:
-            _chart(figures.cohort_figure(cohorts), cohorts, "holdout")
-        with right:
-            st.dataframe(cohorts, hide_index=True, width="stretch")
-    left, right = st.columns(2)
-    with left:
-        latency = queries.latency_series(tr, flt)
-        _chart(figures.latency_figure(latency), latency, "latency")
-        st.dataframe(queries.latency(tr, flt), hide_index=True, width="stretch")
-    with right:
-        errors = queries.error_series(tr, flt)
-        _chart(figures.errors_figure(errors), errors, "errors")
+        errors = v.q.error_series(v.tr, v.flt)
+        _chart(charts.errors_chart(errors, v.grain), errors, "errors")
+
+
+def _spenders(v: _View) -> None:
     st.subheader("Largest spenders")
-    grain = "day" if LedgerQueries.entity_period(tr) == "day" else "whole week (Monday, UTC)"
+    grain = "day" if LedgerQueries.entity_period(v.tr) == "day" else "whole week (Monday, UTC)"
     st.caption(f"Users, conversations and agents are rolled up per {grain} and key: of the filters, only keys "
                "apply here.")  # fmt: skip
     columns = st.columns(len(ENTITY_KINDS))
     for column, (kind, label) in zip(columns, ENTITY_KINDS.items(), strict=True):
         with column:
-            top = queries.top_entities(tr, kind, flt, limit=10)
+            top = v.q.top_entities(v.tr, kind, v.flt, limit=10)
             if top.empty:
                 st.info(f"No {label} ids recorded in this range.")
                 continue
-            _chart(figures.entity_figure(top, label), top, f"top-{kind}")
-    _components(queries, _settings())
+            _chart(charts.entity_chart(top, label), top, f"top-{kind}")
+
+
+def _budgets_rollout(v: _View) -> None:
+    _components(v.q, _settings())
+
+
+#: The dashboard's sections, in the selector's order: what each draws and the charts it may hold (the keys
+#: ``chart-<name>``; the browser test and ``benchmarks/dashboard_bench.py`` wait for them). Only the chosen
+#: section's queries and charts run: measured at 1 M ledger rows, every chart on one page took the browser
+#: 13-23 s to draw (``benchmarks/README.md``), so the first screen is the KPIs and two charts.
+SECTIONS: dict[str, tuple[Callable[[_View], None], tuple[str, ...]]] = {
+    "Overview": (_overview, ("spend", "savings")),
+    "Tokens": (_tokens, ("tokens",)),
+    "Caches": (_caches, ("cache-hit-rates",)),
+    "Holdout": (_holdout, ("holdout",)),
+    "Latency and errors": (_latency_errors, ("latency", "errors")),
+    "Largest spenders": (_spenders, ("top-user", "top-session", "top-agent")),
+    "Budgets and rollout": (_budgets_rollout, ()),
+}
+DEFAULT_SECTION = "Overview"
+
+
+def _section() -> str:
+    """The section selector: one section runs at a time (``st.tabs`` would run and send every tab's content).
+    Bound to the URL's ``?view=`` so that a section can be linked to and survives a reload."""
+    choice = st.segmented_control("View", list(SECTIONS), default=DEFAULT_SECTION, required=True, key="view",
+                                  bind="query-params", label_visibility="collapsed")  # fmt: skip
+    return choice if choice in SECTIONS else DEFAULT_SECTION
+
+
+def _body(queries: LedgerQueries, tr: TimeRange, flt: Filters, by: str, section: str) -> None:
+    grain = "hourly" if tr.period == "hour" else "daily, whole UTC days"
+    st.caption(f"{tr.start:%Y-%m-%d %H:%M} to {tr.end:%Y-%m-%d %H:%M} UTC ({grain}); refreshed "
+               f"{datetime.now(UTC):%H:%M:%S} UTC")  # fmt: skip
+    _kpis(queries, tr, flt)
+    draw, _ = SECTIONS[section]
+    draw(_View(queries, tr, flt, by))
 
 
 def _budget_use(settings: Settings) -> pd.DataFrame | None:
@@ -195,7 +254,9 @@ def _budget_use(settings: Settings) -> pd.DataFrame | None:
 def _components(queries: LedgerQueries, settings: Settings) -> None:
     """Budgets and rollout state, from the tables their components create (shown only once they exist)."""
     use = _budget_use(settings)
+    shown = False
     if use is not None and not use.empty:
+        shown = True
         st.subheader("Budget utilisation")
         over = use[use["used"] >= 0.8] if "used" in use else use.iloc[0:0]
         if len(over):
@@ -206,10 +267,14 @@ def _components(queries: LedgerQueries, settings: Settings) -> None:
         tables = queries.component_tables(prefixes)
         if not tables:
             continue
+        shown = True
         st.subheader(title)
         for name, frame in tables.items():
             st.caption(name)
             st.dataframe(frame, hide_index=True, width="stretch")
+    if not shown:
+        st.info("No budget or rollout state yet: budgets and flags appear here once defined (`clawback budgets`, "
+                "`clawback flags`); budget utilisation needs gateway.admin_token and a reachable gateway.")  # fmt: skip
 
 
 def _health(settings: Settings) -> None:
@@ -251,15 +316,16 @@ def main() -> None:
     refresh = REFRESH[st.sidebar.selectbox("Auto-refresh", list(REFRESH), index=list(REFRESH).index(default_refresh))]
     st.title("Cost dashboard")
     _health(settings)
+    section = _section()
     if refresh:
-        st.fragment(run_every=refresh)(_refreshing)(queries, tr, flt, by)
+        st.fragment(run_every=refresh)(_refreshing)(queries, tr, flt, by, section)
     else:
-        _body(queries, tr, flt, by)
+        _body(queries, tr, flt, by, section)
 
 
-def _refreshing(queries: LedgerQueries, tr: TimeRange, flt: Filters, by: str) -> None:
+def _refreshing(queries: LedgerQueries, tr: TimeRange, flt: Filters, by: str, section: str) -> None:
     """The body again on each tick, the range moved up to now (its length kept)."""
-    _body(queries, TimeRange.last(tr.end - tr.start), flt, by)
+    _body(queries, TimeRange.last(tr.end - tr.start), flt, by, section)
 
 
 def make_engine_url_label(url: str) -> str:

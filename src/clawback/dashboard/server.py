@@ -38,9 +38,11 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
-def streamlit_command(host: str, port: int) -> list[str]:
+def streamlit_command(host: str, port: int, app: Path = APP_PATH) -> list[str]:
+    """``app`` is the Streamlit script (another one only for ``benchmarks/dashboard_bench.py --render-only``,
+    which times an earlier version of the page beside this one)."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP_PATH),
+        sys.executable, "-m", "streamlit", "run", str(app),
         "--server.address", host, "--server.port", str(port), "--server.headless", "true",
         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
         "--global.developmentMode", "false", "--client.toolbarMode", "minimal",
@@ -61,10 +63,11 @@ def _environment(settings: Settings, config: Path | None) -> dict[str, str]:
 class DashboardProcess:
     """The dashboard in a child process: ``start()`` waits until Streamlit answers its health check."""
 
-    def __init__(self, settings: Settings, config: Path | None = None) -> None:
+    def __init__(self, settings: Settings, config: Path | None = None, app: Path = APP_PATH) -> None:
         check_exposure(settings)
         self.settings = settings
         self.config = config
+        self.app = app
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,7 +78,10 @@ class DashboardProcess:
         d = self.settings.dashboard
         out = subprocess.DEVNULL if quiet else None
         self.process = subprocess.Popen(
-            streamlit_command(d.host, d.port), env=_environment(self.settings, self.config), stdout=out, stderr=out
+            streamlit_command(d.host, d.port, self.app),
+            env=_environment(self.settings, self.config),
+            stdout=out,
+            stderr=out,
         )
         deadline = time.monotonic() + timeout
         while True:

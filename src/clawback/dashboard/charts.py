@@ -1,0 +1,206 @@
+"""Vega-Lite charts of the data layer's frames, for the dashboard (``st.vega_lite_chart``).
+
+Why not the report's Plotly figures (``clawback.dashboard.figures``): measured in Chromium at 1 M ledger rows
+(``benchmarks/dashboard_bench.py``, ``benchmarks/README.md``), Plotly.js inside Streamlit cost ~0.9 s of renderer
+script per chart and loads a 4.7 MB bundle; Vega-Lite, which Streamlit bundles, a quarter of that. The report
+keeps Plotly (one self-contained HTML file with plotly.js embedded).
+
+Each function takes a frame exactly as ``clawback.dashboard.data.LedgerQueries`` returns it and returns a
+``Chart`` (the frame to send, Arrow-encoded by Streamlit, and a Vega-Lite spec naming its columns), or ``None``
+for an empty frame: the caller says "no data" instead of drawing an empty axis. Specs are plain dicts (no
+Altair): nothing to validate per render, and tests can read them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+__all__ = [
+    "SVG_MAX_POINTS",
+    "Chart",
+    "cache_chart",
+    "cohort_chart",
+    "entity_chart",
+    "errors_chart",
+    "latency_chart",
+    "savings_chart",
+    "spend_chart",
+    "tokens_chart",
+]
+
+#: Up to this many data points a chart is drawn as SVG (its marks are DOM nodes: the browser test can read
+#: them, and small SVG charts draw as fast as canvas); beyond, Streamlit's own choice (canvas past 2,000).
+SVG_MAX_POINTS = 2000
+HEIGHT = 300
+Spec = dict[str, Any]
+
+
+class Chart(NamedTuple):
+    data: pd.DataFrame
+    spec: Spec
+
+
+def _time_unit(grain: str) -> str:
+    return "utcyearmonthdatehours" if grain == "hour" else "utcyearmonthdate"
+
+
+def _x_time(grain: str) -> Spec:
+    """Buckets as UTC time units: bars fill their hour or day, and the axis reads in UTC as the data does."""
+    return {"field": "bucket", "type": "temporal", "timeUnit": _time_unit(grain), "title": None,
+            "axis": {"format": "%H:%M" if grain == "hour" else "%b %d", "labelOverlap": True}}  # fmt: skip
+
+
+def _legend(title: str | None) -> Spec:
+    return {"orient": "bottom", "title": title, "columns": 4}
+
+
+def _chart(data: pd.DataFrame, title: str, spec: Spec) -> Chart:
+    usermeta = {"embedOptions": {"renderer": "svg"}} if len(data) <= SVG_MAX_POINTS else {}
+    return Chart(data, {"title": title, "height": HEIGHT, **({"usermeta": usermeta} if usermeta else {}), **spec})
+
+
+def spend_chart(series: pd.DataFrame, by_label: str = "model", grain: str = "hour") -> Chart | None:
+    """Stacked spend per bucket, split by one dimension, with the counterfactual ("without clawback") as a line."""
+    if series.empty:
+        return None
+    data = series[["bucket", "group", "cost_usd", "counterfactual_usd"]]
+    x = _x_time(grain)
+    bars: Spec = {
+        "mark": {"type": "bar", "tooltip": True},
+        "encoding": {
+            "x": x,
+            "y": {"aggregate": "sum", "field": "cost_usd", "type": "quantitative", "title": "spend ($)",
+                  "stack": "zero"},
+            "color": {"field": "group", "type": "nominal", "legend": _legend(by_label)},
+        },
+    }  # fmt: skip
+    would: Spec = {
+        "mark": {"type": "line", "point": True, "strokeDash": [4, 3], "color": "#444", "tooltip": True},
+        "encoding": {
+            "x": x,
+            "y": {"aggregate": "sum", "field": "counterfactual_usd", "type": "quantitative",
+                  "title": "spend ($)"},
+        },
+    }  # fmt: skip
+    return _chart(data, f"Spend by {by_label} (dotted: without clawback)", {"layer": [bars, would]})
+
+
+def tokens_chart(tokens: pd.DataFrame, grain: str = "hour") -> Chart | None:
+    """Tokens per bucket by kind: input, cache writes (5 m / 1 h), cache reads, output."""
+    if tokens.empty or not tokens["tokens"].sum():
+        return None
+    spec: Spec = {
+        "mark": {"type": "bar", "tooltip": True},
+        "encoding": {
+            "x": _x_time(grain),
+            "y": {"field": "tokens", "type": "quantitative", "stack": "zero", "title": "tokens"},
+            "color": {"field": "kind", "type": "nominal", "legend": _legend(None)},
+        },
+    }
+    return _chart(tokens, "Tokens by kind", spec)
+
+
+def _lines(data: pd.DataFrame, title: str, y: Spec, by: str, grain: str) -> Chart:
+    spec: Spec = {
+        "mark": {"type": "line", "point": True, "tooltip": True},
+        "encoding": {"x": _x_time(grain), "y": y, "color": {"field": by, "type": "nominal", "legend": _legend(None)}},
+    }
+    return _chart(data, title, spec)
+
+
+def cache_chart(series: pd.DataFrame, grain: str = "hour") -> Chart | None:
+    """Hit rate of each cache per bucket (prompt cache: share of prompt tokens read from cache)."""
+    if series.empty:
+        return None
+    y = {"field": "hit_rate", "type": "quantitative", "title": "hit rate", "axis": {"format": ".0%"},
+         "scale": {"domain": [0, 1]}}  # fmt: skip
+    return _lines(series, "Cache hit rates", y, "cache", grain)
+
+
+def latency_chart(series: pd.DataFrame, grain: str = "hour") -> Chart | None:
+    """Latency percentiles per bucket (read off the rollups' histogram)."""
+    if series.empty:
+        return None
+    y = {"field": "latency_ms", "type": "quantitative", "title": "latency (ms)"}
+    return _lines(series, "Latency percentiles", y, "percentile", grain)
+
+
+def errors_chart(series: pd.DataFrame, grain: str = "hour") -> Chart | None:
+    """Error rate per bucket, by error type (a zero line when no request failed)."""
+    if series.empty:
+        return None
+    errors = series[series["error_type"] != "(no error)"]
+    if errors.empty:
+        buckets = series.groupby("bucket", as_index=False)["requests"].sum()
+        errors = buckets.assign(error_type="none", error_rate=0.0)
+    scale = {"domain": [0, 0.01]} if not errors["error_rate"].max() else {"zero": True}
+    spec: Spec = {
+        "mark": {"type": "bar", "tooltip": True},
+        "encoding": {
+            "x": _x_time(grain),
+            "y": {"field": "error_rate", "type": "quantitative", "stack": "zero", "title": "error rate",
+                  "axis": {"format": ".1%"}, "scale": scale},
+            "color": {"field": "error_type", "type": "nominal", "legend": _legend("error")},
+        },
+    }  # fmt: skip
+    return _chart(errors[["bucket", "error_type", "error_rate"]], "Error rate", spec)
+
+
+def savings_chart(by_stage: pd.DataFrame) -> Chart | None:
+    """Dollars each optimization saved against the counterfactual."""
+    if by_stage.empty:
+        return None
+    x = {"field": "stage", "type": "nominal", "sort": "-y", "title": None, "axis": {"labelAngle": 0}}
+    y = {"field": "saved_usd", "type": "quantitative", "title": "saved ($)"}
+    spec: Spec = {
+        "encoding": {"x": x, "y": y},
+        "layer": [
+            {"mark": {"type": "bar", "tooltip": True}},
+            {"mark": {"type": "text", "dy": -6}, "encoding": {"text": {"field": "saved_usd", "format": "$,.2f"}}},
+        ],
+    }
+    return _chart(by_stage[["stage", "saved_usd"]], "Savings by optimization", spec)
+
+
+def cohort_chart(cohorts: pd.DataFrame) -> Chart | None:
+    """Cost per request of the holdout group against treated traffic, with 95 % confidence intervals."""
+    if cohorts.empty:
+        return None
+    data = cohorts[["cohort", "cost_per_request_usd", "ci95_usd"]].copy()
+    data["low"] = data["cost_per_request_usd"] - data["ci95_usd"]
+    data["high"] = data["cost_per_request_usd"] + data["ci95_usd"]
+    x = {"field": "cohort", "type": "nominal", "title": None, "axis": {"labelAngle": 0}}
+    spec: Spec = {
+        "encoding": {"x": x},
+        "layer": [
+            {"mark": {"type": "bar", "tooltip": True},
+             "encoding": {"y": {"field": "cost_per_request_usd", "type": "quantitative",
+                                "title": "cost per request ($)"}}},
+            {"mark": {"type": "rule", "color": "#333"},
+             "encoding": {"y": {"field": "low", "type": "quantitative"}, "y2": {"field": "high"}}},
+        ],
+    }  # fmt: skip
+    return _chart(data, "Holdout vs treated: cost per request (95 % CI)", spec)
+
+
+def entity_chart(top: pd.DataFrame, label: str) -> Chart | None:
+    """The largest spenders: spend in the range's first and second half (the trend), largest first."""
+    if top.empty:
+        return None
+    long = top[["value", "cost_usd", "first_half_usd", "second_half_usd"]].melt(
+        id_vars=["value", "cost_usd"], var_name="half", value_name="spend_usd"
+    )
+    long["half"] = long["half"].map({"first_half_usd": "first half", "second_half_usd": "second half"})
+    spec: Spec = {
+        "mark": {"type": "bar", "tooltip": True},
+        "encoding": {
+            "y": {"field": "value", "type": "nominal", "title": None,
+                  "sort": {"field": "cost_usd", "order": "descending"}},
+            "yOffset": {"field": "half"},
+            "x": {"field": "spend_usd", "type": "quantitative", "title": "spend ($)"},
+            "color": {"field": "half", "type": "nominal", "legend": _legend(None)},
+        },
+    }  # fmt: skip
+    return _chart(long, f"Largest spenders by {label}", spec)
