@@ -208,6 +208,13 @@ class SemanticGuards(_Section):
     contrasts: bool = Field(
         True, description="Reject different members of one closed set (house/condo, bedroom/bathroom, email/phone)"
     )
+    identifiers: bool = Field(True, description="E-mail addresses, URLs and domain names must be equal, exactly")
+    order: bool = Field(
+        True, description="Reject the same words with two actors/objects exchanged (the HOA sues a homeowner / ...)"
+    )
+    focus: bool = Field(
+        True, description="Reject questions asking for different things (how long / how much, cuánto tarda / cuesta)"
+    )
     alignment: bool = Field(
         True,
         description="Verify by word alignment: every content word needs a counterpart (see semantic_cache.alignment)",

@@ -6,7 +6,8 @@ paraphrases. No threshold separates them; an alignment of the details that chang
 extracts one kind of detail from both questions and rejects the pair when they differ:
 
 - ``negation``: the parity of negators (not, n't, never, without, no / nunca, sin, ni, ...) differs;
-- ``antonyms``: one side has a word whose opposite the other side has (buy/sell, before/after, comprar/vender);
+- ``antonyms``: one side has a word whose opposite the other side has (buy/sell, before/after, comprar/vender,
+  pass/fail, subir/bajar), or a word is replaced in place by its opposite or another direction (to/from);
 - ``numbers``: the multiset of numbers differs (digits, ``$450k``, ``1.5m``, number words, ordinals);
 - ``units``: the units of measure differ (sq ft / m², miles / km, %, $ / €);
 - ``dates``: months, weekdays, relative days and parts of the day differ (years are numbers);
@@ -14,7 +15,12 @@ extracts one kind of detail from both questions and rejects the pair when they d
 - ``roles``: the role nouns differ or appear in another order (landlord ... tenant vs tenant ... landlord), and
   when both sides hold both "I" and "you", their order differs too;
 - ``language``: one side is English and the other Spanish (the stored answer is in the wrong language);
-- ``contrasts``: both sides name a different member of one closed set (house/condo, bedroom/bathroom).
+- ``contrasts``: both sides name a different member of one closed set (house/condo, bedroom/bathroom);
+- ``identifiers``: e-mail addresses, web addresses and domain names must be the same, character for character
+  (``billing@acme.com`` / ``billing@acmeco.com``: the word tokens would split them into near-identical words);
+- ``order`` and ``focus`` (``structure``): the same words with two actors or objects exchanged around a verb or a
+  preposition ("Can the HOA sue a homeowner?" / "Can a homeowner sue the HOA?"), and questions asking for
+  different things ("how long does it take" / "how long is it valid", "cuánto tarda" / "cuánto cuesta").
 
 A guard errs on the side of a miss: a miss costs one paid call, a wrong hit a wrong answer to a home buyer.
 ``clawback eval semantic`` reports each guard's effect per false-hit class (what it rejected, and which true
@@ -26,17 +32,35 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from functools import lru_cache
 
 from clawback.config import SemanticGuards
+from clawback.pipeline.semantic_cache.structure import focus_differs, swapped
 
 __all__ = ["GUARD_NAMES", "Features", "check", "features", "fold_words"]
 
-GUARD_NAMES = ("language", "negation", "antonyms", "numbers", "units", "dates", "entities", "roles", "contrasts")
+GUARD_NAMES = (
+    "language",
+    "negation",
+    "antonyms",
+    "numbers",
+    "units",
+    "dates",
+    "entities",
+    "roles",
+    "contrasts",
+    "identifiers",
+    "order",
+    "focus",
+)
 
 _APOSTROPHES = "'\u2019"
 _TOKEN = re.compile(
-    r"\$|€|£|%|m²|\d+(?:[.,]\d+)*(?:st|nd|rd|th|k|m|º|ª)?|[^\W\d_]+(?:[" + _APOSTROPHES + r"][^\W\d_]+)?", re.UNICODE
+    r"\$|€|£|%|m²|ft²|(?:m|ft)2(?!\d)|\d+(?:[.,]\d+)*(?:st|nd|rd|th|k|m|º|ª)?|[^\W\d_]+(?:["
+    + _APOSTROPHES
+    + r"][^\W\d_]+)?",
+    re.UNICODE,
 )
 _SENTENCE_END = re.compile(r"[.!?¿¡;:\n]")
 
@@ -81,8 +105,18 @@ _ANTONYM_PAIRS = [
     ("renew renewal renewing renov* renuev*", "cancel cancelling canceling cancelar cancelo terminate"),
     ("required mandatory obligatorio obligatoria necessary", "optional opcional"),
     ("enable enabled activate activar", "disable disabled deactivate desactivar"),
-    ("open opens opening abre abren abrir apertura", "close closes closing closed cierra cierran cerrar cierre"),
-    ("include includes included including inclu*", "exclude excludes excluded excluding exclu*"),
+    (
+        "open opens opening opened abre abren abrir abro abrimos abierto abierta apertura",
+        "close closes closing closed cierra cierran cerrar cierro cerramos cerrado cerrada cierre",
+    ),
+    (
+        "include includes included including inclu* keep keeps require requires requiring",
+        "exclude excludes excluded excluding exclu* waive waives waived waiving forgo omit omits omitted",
+    ),
+    (
+        "get getting have take taking schedule hacer hago",
+        "skip skips skipped skipping avoid saltar salto omitir evitar",
+    ),
     (
         "allow allowed allows permit permitted permiten permitido permite",
         "forbid forbidden prohibit prohibited ban banned prohiben prohibido",
@@ -94,8 +128,10 @@ _ANTONYM_PAIRS = [
     ("before antes prior", "after despues"),
     ("early earlier temprano", "late later tarde"),
     (
-        "increase increased raise raised rise subir sube aumentar aumento",
-        "decrease decreased lower lowered drop reduce bajar baja reducir",
+        "increase increases increased increasing raise raises raised rise subir subo sube suben subimos subes "
+        "subido aumentar aumento aumenta aumentan",
+        "decrease decreases decreased decreasing lower lowers lowered drop reduce reduces reduced bajar bajo baja "
+        "bajan bajamos bajas bajado reducir reduzco reduce reducen disminuir disminuye",
     ),
     ("more mas", "less fewer menos"),
     ("maximum max most highest mayor maximo", "minimum min least lowest menor minimo"),
@@ -124,7 +160,7 @@ _ANTONYM_PAIRS = [
     ("near close nearby cerca", "far lejos"),
     ("on", "off"),
     ("up", "down"),
-    ("new nuevo nueva nuevos", "old used viejo vieja usado usada"),
+    ("new newer newest nuevo nueva nuevos nuevas", "old older oldest used viejo vieja viejos usado usada antiguo"),
     ("pay paying pagar pago", "refund refunded reembolso reembolsar devolver"),
     ("book booking schedule reservar agendar programar", "cancel cancelling canceling cancelar"),
     ("day diurno", "night nocturno"),
@@ -133,6 +169,32 @@ _ANTONYM_PAIRS = [
     ("hot caliente", "cold frio"),
     ("lowest", "highest"),
     ("sign firmar", "break romper"),
+    (
+        "pass passes passed passing aprobar aprueba aprueban aprobado aprobada",
+        "fail fails failed failing reprobar reprueba reprobado falla fallan",
+    ),
+    ("approve approves approved approval", "deny denies denied denial reject rejected rechazado rechazada"),
+    ("succeed succeeds succeeded success successful", "fail fails failed failure"),
+    ("win wins won ganar gana gano", "lose loses lost perder pierde pierdo"),
+    (
+        "send sends sent sending enviar envio envia mandar mando",
+        "receive receives received receiving recibir recibo recibe",
+    ),
+    ("lend lends lent prestar presto", "borrow borrows borrowed"),
+    ("upload uploads uploaded", "download downloads downloaded"),
+    ("import imports imported importar", "export exports exported exportar"),
+    ("deposit deposits deposited", "withdraw withdraws withdrew withdrawal retirar retiro"),
+    ("credit credits credito", "debit debits debito"),
+    ("public publico publica", "private privado privada"),
+    ("full lleno llena", "empty vacio vacia"),
+    ("full-time", "part-time"),
+    ("incoming inbound entrante entrantes", "outgoing outbound saliente salientes"),
+    ("gain gains profit ganancia ganancias", "loss losses perdida perdidas"),
+    ("top", "bottom"),
+    ("join joins joined unirme unirse", "leave leaves quit"),
+    ("subscribe subscribes subscribed suscribir suscribirme", "unsubscribe unsubscribed desuscribir"),
+    ("lock locks locked bloquear bloqueo", "unlock unlocks unlocked desbloquear desbloqueo"),
+    ("hire hires hired contratar", "fire fires fired despedir despido"),
 ]
 _ANTONYMS: list[tuple[frozenset[str], frozenset[str]]] = [(_words(a), _words(b)) for a, b in _ANTONYM_PAIRS]
 """A word ending in ``*`` matches every word it begins (``compr*``: compra, compran, compramos, ...)."""
@@ -154,8 +216,9 @@ _NUMBER_WORDS = {
 _SOFT_NUMBERS = _words("one una uno un single double second segundo segunda once half medio media cuarto")
 
 _UNITS = {
-    **dict.fromkeys(_words("sqft ft² sq feet foot ft pies"), "ft2"),
-    **dict.fromkeys(_words("m2 m² metros metro meters meter square_meters"), "m2"),
+    # "sq" alone is no unit: "sq ft" and "sq m" are read as two words below
+    **dict.fromkeys(_words("sqft ft² ft2 sf feet foot footage ft pies"), "ft2"),
+    **dict.fromkeys(_words("m2 m² sqm metros metro meters meter metre metres square_meters"), "m2"),
     **dict.fromkeys(_words("acre acres"), "acre"),
     **dict.fromkeys(_words("hectare hectares hectarea hectareas"), "hectare"),
     **dict.fromkeys(_words("mile miles millas milla"), "mile"),
@@ -183,6 +246,8 @@ _UNITS = {
     **dict.fromkeys(_words("peso pesos mxn"), "mxn"),
 }  # fmt: skip
 
+_SQUARE_FEET = re.compile(r"\b(?:sq|square)\s+(?:ft|feet|foot)\b")
+_SQUARE_METERS = re.compile(r"\b(?:sq|square)\s+(?:m|mt|mts|meters?|metres?)\b")
 _DURATIONS = frozenset({"minute", "hour", "day", "week", "month", "year", "yard"})
 _MINIMUM = frozenset({"minimum"})
 
@@ -273,6 +338,10 @@ _ROLES = {
     **dict.fromkeys(_words("inspector inspectors"), "inspector"),
     **dict.fromkeys(_words("manager managers administrador administradora"), "manager"),
     **dict.fromkeys(_words("appraiser tasador"), "appraiser"),
+    **dict.fromkeys(_words("sender senders shipper remitente"), "sender"),
+    **dict.fromkeys(_words("recipient recipients receiver receivers addressee destinatario destinataria"),
+                    "recipient"),
+    **dict.fromkeys(_words("guarantor guarantors cosigner co-signer aval fiador fiadora"), "guarantor"),
 }  # fmt: skip
 # Personal pronouns only (not possessives: "list my home with you" and "your fee for my home" are the same ask).
 # Spanish drops the pronoun: the first-person forms of the modal verbs carry it ("¿Puedo cortar...?": "can I").
@@ -445,6 +514,30 @@ class Features:
     persons: tuple[str, ...]
     actors: tuple[str, ...]
     """Roles and personal pronouns together, in the order they appear."""
+    tokens: tuple[str, ...]
+    """Every word, folded, in order (the structural guards read the order)."""
+    lowered: tuple[str, ...]
+    """Every word lower-cased with its accents ("cuándo" asks a question, "cuando" does not)."""
+    identifiers: frozenset[str]
+    """E-mail addresses, URLs and domain names, lower-cased, compared exactly."""
+
+
+# An e-mail address, a URL, or a domain name (labels of 2+ characters, a final label of 2-24 letters: "acme.com",
+# "casas.example.mx"; not "a.m." or "e.g.", not "1.5"); trailing sentence punctuation is not part of it.
+_IDENTIFIER = re.compile(
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|(?:https?://|www\.)[^\s<>\"']+|\b[a-z0-9][\w-]+(?:\.[a-z0-9][\w-]+)*\.[a-z]{2,24}\b",
+    re.IGNORECASE,
+)
+
+
+def _identifiers(text: str) -> frozenset[str]:
+    found = set()
+    for match in _IDENTIFIER.finditer(text):
+        value = match.group(0).lower().rstrip(".,;:!?)/")
+        if value.startswith(("http://", "https://")):
+            value = value.split("://", 1)[1]
+        found.add(value.removeprefix("www."))
+    return frozenset(found)
 
 
 def _number(token: str) -> float | None:
@@ -553,11 +646,15 @@ def features(text: str) -> Features:
             (streets if name in _STREET_TYPES else entities).add(name)
     # square feet / square meters written in two words
     joined = " ".join(folded)
-    if "square feet" in joined or "square foot" in joined or "sq ft" in joined:
+    square_feet = _SQUARE_FEET.search(joined) is not None
+    if square_feet:
         units.add("ft2")
-    if "square meter" in joined or "metros cuadrados" in joined:
+    if _SQUARE_METERS.search(joined) or "metros cuadrados" in joined:
         units.add("m2")
-        units.discard("ft2")
+        if not square_feet:
+            units.discard("ft2")  # "square" is no foot
+    if any(w == "m" and i and _number(folded[i - 1]) is not None for i, w in enumerate(folded)):
+        units.add("m2")  # "900 m", as "900 meters" (a bare "m" is no unit: "$1.5m" is one token)
     if "fin de semana" in joined or "fines de semana" in joined:
         dates.add("weekend")
     if "entre semana" in joined:
@@ -581,6 +678,9 @@ def features(text: str) -> Features:
         roles=tuple(roles),
         persons=tuple(persons),
         actors=tuple(actors),
+        tokens=tuple(folded),
+        lowered=tuple(t.lower().replace("\u2019", "'") for t in raw_tokens),
+        identifiers=_identifiers(text),
     )
 
 
@@ -617,6 +717,25 @@ def _antonym(a: frozenset[str], b: frozenset[str]) -> bool:
         a_left, a_right, b_left, b_right = _has(a, left), _has(a, right), _has(b, left), _has(b, right)
         if (a_left and not a_right and b_right and not b_left) or (a_right and not a_left and b_left and not b_right):
             return True
+    return False
+
+
+# Directions compared only where the two questions differ ("rent my house to someone" / "rent a house from
+# someone"): "to" and "a" are too common to compare as a bag of words.
+_DIRECTIONS = [(_words("to into toward towards onto hacia"), _words("from desde"))]
+
+
+def _opposite_in_place(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """A word replaced in place by its opposite: an antonym pair or a direction, in the parts that differ only."""
+    matcher = SequenceMatcher(None, a, b, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op != "replace":
+            continue
+        x, y = frozenset(a[i1:i2]), frozenset(b[j1:j2])
+        pairs = [*_ANTONYMS, *(_DIRECTIONS if i2 - i1 == j2 - j1 == 1 else [])]  # a direction: one word for one
+        for left, right in pairs:
+            if (_has(x, left) and _has(y, right)) or (_has(x, right) and _has(y, left)):
+                return True
     return False
 
 
@@ -685,7 +804,7 @@ def check(stored: str, query: str, guards: SemanticGuards) -> str | None:
         return "language"
     if guards.negation and a.negations % 2 != b.negations % 2:
         return "negation"
-    if guards.antonyms and _antonym(a.words, b.words):
+    if guards.antonyms and (_antonym(a.words, b.words) or _opposite_in_place(a.tokens, b.tokens)):
         return "antonyms"
     if guards.numbers and _numbers_differ(a, b):
         return "numbers"
@@ -700,4 +819,10 @@ def check(stored: str, query: str, guards: SemanticGuards) -> str | None:
         return "roles"
     if guards.contrasts and _contrast(a.words, b.words):
         return "contrasts"
+    if guards.identifiers and a.identifiers != b.identifiers:
+        return "identifiers"
+    if guards.order and swapped(a.tokens, b.tokens):
+        return "order"
+    if guards.focus and focus_differs(a.lowered, b.lowered):
+        return "focus"
     return None

@@ -1,0 +1,171 @@
+"""Structural guards: what a question asks about and who does what to whom, read from word order, not word lists.
+
+The lexical guards (``guards``) compare the details a question names; they cannot see two questions made of
+the same words in another order. "Can the HOA sue a homeowner?" / "Can a homeowner sue the HOA?", "Sort from
+cheapest to most expensive" / "... from most expensive to cheapest", "If I refer a friend" / "If a friend refers
+me" hold the same words and score 0.97-0.995: only the order says the answer differs. Two checks over the folded
+word sequence (``guards.Features.tokens``):
+
+- ``swapped``: both sides hold the same words once articles, determiners, possessives and auxiliaries are
+  dropped, pronouns read as persons (I/me/we/us are one person) and inflections folded, and one side is the
+  other with two blocks of words exchanged around a non-empty middle that stays in place: an actor or object
+  swapped around a verb or a preposition. A middle holding "and" / "or" is a coordination, where the order says
+  nothing ("houses and condos"). A clause moved to the front ("Before I buy, should I ...") is a rotation with no
+  middle, not an exchange.
+- ``focus``: what the question asks for, from its question words: a duration, a validity, an amount, a count, a
+  time, a place, a person, a reason, a frequency, a distance, contents. Two questions with different foci are
+  different questions ("How long does pre-approval take?" / "How long is a pre-approval valid?", "¿Cuánto tarda
+  ...?" / "¿Cuánto cuesta ...?"). "what", "which", "how", "qué", "cuál", "cómo" on their own name no focus
+  (they ask for anything: "What are your office hours?" / "When is your office open?"); a question with two foci
+  ("How much is the fee and what does it cover?") is compared by all of them, and a duration and a time are
+  compatible ("How long do refunds take?" / "When will I see my refund?").
+
+``swapped`` takes folded words (lower case, no accents, ``'s`` dropped), ``focus_differs`` lower-cased words with
+their accents; both depend on nothing else.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from functools import lru_cache
+
+__all__ = ["focus_differs", "swapped"]
+
+
+def _set(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+# Dropped before the order is compared: they carry no actor or object (English and Spanish, accents folded).
+_DROP = _set(
+    "the a an this that these those my your his her its our their mine yours some any each every "
+    "is are am was were be been being do does did can could would should will shall may might must have has had "
+    "el la los las lo un una unos unas este esta estos estas ese esa esos esas mi mis tu tus su sus nuestro "
+    "nuestra nuestros nuestras es son esta estan era ser estar puede pueden puedo podemos se"
+)
+_PERSONS = {
+    **dict.fromkeys(_set("i me we us myself ourselves yo nosotros nosotras nos mi"), "@1"),
+    **dict.fromkeys(_set("you yourself yourselves usted ustedes te ti"), "@2"),
+    **dict.fromkeys(_set("he him she they them el ella ellos ellas le les"), "@3"),
+}
+_CONTRACTIONS = {"al": "a", "del": "de"}
+_COORDINATORS = _set("and or nor y o e u ni plus")
+
+
+def _stem(word: str) -> str:
+    """Inflection folded just enough to compare two sides ("refers"/"refer", "buying"/"buy", "parents"/"parent")."""
+    for suffix in ("ing", "ies", "ed", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+            break
+    return word[:-1] if word.endswith("e") and len(word) > 3 else word  # "invite", "invites", "invited": "invit"
+
+
+def _sequence(tokens: Sequence[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for token in tokens:
+        token = _CONTRACTIONS.get(token, token)
+        if token in _PERSONS:
+            out.append(_PERSONS[token])
+        elif token not in _DROP and token.isalnum():
+            out.append(_stem(token))
+    return tuple(out)
+
+
+@lru_cache(maxsize=65_536)
+def _exchanged(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether ``b`` is ``a`` with two blocks X and Y exchanged around a middle M that stays: P X M Y S -> P Y M X S."""
+    n = len(a)
+    for i in range(n):
+        for j in range(i + 1, n):
+            for k in range(j + 1, n):
+                middle = a[j:k]
+                if any(w in _COORDINATORS for w in middle):
+                    continue  # coordinated parts: "do I owe you or do you owe me" either way round
+                for end in range(k + 1, n + 1):
+                    x, y = a[i:j], a[k:end]
+                    if x != y and a[:i] + y + middle + x + a[end:] == b:
+                        return True
+    return False
+
+
+def swapped(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Same words, two of their actors or objects exchanged around a verb or preposition (see the module doc)."""
+    sa, sb = _sequence(a), _sequence(b)
+    if sa == sb or Counter(sa) != Counter(sb) or len(sa) > 24:
+        return False
+    return _exchanged(sa, sb)
+
+
+_TIME_UNITS = _set("minute minutes hour hours day days week weeks month months year years dia dias día días "
+                   "semana semanas mes meses ano año anos años hora horas minuto minutos")  # fmt: skip
+_VALIDITY = _set("valid validity expire expires expiration vigente vigencia vence vencen caduca caducan")
+_PROCESS = _set("take takes taking tarda tardan demora demoran dura duran")
+_COST = _set("cost costs cuesta cuestan cobran cobra charge charges price precio vale valen sale")
+_CONTENTS = _set("include includes included cover covers contain contains incluye incluyen cubre cubren contiene")
+# Nouns that measure time: "how much notice", "how far in advance", "¿con cuánta anticipación?" ask for a duration.
+_TIME_NOUNS = _set("time notice advance tiempo anticipacion anticipación antelacion antelación aviso")
+_SINGLE = {
+    "when": "time", "cuándo": "time", "where": "place", "dónde": "place", "adónde": "place", "who": "person",
+    "whom": "person", "whose": "person", "quién": "person", "quiénes": "person", "why": "reason",
+}  # fmt: skip
+# "when I tried to pay", "where the house is": a question word followed by its clause's subject opens a subordinate
+# clause, not the question (a question inverts: "when will I", "where is the house"). Spanish marks the difference
+# with the accent: "cuándo" asks, "cuando" does not, so Spanish question words are matched accented only.
+_SUBJECTS = _set("i you we they he she it the a an my your our their his her this that there someone")
+_COMPATIBLE = frozenset({frozenset({"time", "duration"}), frozenset({"time", "validity"})})
+""""How long do refunds take?" / "When will I see my refund?": a duration and a time are often one question."""
+
+
+def _duration_kind(words: frozenset[str]) -> str:
+    """A "how long" question asks how long something takes or lasts, or how long it stays valid."""
+    return "validity" if words & _VALIDITY and not words & _PROCESS else "duration"
+
+
+def _foci(tokens: Sequence[str]) -> frozenset[str]:
+    words = frozenset(tokens)
+    found: set[str] = set()
+    for index, word in enumerate(tokens):
+        nxt = tokens[index + 1] if index + 1 < len(tokens) else ""
+        after = tokens[index + 2] if index + 2 < len(tokens) else ""
+        if word == "how":
+            if nxt == "long":
+                found.add(_duration_kind(words))
+            elif nxt == "much":
+                found.add("duration" if after in _TIME_NOUNS else "amount")
+            elif nxt == "many":
+                found.add("duration" if after in _TIME_UNITS else "count")
+            elif nxt in ("often", "frequently"):
+                found.add("frequency")
+            elif nxt == "far":
+                found.add("duration" if after == "in" else "distance")  # "how far in advance"
+            elif nxt == "soon":
+                found.add("time")
+        elif word in ("cuánto", "cuánta", "cuántos", "cuántas"):
+            if nxt in _TIME_NOUNS or nxt in _TIME_UNITS or nxt in _PROCESS:
+                found.add(_duration_kind(words) if nxt not in _PROCESS else "duration")
+            elif word in ("cuántos", "cuántas") and nxt not in _COST:
+                found.add("count")
+            else:
+                found.add("amount")
+        elif word in ("what", "what's", "qué", "which", "cuál") and nxt in ("time", "day", "date", "hora", "día",
+                                                                             "fecha"):  # fmt: skip
+            found.add("time")
+        elif word == "por" and nxt == "qué":
+            found.add("reason")
+        elif word in ("what", "what's", "qué") and words & _CONTENTS:
+            found.add("contents")
+        elif word in _SINGLE and nxt not in _SUBJECTS:
+            found.add(_SINGLE[word])
+    return frozenset(found)
+
+
+def focus_differs(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Both questions name what they ask for, and nothing one asks for is compatible with what the other asks for.
+
+    ``a`` and ``b`` are lower-cased words with their accents (see ``_SUBJECTS``)."""
+    fa, fb = _foci(a), _foci(b)
+    if not fa or not fb:
+        return False
+    return not any(x == y or frozenset({x, y}) in _COMPATIBLE for x in fa for y in fb)
