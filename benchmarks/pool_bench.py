@@ -115,12 +115,16 @@ def per_request_cost(url: str, threads: int, per_thread: int) -> dict[str, dict[
 
 
 def _record(i: int, t0: datetime) -> LedgerRecord:
+    """A request of realistic shape: 5,000 users, conversations of 10 requests, an agent on one in 20, so that the
+    entity rollups and their running totals (migration 0007) are maintained as on real traffic."""
     started = t0 + timedelta(milliseconds=i)
     return LedgerRecord(
         request_id=f"bench-{i:09d}", started_at=started, finished_at=started + timedelta(milliseconds=400),
         model="claude-sonnet-4-5", endpoint="messages", status=200, latency_ms=400.0, key_id="key_bench",
-        team="bench", feature="insert", input_tokens=1200 + i % 300, output_tokens=64, cost_micro_usd=4560 + i % 97,
-        counterfactual_micro_usd=5000 + i % 97, savings_micro_usd={"prompt_cache": 440}, upstream_request_id=f"r{i}",
+        team="bench", feature="insert", user=f"user-{i % 5000}", session_id=f"conv-{i // 10}",
+        agent_id=f"agent-{i % 300}" if i % 20 == 0 else None, input_tokens=1200 + i % 300, output_tokens=64,
+        cost_micro_usd=4560 + i % 97, counterfactual_micro_usd=5000 + i % 97, savings_micro_usd={"prompt_cache": 440},
+        upstream_request_id=f"r{i}",
     )  # fmt: skip
 
 
