@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from clawback.dashboard.data import error_rows
+
 __all__ = [
     "SVG_MAX_POINTS",
     "Chart",
@@ -131,10 +133,7 @@ def errors_chart(series: pd.DataFrame, grain: str = "hour") -> Chart | None:
     """Error rate per bucket, by error type (a zero line when no request failed)."""
     if series.empty:
         return None
-    errors = series[series["error_type"] != "(no error)"]
-    if errors.empty:
-        buckets = series.groupby("bucket", as_index=False)["requests"].sum()
-        errors = buckets.assign(error_type="none", error_rate=0.0)
+    errors = error_rows(series)
     scale = {"domain": [0, 0.01]} if not errors["error_rate"].max() else {"zero": True}
     spec: Spec = {
         "mark": {"type": "bar", "tooltip": True},

@@ -58,6 +58,7 @@ __all__ = [
     "Filters",
     "LedgerQueries",
     "TimeRange",
+    "error_rows",
     "percentile_from_histogram",
     "percentiles_from_histograms",
     "usd",
@@ -177,6 +178,16 @@ def percentiles_from_histograms(counts: Any, q: float) -> Any:
         fraction = np.where(count > 0, (target - seen) / count, 0.0)
         value = _LOW_EDGES[index] + (_HIGH_EDGES[index] - _LOW_EDGES[index]) * fraction
     return np.where(total > 0, value, np.nan)
+
+
+def error_rows(series: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``LedgerQueries.error_series`` a chart draws: the failed requests' rates by error type, or a
+    zero line per bucket when no request failed (so an empty error chart still says "none" rather than nothing)."""
+    errors = series[series["error_type"] != "(no error)"]
+    if errors.empty:
+        buckets = series.groupby("bucket", as_index=False)["requests"].sum()
+        errors = buckets.assign(error_type="none", error_rate=0.0)
+    return errors
 
 
 def percentile_from_histogram(counts: Sequence[float], q: float) -> float | None:

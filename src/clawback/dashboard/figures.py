@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from clawback.dashboard.data import usd
+from clawback.dashboard.data import error_rows, usd
 
 __all__ = [
     "REPORT_TEMPLATE",
@@ -114,10 +114,7 @@ def errors_figure(series: pd.DataFrame) -> go.Figure | None:
     """Error rate per bucket, by error type."""
     if series.empty:
         return None
-    errors = series[series["error_type"] != "(no error)"]
-    if errors.empty:
-        buckets = series.groupby("bucket", as_index=False)["requests"].sum()
-        errors = buckets.assign(error_type="none", error_rate=0.0)
+    errors = error_rows(series)
     fig = go.Figure(_traces(errors, "bucket", "error_rate", "error_type"))
     fig.update_layout(barmode="stack", legend_title_text="error")
     fig.update_yaxes(tickformat=".1%", rangemode="tozero", title="error rate")
