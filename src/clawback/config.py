@@ -215,6 +215,11 @@ class SemanticGuards(_Section):
     focus: bool = Field(
         True, description="Reject questions asking for different things (how long / how much, cuánto tarda / cuesta)"
     )
+    near_copy: bool = Field(
+        True,
+        description="Refuse a near copy of the stored question that changes a content word (one edited span; see "
+        "semantic_cache.edits)",
+    )
     alignment: bool = Field(
         True,
         description="Verify by word alignment: every content word needs a counterpart (see semantic_cache.alignment)",
