@@ -229,7 +229,7 @@ class SemanticGuards(_Section):
 class SemanticCacheSettings(_Section):
     """The semantic response cache (issue 17); see ``clawback.pipeline.semantic_cache``.
 
-    Off by default. ``threshold`` unset uses the value calibrated on the labelled corpus's calibration split
+    Off by default. ``threshold`` unset uses the value calibrated on the labelled corpus's tuning files
     (``clawback.pipeline.semantic_cache.calibration``)."""
 
     enabled: bool = Field(False, description="Answer equivalent questions from stored replies")

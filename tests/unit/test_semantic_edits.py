@@ -45,7 +45,7 @@ def test_the_blind_files_wrong_hits_are_near_copies_it_refuses(split, a, word):
     [
         ("holdout", "What are your office hours?"),  # reworded: not a near copy
         ("calibration", "Does the rent of $2,400 include parking?"),  # "include" / "included": two spans moved
-        ("calibration", "How do I renew my lease?"),  # "How do I" / "What do I do to": function words only
+        ("calibration", "How do I renew my lease?"),  # "How do I" / "What do I do to": two spans, no near copy
     ],
 )
 def test_reworded_paraphrases_and_function_word_edits_pass(split, a):
