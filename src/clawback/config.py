@@ -215,6 +215,11 @@ class SemanticGuards(_Section):
     focus: bool = Field(
         True, description="Reject questions asking for different things (how long / how much, cuánto tarda / cuesta)"
     )
+    near_copy: bool = Field(
+        True,
+        description="Refuse a near copy of the stored question that changes a content word (one edited span; see "
+        "semantic_cache.edits)",
+    )
     alignment: bool = Field(
         True,
         description="Verify by word alignment: every content word needs a counterpart (see semantic_cache.alignment)",
@@ -224,7 +229,7 @@ class SemanticGuards(_Section):
 class SemanticCacheSettings(_Section):
     """The semantic response cache (issue 17); see ``clawback.pipeline.semantic_cache``.
 
-    Off by default. ``threshold`` unset uses the value calibrated on the labelled corpus's calibration split
+    Off by default. ``threshold`` unset uses the value calibrated on the labelled corpus's tuning files
     (``clawback.pipeline.semantic_cache.calibration``)."""
 
     enabled: bool = Field(False, description="Answer equivalent questions from stored replies")

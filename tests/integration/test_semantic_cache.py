@@ -343,3 +343,32 @@ def test_the_word_alignment_refuses_a_swapped_word_and_lets_an_added_one_through
     # a word added on one side only is how a paraphrase differs: not checked
     assert aligner.unexplained("Is the apartment furnished?", "Does the apartment come furnished?") is None
     assert aligner.unexplained("Can I get a refund?", "Am I eligible for a refund?") is None
+
+
+def test_the_shipped_checks_refuse_the_blind_files_wrong_hits_and_still_serve_reworded_paraphrases(embedder):
+    """The real model and the shipped threshold and checks, through the stage (``score_pairs``), on real pairs: the
+    ten wrong hits the blind files found on 2026-12-03 are served with the near-copy check off and refused with
+    it on (by it: ``rejected_by``), while reworded paraphrases of the same files are still served."""
+    from clawback.config import SemanticGuards
+    from clawback.pipeline.semantic_cache.evaluate import MemoEmbedder, corpus_path, load_pairs, score_pairs
+
+    wrong_hits = {"my rate lock is 30 days, can I extend it", "my trial ends on the 12th, what happens",
+                  "set the thermostat to 20 degrees celsius", "how do I enforce 2FA for everyone",
+                  "¿por qué subió mi pago de hipoteca?", "is the backyard fenced",
+                  "which neighborhoods are getting safer", "¿qué es el seguro de título?",
+                  "Is the pool heated in winter?"}  # fmt: skip
+    reworded = {
+        "does the apartment come with a parking spot",
+        "Is there a way to pay my rent online?",
+        "do you charge a fee when rent comes in late?",
+        "During what hours does the HOA require quiet?",
+    }
+    pairs = [p for split in ("holdout", "holdout2") for p in load_pairs(corpus_path(split))
+             if (p.a in wrong_hits and not p.same) or (p.b in reworded and p.same)]  # fmt: skip
+    assert len(pairs) == len(wrong_hits) + len(reworded)
+    memo, prices, shipped = MemoEmbedder(embedder), load_price_book(), SemanticCacheSettings()
+    off = score_pairs(pairs, shipped, memo, prices, guards=SemanticGuards(near_copy=False))
+    on = score_pairs(pairs, shipped, memo, prices)
+    assert sum(o.wrong for o in off) >= 5  # what the word-list guards alone serve at the shipped threshold
+    assert sum(o.wrong for o in on) == 0
+    assert {o.pair.b for o in on if o.hit} == reworded

@@ -10,6 +10,7 @@ from clawback.pipeline.context import RequestContext, Tenant
 from clawback.pipeline.semantic_cache.calibration import choose_threshold
 from clawback.pipeline.semantic_cache.guards import GUARD_NAMES, check
 from clawback.pipeline.semantic_cache.partition import eligibility, partition_key
+from clawback.pipeline.semantic_cache.verify import CHECK_NAMES
 
 ALL = SemanticGuards()
 NONE = SemanticGuards(**dict.fromkeys(SemanticGuards.model_fields, False))
@@ -107,7 +108,7 @@ def test_true_paraphrases_pass_every_guard(stored, asked):
 
 
 def test_every_guard_is_a_setting():
-    assert {*GUARD_NAMES, "alignment"} == set(SemanticGuards.model_fields)
+    assert {*GUARD_NAMES, "near_copy", "alignment"} == set(CHECK_NAMES) == set(SemanticGuards.model_fields)
 
 
 def _ctx(body, key="k1", headers=()):

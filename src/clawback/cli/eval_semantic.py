@@ -3,8 +3,9 @@
 Without ``--pairs`` it scores the shipped corpus's test split (the calibration never saw it) with the
 configured settings (``semantic_cache.*``; the shipped calibrated threshold unless ``threshold`` is set), then
 shows the guards' effect per false-hit class. ``--pairs FILE`` scores any JSONL file of ``{"a", "b", "same",
-"kind"}`` lines the same way. ``--calibrate`` chooses the threshold on the calibration split and writes it to
-the package's ``calibrated.json``. With ``--json`` the last line printed is one JSON object.
+"kind"}`` lines the same way. ``--calibrate`` chooses the threshold (and the word alignment's word similarity) on
+the tuning files (``evaluate.TUNING_SPLITS``: the calibration split and both holdouts, never the test split) and
+writes them to the package's ``calibrated.json``. With ``--json`` the last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ def eval_semantic(
         Path | None, typer.Option(help="JSONL of {a, b, same, kind} (default: the corpus test split)")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="End with one JSON object (figures, per kind)")] = False,
-    split: Annotated[str, typer.Option(help="Corpus split without --pairs: test, calibration or all")] = "test",
+    split: Annotated[
+        str, typer.Option(help="Corpus file without --pairs: test, calibration, holdout, holdout2, tuning or all")
+    ] = "test",
     ablation: Annotated[bool, typer.Option(help="Also score each guard alone and no guard (per-class effect)")] = True,
-    calibrate: Annotated[bool, typer.Option(help="Choose the threshold on the calibration split; write it")] = False,
-    target: Annotated[float, typer.Option(help="--calibrate: precision to hold", min=0.5, max=1.0)] = 0.995,
+    calibrate: Annotated[bool, typer.Option(help="Choose the threshold on the tuning files; write it")] = False,
+    target: Annotated[float, typer.Option(help="--calibrate: precision to hold", min=0.5, max=1.0)] = 1.0,
     config: ConfigOption = None,
 ) -> None:
     """Precision, recall and false-hit rate of the semantic cache at the configured settings, overall and per kind."""
@@ -46,6 +49,7 @@ def eval_semantic(
     from clawback.pipeline.semantic_cache.calibration import choose_threshold, write_calibration
     from clawback.pipeline.semantic_cache.evaluate import (
         CORPUS_SPLITS,
+        TUNING_SPLITS,
         MemoEmbedder,
         PairFileError,
         corpus_path,
@@ -55,22 +59,23 @@ def eval_semantic(
         score_pairs,
         similarities,
     )
-    from clawback.pipeline.semantic_cache.guards import check
+    from clawback.pipeline.semantic_cache.verify import verdict
     from clawback.pricing import load_price_book
 
     settings = settings_or_exit(config)
     semantic = settings.semantic_cache
     try:
         if calibrate:
-            sources = [str(corpus_path("calibration"))]
+            sources = [str(corpus_path(s)) for s in TUNING_SPLITS]
         elif pairs is not None:
             sources = [str(pairs)]
-        elif split == "all":
-            sources = [str(corpus_path(s)) for s in CORPUS_SPLITS]
+        elif split in ("all", "tuning"):
+            sources = [str(corpus_path(s)) for s in (CORPUS_SPLITS if split == "all" else TUNING_SPLITS)]
         elif split in CORPUS_SPLITS:
             sources = [str(corpus_path(split))]
         else:
-            err_console.print(f"[bold red]clawback:[/] --split must be test, calibration or all (got {split!r})")
+            names = ", ".join((*CORPUS_SPLITS, "tuning", "all"))
+            err_console.print(f"[bold red]clawback:[/] --split must be one of {names} (got {split!r})")
             raise typer.Exit(2)
         loaded = [p for source in sources for p in load_pairs(source)]
     except PairFileError as exc:
@@ -84,15 +89,14 @@ def eval_semantic(
 
     if calibrate:
         sims = similarities(loaded, embedder)
-        lexical = [check(p.a, p.b, semantic.guards) is None for p in loaded]
         # lower is more lenient (more words count as counterparts); 1.0 is the alignment check at its strictest
         options = [semantic.word_similarity] if semantic.word_similarity else [0.2, 0.3, 0.4, 0.5, 0.6]
         tried: dict[str, Any] = {}
         best: tuple[float, Any] | None = None
         for word_similarity in options:
             aligner = Aligner(embedder, word_similarity)
-            scored = [(s, ok and not (semantic.guards.alignment and aligner.unexplained(p.a, p.b)), p.same)
-                      for p, s, ok in zip(loaded, sims, lexical, strict=True)]  # fmt: skip
+            scored = [(s, verdict(p.a, p.b, semantic.guards, aligner) is None, p.same)
+                      for p, s in zip(loaded, sims, strict=True)]  # fmt: skip
             chosen = choose_threshold(scored, target=target)
             tried[str(word_similarity)] = {"threshold": round(chosen.threshold, 4), "recall": round(chosen.recall, 4),
                                            "served": chosen.served, "wrong": chosen.wrong}  # fmt: skip
@@ -100,7 +104,8 @@ def eval_semantic(
                 best = (word_similarity, chosen)
         assert best is not None
         data = write_calibration(best[1], model=semantic.model, pairs=len(loaded), target=target,
-                                 guards=semantic.guards.model_dump(), word_similarity=best[0], tried=tried)  # fmt: skip
+                                 guards=semantic.guards.model_dump(), word_similarity=best[0], tried=tried,
+                                 files=[Path(s).name for s in sources])  # fmt: skip
         print(orjson.dumps(data).decode())
         return
 

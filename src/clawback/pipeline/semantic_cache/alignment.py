@@ -25,7 +25,7 @@ import numpy as np
 from clawback.embeddings.protocol import Embedder, Vectors
 from clawback.pipeline.semantic_cache.guards import features, fold_words
 
-__all__ = ["Aligner", "content_words"]
+__all__ = ["Aligner", "content_words", "is_content"]
 
 # Function words and fillers a paraphrase adds or drops freely (English and Spanish, accents folded).
 _FUNCTION = frozenset(fold_words(
@@ -51,14 +51,15 @@ def _stem(word: str) -> str:
     return word
 
 
+def is_content(word: str) -> bool:
+    """A folded word that carries what is asked: not a function word, not a number (numbers have their own guard),
+    not a negated auxiliary (negation has its own guard)."""
+    return len(word) >= 3 and word not in _FUNCTION and not word[:1].isdigit() and not word.endswith("n't")
+
+
 def content_words(text: str) -> frozenset[str]:
     """The words that carry what is asked: folded, stemmed, without function words and numbers."""
-    out = set()
-    for word in features(text).words:
-        if len(word) < 3 or word in _FUNCTION or word[:1].isdigit() or word.endswith("n't"):
-            continue
-        out.add(_stem(word))
-    return frozenset(out)
+    return frozenset(_stem(word) for word in features(text).words if is_content(word))
 
 
 class Aligner:

@@ -9,8 +9,8 @@ embedding. Per request:
 3. the last user turn is embedded in a worker thread (one thread: requests queue instead of fighting over
    two cores), never on the event loop;
 4. the ``candidates`` nearest entries *of that partition* above the threshold (the entry's own learned
-   threshold when it has one) go through the guards (``guards.check``) and the word alignment
-   (``alignment.Aligner``), in the same worker; the first that passes is the match;
+   threshold when it has one) go through the checks (``verify.verdict``: the guards, the near-copy check, the
+   word alignment), in the same worker; the first that passes is the match;
 5. ``mode: serve`` answers with it (``x-clawback-cache: semantic-hit``, ``x-clawback-cache-key`` of the
    entry, the similarity and entry id in the ledger row's labels, the saving booked as ``semantic_cache``);
    ``mode: shadow`` records the would-be hit and lets the request go on; once the real reply is in, it
@@ -58,6 +58,7 @@ from clawback.pipeline.semantic_cache.alignment import Aligner
 from clawback.pipeline.semantic_cache.calibration import shipped_threshold, shipped_word_similarity
 from clawback.pipeline.semantic_cache.guards import check
 from clawback.pipeline.semantic_cache.partition import eligibility, partition_key
+from clawback.pipeline.semantic_cache.verify import verdict
 from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import PriceBook
 from clawback.storage.response_cache import CachedReply
@@ -152,9 +153,7 @@ class SemanticCacheStage:
                     break  # best first: nothing further clears the global threshold
                 self.rejected_by["learned_threshold"] += 1
                 continue
-            reason = check(entry.text, text, self.settings.guards)
-            if reason is None and self.settings.guards.alignment and self.aligner.unexplained(entry.text, text):
-                reason = "alignment"
+            reason = verdict(entry.text, text, self.settings.guards, self.aligner)
             if reason is not None:
                 self.rejected_by[reason] += 1
                 continue
