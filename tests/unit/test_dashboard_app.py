@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,9 +43,20 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     yield url
 
 
+#: A chart drawn on the server (``charts.to_svg``): its title's text, and each data mark's tooltip.
+TITLE = re.compile(r'class="mark-text role-title-text"[^>]*><text[^>]*>([^<]*)</text>')
+MARK_TITLE = re.compile(r"<path [^>]*><title>[^<]*[0-9][^<]*</title></path>")
+
+
 def _charts(at: AppTest) -> dict[str, int]:
-    """Each Vega-Lite chart on the page: its title -> the rows of data it was sent."""
+    """Each chart on the page: its title -> its data marks (a server-drawn SVG: marks whose tooltip names a
+    number) or the rows of data it was sent (``st.vega_lite_chart``, charts beyond ``charts.SVG_MAX_POINTS``)."""
     out = {}
+    for block in at.markdown:
+        if 'class="clawback-chart"' in block.value:
+            titles = TITLE.findall(block.value)
+            assert len(titles) == 1, block.value[:200]
+            out[html.unescape(titles[0])] = len(MARK_TITLE.findall(block.value))
     for chart in at.get("vega_lite_chart"):
         out[json.loads(chart.proto.spec)["title"]] = pa.ipc.open_stream(chart.proto.data.data).read_all().num_rows
     return out
@@ -78,6 +91,7 @@ def test_first_screen_is_the_kpis_and_the_overview(env: str, tmp_path: Path) -> 
     assert set(charts) == SECTION_CHARTS["Overview"], charts
     assert all(rows > 0 for rows in charts.values()), charts
     assert not at.get("plotly_chart")  # Plotly.js is the report's: ~0.9 s of browser script per chart
+    assert not at.get("vega_lite_chart")  # drawn on the server: the browser loads no Vega chunk to show them
 
 
 def test_every_section_draws_its_charts_with_data(env: str, tmp_path: Path) -> None:

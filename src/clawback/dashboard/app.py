@@ -97,14 +97,22 @@ def _csv(frame: pd.DataFrame, name: str) -> None:
                        mime="text/csv", key=f"csv-{name}")  # fmt: skip
 
 
-def _chart(chart: charts.Chart | None, frame: pd.DataFrame, name: str) -> None:
+def _chart(chart: charts.Chart | None, frame: pd.DataFrame, name: str, width: int) -> None:
     """One Vega-Lite chart and its frame as CSV, in a container keyed ``chart-<name>`` (the page gives it the
-    CSS class ``st-key-chart-<name>``, by which the browser test and the benchmark find each chart)."""
+    CSS class ``st-key-chart-<name>``, by which the browser test and the benchmark find each chart).
+
+    Drawn on the server as SVG (``charts.to_svg``, ``width`` pixels, scaled to the column) and inserted as HTML
+    (``st.html`` sanitizes SVG away; the markdown renderer passes an HTML block through as it is): the browser
+    then loads no Vega chunk. A chart too large for that is drawn by ``st.vega_lite_chart`` (canvas)."""
     if chart is None:
         st.info(f"No {name.replace('-', ' ')} in this range.")
         return
     with st.container(key=f"chart-{name}"):
-        st.vega_lite_chart(chart.data, chart.spec, width="stretch")
+        svg = charts.to_svg(chart, width)
+        if svg is None:
+            st.vega_lite_chart(chart.data, chart.spec, width="stretch")
+        else:  # a <div> HTML block on its own lines: markdown leaves what is inside untouched (no "$" math)
+            st.markdown(f'<div class="clawback-chart">\n{svg}\n</div>', unsafe_allow_html=True)
         _csv(frame, name)
 
 
@@ -133,20 +141,20 @@ def _overview(v: _View) -> None:
     left, right = st.columns([3, 2])
     with left:
         spend = v.q.spend_series(v.tr, v.flt, v.by)
-        _chart(charts.spend_chart(spend, DIMENSIONS[v.by], v.grain), spend, "spend")
+        _chart(charts.spend_chart(spend, DIMENSIONS[v.by], v.grain), spend, "spend", width=560)
     with right:
         savings = v.q.savings_by_stage(v.tr, v.flt)
-        _chart(charts.savings_chart(savings), savings, "savings")
+        _chart(charts.savings_chart(savings), savings, "savings", width=340)
 
 
 def _tokens(v: _View) -> None:
     tokens = v.q.token_series(v.tr, v.flt)
-    _chart(charts.tokens_chart(tokens, v.grain), tokens, "tokens")
+    _chart(charts.tokens_chart(tokens, v.grain), tokens, "tokens", width=900)
 
 
 def _caches(v: _View) -> None:
     caches = v.q.cache_series(v.tr, v.flt)
-    _chart(charts.cache_chart(caches, v.grain), caches, "cache-hit-rates")
+    _chart(charts.cache_chart(caches, v.grain), caches, "cache-hit-rates", width=900)
     st.dataframe(v.q.cache_summary(v.tr, v.flt), hide_index=True, width="stretch")
 
 
@@ -158,7 +166,7 @@ def _holdout(v: _View) -> None:
     st.subheader("Holdout against treated traffic")
     left, right = st.columns(2)
     with left:
-        _chart(charts.cohort_chart(cohorts), cohorts, "holdout")
+        _chart(charts.cohort_chart(cohorts), cohorts, "holdout", width=440)
     with right:
         st.dataframe(cohorts, hide_index=True, width="stretch")
 
@@ -167,11 +175,11 @@ def _latency_errors(v: _View) -> None:
     left, right = st.columns(2)
     with left:
         latency = v.q.latency_series(v.tr, v.flt)
-        _chart(charts.latency_chart(latency, v.grain), latency, "latency")
+        _chart(charts.latency_chart(latency, v.grain), latency, "latency", width=440)
         st.dataframe(v.q.latency(v.tr, v.flt), hide_index=True, width="stretch")
     with right:
         errors = v.q.error_series(v.tr, v.flt)
-        _chart(charts.errors_chart(errors, v.grain), errors, "errors")
+        _chart(charts.errors_chart(errors, v.grain), errors, "errors", width=440)
 
 
 def _spenders(v: _View) -> None:
@@ -186,7 +194,7 @@ def _spenders(v: _View) -> None:
             if top.empty:
                 st.info(f"No {label} ids recorded in this range.")
                 continue
-            _chart(charts.entity_chart(top, label), top, f"top-{kind}")
+            _chart(charts.entity_chart(top, label), top, f"top-{kind}", width=240)
 
 
 def _budgets_rollout(v: _View) -> None:
@@ -297,6 +305,7 @@ def _health(settings: Settings) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="clawback: cost dashboard", layout="wide")
+    charts.warm_up()  # Vega's engine starts while this first run queries the ledger
     settings = _settings()
     if not _logged_in(settings):
         return
