@@ -409,7 +409,7 @@ def render_only(url: str, renders: int, old_ref: str, before_ref: str | None = N
     before_src = scratch / "before"
     if before_ref:
         archive = subprocess.run(["git", "archive", before_ref, "src"], check=True, capture_output=True,
-                                 cwd=Path(__file__).parent).stdout  # fmt: skip
+                                 cwd=Path(__file__).resolve().parent.parent).stdout  # fmt: skip
         before_src.mkdir()
         subprocess.run(["tar", "-x", "-C", str(before_src)], input=archive, check=True)
     waits: dict[str, tuple[str, Any]] = {

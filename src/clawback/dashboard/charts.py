@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -41,6 +42,7 @@ __all__ = [
     "savings_chart",
     "spend_chart",
     "to_svg",
+    "to_svgs",
     "tokens_chart",
     "warm_up",
 ]
@@ -86,9 +88,18 @@ def to_svg(chart: Chart, width: int) -> str | None:
     values = json.loads(chart.data.to_json(orient="records", date_format="iso", date_unit="ms"))
     spec = {**chart.spec, "data": {"values": values}, "width": width, "config": CONFIG}
     svg = vl_convert.vegalite_to_svg(spec)
-    # Scale to the container; a <title> per mark is the hover tooltip the browser draws for it.
-    svg = svg.replace("<svg ", '<svg style="width:100%;height:auto;max-width:100%" ', 1)
+    # Scale to the container; a <title> per mark is the hover tooltip the browser draws for it. "$" as a
+    # character reference: the same text, and Streamlit's markdown renderer loads its math chunk (KaTeX,
+    # 0.26 MB) for any source holding a "$".
+    svg = svg.replace("<svg ", '<svg style="width:100%;height:auto;max-width:100%" ', 1).replace("$", "&#36;")
     return _MARK.sub(lambda m: f"{m.group(1)}><title>{m.group(2)}</title></path>", svg)
+
+
+def to_svgs(drawings: list[tuple[Chart | None, int]]) -> list[str | None]:
+    """``to_svg`` of each (chart, width), drawn concurrently (Vega's engine runs several at once, outside the
+    GIL): a section's charts cost the slowest one's time, not their sum. None for a missing chart."""
+    jobs = [_POOL.submit(to_svg, chart, width) if chart is not None else None for chart, width in drawings]
+    return [job.result() if job is not None else None for job in jobs]
 
 
 #: A mark's path with its ARIA label (Vega's SVG renderer writes it XML-escaped: reused as the title's text).
@@ -96,6 +107,7 @@ _MARK = re.compile(r'(<path [^>]*?aria-label="([^"]*)"[^>]*?)\s*/>')
 #: Close to Streamlit's own chart theme: its font, no outer frame.
 CONFIG: Spec = {"font": '"Source Sans", sans-serif', "view": {"stroke": None}, "background": "transparent"}
 _warmed = threading.Event()
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="clawback-vega")
 
 
 def warm_up() -> None:
