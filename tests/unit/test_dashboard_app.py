@@ -14,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import clawback.dashboard.app as app_module
+from clawback.dashboard import charts
 from clawback.dashboard.app import DEFAULT_SECTION, SECTIONS
 from clawback.dashboard.data import LedgerQueries
 from clawback.dashboard.server import CONFIG_ENV
@@ -92,6 +93,18 @@ def test_first_screen_is_the_kpis_and_the_overview(env: str, tmp_path: Path) -> 
     assert all(rows > 0 for rows in charts.values()), charts
     assert not at.get("plotly_chart")  # Plotly.js is the report's: ~0.9 s of browser script per chart
     assert not at.get("vega_lite_chart")  # drawn on the server: the browser loads no Vega chunk to show them
+
+
+def test_a_chart_too_large_for_a_server_svg_is_left_to_the_browser(
+    env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(env, tmp_path)
+    monkeypatch.setattr(charts, "SVG_MAX_POINTS", 0)  # every chart "too large": st.vega_lite_chart (canvas)
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception, at.exception
+    assert not [b for b in at.markdown if 'class="clawback-chart"' in b.value]
+    sent = _charts(at)
+    assert set(sent) == SECTION_CHARTS["Overview"] and all(rows > 0 for rows in sent.values()), sent
 
 
 def test_every_section_draws_its_charts_with_data(env: str, tmp_path: Path) -> None:
