@@ -107,6 +107,24 @@ def test_a_chart_too_large_for_a_server_svg_is_left_to_the_browser(
     assert set(sent) == SECTION_CHARTS["Overview"] and all(rows > 0 for rows in sent.values()), sent
 
 
+#: Streamlit's markdown renderer (1.67, ``StreamlitMarkdown``) loads its emoji plugin and table (0.27 MB) for a
+#: source matching this (``01:16:31`` does) and its math plugin (KaTeX, 0.26 MB) for one holding a "$" pair.
+EMOJI_SHORTCODE = re.compile(r":(?!material/|streamlit:)[\w+-][\w_+-]*:")
+
+
+def test_first_screen_needs_neither_the_emoji_nor_the_math_plugin(env: str, tmp_path: Path) -> None:
+    seed(env, tmp_path)
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception, at.exception
+    sources = [e.value for kind in ("markdown", "caption", "title", "subheader", "info") for e in at.get(kind)]
+    sources += [text for m in at.metric for text in (m.label, m.value)]
+    assert any("refreshed" in text for text in sources)
+    assert any('class="clawback-chart"' in text for text in sources)
+    for text in sources:
+        assert not EMOJI_SHORTCODE.search(text), text[:200]
+        assert text.count("$") < 2, text[:200]
+
+
 def test_every_section_draws_its_charts_with_data(env: str, tmp_path: Path) -> None:
     seed(env, tmp_path)
     at = AppTest.from_file(APP, default_timeout=30).run()

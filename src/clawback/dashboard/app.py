@@ -236,8 +236,11 @@ def _section() -> str:
 
 def _body(queries: LedgerQueries, tr: TimeRange, flt: Filters, by: str, section: str) -> None:
     grain = "hourly" if tr.period == "hour" else "daily, whole UTC days"
-    st.caption(f"{tr.start:%Y-%m-%d %H:%M} to {tr.end:%Y-%m-%d %H:%M} UTC ({grain}); refreshed "
-               f"{datetime.now(UTC):%H:%M:%S} UTC")  # fmt: skip
+    # The clock's colons escaped ("01\\:16\\:31" shows as 01:16:31): ":16:" reads to Streamlit's markdown as an
+    # emoji shortcode, and the browser would fetch and run its emoji plugin and table (0.27 MB) for it.
+    shown = (f"{tr.start:%Y-%m-%d %H:%M} to {tr.end:%Y-%m-%d %H:%M} UTC ({grain}); refreshed "
+             f"{datetime.now(UTC):%H:%M:%S} UTC")  # fmt: skip
+    st.caption(shown.replace(":", "\\:"))
     _kpis(queries, tr, flt)
     draw, _ = SECTIONS[section]
     draw(_View(queries, tr, flt, by))
