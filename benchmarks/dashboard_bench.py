@@ -422,7 +422,7 @@ def render_only(url: str, renders: int, old_ref: str, before_ref: str | None = N
     sections: dict[str, tuple[str, ...]] = {
         name: keys for name, (_, keys) in app_module.SECTIONS.items() if keys and name != app_module.DEFAULT_SECTION
     }
-    clicks: dict[str, list[float]] = {name: [] for name in sections}
+    clicks: dict[str, dict[str, list[float]]] = {page: {name: [] for name in sections} for page in ("new", "before")}
     load_before = os.getloadavg()
 
     def dashboard(app: Path | None, src: Path | None = None) -> DashboardProcess:
@@ -457,12 +457,12 @@ def render_only(url: str, renders: int, old_ref: str, before_ref: str | None = N
 
                 time.sleep(1.0)  # the previous page's renderer winds down first: its teardown is not this page's
                 page, cold = _timed_page(browser, urls[name], wait)
-                if i and name == "new":
+                if i and name in clicks:  # this page and the before_ref's: the same sections
                     for section, keys in sections.items():
                         started = time.perf_counter()
                         page.locator(".st-key-view").get_by_text(section, exact=True).click()
                         page.wait_for_function(DRAWN_JS, arg=list(keys), timeout=180_000, polling=20)
-                        clicks[section].append(round(time.perf_counter() - started, 2))
+                        clicks[name][section].append(round(time.perf_counter() - started, 2))
                 started = time.perf_counter()
                 page.goto(urls[name])
                 wait(page)
@@ -479,7 +479,8 @@ def render_only(url: str, renders: int, old_ref: str, before_ref: str | None = N
 
     return {"ledger": url, "old_ref": old_ref, "before_ref": before_ref, "renders": renders,
             **{k: summary(v) for k, v in runs.items()},
-            "new_section_click_s": {k: {"runs": v, "median": statistics.median(v)} for k, v in clicks.items()},
+            **{f"{page}_section_click_s": {k: {"runs": v, "median": statistics.median(v)} for k, v in by.items()}
+               for page, by in clicks.items() if page in waits},
             "loadavg_before": load_before, "loadavg_after": os.getloadavg()}  # fmt: skip
 
 
