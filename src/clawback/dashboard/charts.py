@@ -86,13 +86,26 @@ def to_svg(chart: Chart, width: int) -> str | None:
     import vl_convert
 
     values = json.loads(chart.data.to_json(orient="records", date_format="iso", date_unit="ms"))
-    spec = {**chart.spec, "data": {"values": values}, "width": width, "config": CONFIG}
+    spec = {**_without_tooltips(chart.spec), "data": {"values": values}, "width": width, "config": CONFIG}
     svg = vl_convert.vegalite_to_svg(spec)
     # Scale to the container; a <title> per mark is the hover tooltip the browser draws for it. "$" as a
     # character reference: the same text, and Streamlit's markdown renderer loads its math chunk (KaTeX,
     # 0.26 MB) for any source holding a "$".
     svg = svg.replace("<svg ", '<svg style="width:100%;height:auto;max-width:100%" ', 1).replace("$", "&#36;")
     return _MARK.sub(lambda m: f"{m.group(1)}><title>{m.group(2)}</title></path>", svg)
+
+
+def _without_tooltips(spec: Spec) -> Spec:
+    """The spec without its marks' ``tooltip`` (a static SVG shows none; Vega spends ~20 % of a drawing
+    formatting them): the ``<title>`` tooltips come from the ARIA labels Vega writes anyway."""
+    out: Spec = {}
+    for key, value in spec.items():
+        if key == "mark" and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k != "tooltip"}
+        elif key == "layer":
+            value = [_without_tooltips(layer) for layer in value]
+        out[key] = value
+    return out
 
 
 def to_svgs(drawings: list[tuple[Chart | None, int]]) -> list[str | None]:
