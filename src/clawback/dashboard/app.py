@@ -10,7 +10,8 @@ the budget and rollout tables once the components that own them have created the
 
 Why sections and Vega-Lite (``clawback.dashboard.charts``): at 1 M ledger rows the server script needed ~0.5 s
 of CPU for every view at once, but the browser took 13-23 s to draw the ten Plotly charts of one page
-(``benchmarks/dashboard_bench.py``, ``benchmarks/README.md``). Only the chosen section's queries and charts run.
+(``benchmarks/dashboard_bench.py``, ``benchmarks/README.md``). Only the chosen section's queries and charts run,
+and the charts arrive drawn (SVG from the server, ``charts.to_svg``): the browser loads no Vega chunk for them.
 
 A password (``dashboard.password``) gates everything when it is set; ``clawback dashboard`` refuses to
 listen beyond localhost without one.

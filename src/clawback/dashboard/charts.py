@@ -125,7 +125,7 @@ _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="clawback-vega")
 
 def warm_up() -> None:
     """Start Vega's JavaScript engine in the background (~1-2 s, once per process), so that the first session's
-    charts do not wait for it: call when the dashboard process starts serving."""
+    charts do not wait for all of it: called at the top of every script run (only the first call starts it)."""
     if _warmed.is_set():
         return
     _warmed.set()
