@@ -117,8 +117,9 @@ def to_svgs(drawings: list[tuple[Chart | None, int]]) -> list[str | None]:
 
 #: A mark's path with its ARIA label (Vega's SVG renderer writes it XML-escaped: reused as the title's text).
 _MARK = re.compile(r'(<path [^>]*?aria-label="([^"]*)"[^>]*?)\s*/>')
-#: Close to Streamlit's own chart theme: its font, no outer frame.
-CONFIG: Spec = {"font": '"Source Sans", sans-serif', "view": {"stroke": None}, "background": "transparent"}
+#: Close to Streamlit's own chart theme: its font, no outer frame. A white background of its own: the SVG's
+#: text is black, which Streamlit's dark theme (chosen by the viewer's system setting) would hide.
+CONFIG: Spec = {"font": '"Source Sans", sans-serif', "view": {"stroke": None}, "background": "white"}
 _warmed = threading.Event()
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="clawback-vega")
 
