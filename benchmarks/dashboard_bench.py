@@ -38,6 +38,7 @@ the writer cost and the browser render (``--skip-writer-cost``, ``--skip-render`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -382,13 +383,16 @@ for column, value in zip(st.columns(5), range(5)):
 FLOOR_JS = "() => document.querySelectorAll('[data-testid=stMetric]').length >= 5"
 
 
-def render_only(url: str, renders: int, old_ref: str) -> dict[str, Any]:
+def render_only(url: str, renders: int, old_ref: str, before_ref: str | None = None) -> dict[str, Any]:
     """First render on an already seeded ledger (``--render-only --ledger URL``): the page before sections
-    (``old_ref``'s ``app.py``, all 10 Plotly charts), this one (until the first screen's charts have drawn) and
-    Streamlit's floor (``FLOOR_APP``) side by side, interleaved, ``renders`` times each after one warm-up
-    apiece. Each render opens a new browser context (a new Streamlit session, the browser's cache empty:
-    ``cold``), then navigates again in it (a new session, scripts cached: ``warm``, a returning user). For this
-    page also: a click on each other section, timed until its charts have drawn."""
+    (``old_ref``'s ``app.py``, all 10 Plotly charts; skipped when ``old_ref`` is empty), this one (until the first
+    screen's charts have drawn) and Streamlit's floor (``FLOOR_APP``) side by side, interleaved, ``renders``
+    times each after one warm-up apiece. With ``before_ref`` (``--before-ref``) also that commit's whole
+    ``src`` tree (its own charts and data layer, first on its process's ``PYTHONPATH``), timed to the same
+    first screen as this page: a change's before and after in one run. Each render opens a new browser context
+    (a new Streamlit session, the browser's cache empty: ``cold``), then navigates again in it (a new session,
+    scripts cached: ``warm``, a returning user). For this page also: a click on each other section, timed until
+    its charts have drawn."""
     import subprocess
 
     from playwright.sync_api import sync_playwright
@@ -398,29 +402,52 @@ def render_only(url: str, renders: int, old_ref: str) -> dict[str, Any]:
     assert app_module.SECTIONS[app_module.DEFAULT_SECTION][1] == FIRST_SCREEN
     scratch = Path(tempfile.mkdtemp(prefix="clawback-render-"))
     old_app, floor_app = scratch / "old_app.py", scratch / "floor.py"
-    old_app.write_bytes(subprocess.run(["git", "show", f"{old_ref}:src/clawback/dashboard/app.py"], check=True,
-                                       capture_output=True, cwd=Path(__file__).parent).stdout)  # fmt: skip
+    if old_ref:
+        old_app.write_bytes(subprocess.run(["git", "show", f"{old_ref}:src/clawback/dashboard/app.py"], check=True,
+                                           capture_output=True, cwd=Path(__file__).parent).stdout)  # fmt: skip
     floor_app.write_text(FLOOR_APP)
-    waits: dict[str, tuple[str, Any]] = {"old": (OLD_DRAWN_JS, 10), "new": (DRAWN_JS, list(FIRST_SCREEN)),
-                                         "floor": (FLOOR_JS, None)}  # fmt: skip
+    before_src = scratch / "before"
+    if before_ref:
+        archive = subprocess.run(["git", "archive", before_ref, "src"], check=True, capture_output=True,
+                                 cwd=Path(__file__).resolve().parent.parent).stdout  # fmt: skip
+        before_src.mkdir()
+        subprocess.run(["tar", "-x", "-C", str(before_src)], input=archive, check=True)
+    waits: dict[str, tuple[str, Any]] = {
+        **({"old": (OLD_DRAWN_JS, 10)} if old_ref else {}),
+        **({"before": (DRAWN_JS, list(FIRST_SCREEN))} if before_ref else {}),
+        "new": (DRAWN_JS, list(FIRST_SCREEN)),
+        "floor": (FLOOR_JS, None),
+    }
     runs: dict[str, list[dict[str, float]]] = {f"{k}_{w}": [] for k in waits for w in ("cold", "warm")}
     sections: dict[str, tuple[str, ...]] = {
         name: keys for name, (_, keys) in app_module.SECTIONS.items() if keys and name != app_module.DEFAULT_SECTION
     }
-    clicks: dict[str, list[float]] = {name: [] for name in sections}
+    clicks: dict[str, dict[str, list[float]]] = {page: {name: [] for name in sections} for page in ("new", "before")}
     load_before = os.getloadavg()
 
-    def dashboard(app: Path | None) -> DashboardProcess:
+    def dashboard(app: Path | None, src: Path | None = None) -> DashboardProcess:
+        """``src``: a source tree first on the process's ``PYTHONPATH`` (read when the process starts)."""
         settings = Settings(ledger={"url": url}, dashboard={"port": free_port()})
-        return DashboardProcess(settings, app=app) if app else DashboardProcess(settings)
+        process = DashboardProcess(settings, app=app) if app else DashboardProcess(settings)
+        saved = os.environ.get("PYTHONPATH")
+        if src is not None:
+            os.environ["PYTHONPATH"] = os.pathsep.join([str(src), *([saved] if saved else [])])
+        try:
+            return stack.enter_context(process)
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
 
-    with (
-        dashboard(old_app) as old,
-        dashboard(None) as new,
-        dashboard(floor_app) as floor,
-        sync_playwright() as pw,
-    ):
-        urls = {"old": old.url, "new": new.url, "floor": floor.url}
+    with contextlib.ExitStack() as stack:
+        processes = {"new": dashboard(None), "floor": dashboard(floor_app)}
+        if old_ref:
+            processes["old"] = dashboard(old_app)
+        if before_ref:
+            processes["before"] = dashboard(before_src / "src/clawback/dashboard/app.py", before_src / "src")
+        pw = stack.enter_context(sync_playwright())
+        urls = {name: process.url for name, process in processes.items()}
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         for i in range(renders + 1):  # the first of each warms its server process's imports: not counted
             for name, (js, arg) in waits.items():
@@ -430,12 +457,12 @@ def render_only(url: str, renders: int, old_ref: str) -> dict[str, Any]:
 
                 time.sleep(1.0)  # the previous page's renderer winds down first: its teardown is not this page's
                 page, cold = _timed_page(browser, urls[name], wait)
-                if i and name == "new":
+                if i and name in clicks:  # this page and the before_ref's: the same sections
                     for section, keys in sections.items():
                         started = time.perf_counter()
                         page.locator(".st-key-view").get_by_text(section, exact=True).click()
                         page.wait_for_function(DRAWN_JS, arg=list(keys), timeout=180_000, polling=20)
-                        clicks[section].append(round(time.perf_counter() - started, 2))
+                        clicks[name][section].append(round(time.perf_counter() - started, 2))
                 started = time.perf_counter()
                 page.goto(urls[name])
                 wait(page)
@@ -450,8 +477,10 @@ def render_only(url: str, renders: int, old_ref: str) -> dict[str, Any]:
         return {"runs_s": [round(r["wall_s"], 2) for r in rs], **{
             f"median_{k}": round(statistics.median(r[k] for r in rs), 2) for k in rs[0]}}  # fmt: skip
 
-    return {"ledger": url, "old_ref": old_ref, "renders": renders, **{k: summary(v) for k, v in runs.items()},
-            "new_section_click_s": {k: {"runs": v, "median": statistics.median(v)} for k, v in clicks.items()},
+    return {"ledger": url, "old_ref": old_ref, "before_ref": before_ref, "renders": renders,
+            **{k: summary(v) for k, v in runs.items()},
+            **{f"{page}_section_click_s": {k: {"runs": v, "median": statistics.median(v)} for k, v in by.items()}
+               for page, by in clicks.items() if page in waits},
             "loadavg_before": load_before, "loadavg_after": os.getloadavg()}  # fmt: skip
 
 
@@ -506,12 +535,15 @@ def main() -> None:
     parser.add_argument("--render-only", action="store_true", help="only first render, old page against this one, "
                         "on the ledger --ledger names (already seeded): see render_only")  # fmt: skip
     parser.add_argument("--ledger", help="with --render-only: the seeded ledger's URL")
-    parser.add_argument("--old-ref", default="47751b9", help="with --render-only: the git ref of the page to compare")
+    parser.add_argument("--old-ref", default="47751b9", help="with --render-only: the git ref of the page to compare "
+                        "('' for none)")  # fmt: skip
+    parser.add_argument("--before-ref", help="with --render-only: also this ref's whole src tree, timed to the same "
+                        "first screen (a change's before and after in one run)")  # fmt: skip
     args = parser.parse_args()
     if args.render_only:
         if not args.ledger:
             parser.error("--render-only needs --ledger URL")
-        print(json.dumps(render_only(args.ledger, args.renders, args.old_ref)))
+        print(json.dumps(render_only(args.ledger, args.renders, args.old_ref, args.before_ref)))
         return
     if args.queries_only or args.seed_only:
         args.skip_writer_cost = args.skip_render = True

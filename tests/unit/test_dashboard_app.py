@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import clawback.dashboard.app as app_module
+from clawback.dashboard import charts
 from clawback.dashboard.app import DEFAULT_SECTION, SECTIONS
 from clawback.dashboard.data import LedgerQueries
 from clawback.dashboard.server import CONFIG_ENV
@@ -41,9 +44,20 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     yield url
 
 
+#: A chart drawn on the server (``charts.to_svg``): its title's text, and each data mark's tooltip.
+TITLE = re.compile(r'class="mark-text role-title-text"[^>]*><text[^>]*>([^<]*)</text>')
+MARK_TITLE = re.compile(r"<path [^>]*><title>[^<]*[0-9][^<]*</title></path>")
+
+
 def _charts(at: AppTest) -> dict[str, int]:
-    """Each Vega-Lite chart on the page: its title -> the rows of data it was sent."""
+    """Each chart on the page: its title -> its data marks (a server-drawn SVG: marks whose tooltip names a
+    number) or the rows of data it was sent (``st.vega_lite_chart``, charts beyond ``charts.SVG_MAX_POINTS``)."""
     out = {}
+    for block in at.markdown:
+        if 'class="clawback-chart"' in block.value:
+            titles = TITLE.findall(block.value)
+            assert len(titles) == 1, block.value[:200]
+            out[html.unescape(titles[0])] = len(MARK_TITLE.findall(block.value))
     for chart in at.get("vega_lite_chart"):
         out[json.loads(chart.proto.spec)["title"]] = pa.ipc.open_stream(chart.proto.data.data).read_all().num_rows
     return out
@@ -78,6 +92,37 @@ def test_first_screen_is_the_kpis_and_the_overview(env: str, tmp_path: Path) -> 
     assert set(charts) == SECTION_CHARTS["Overview"], charts
     assert all(rows > 0 for rows in charts.values()), charts
     assert not at.get("plotly_chart")  # Plotly.js is the report's: ~0.9 s of browser script per chart
+    assert not at.get("vega_lite_chart")  # drawn on the server: the browser loads no Vega chunk to show them
+
+
+def test_a_chart_too_large_for_a_server_svg_is_left_to_the_browser(
+    env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(env, tmp_path)
+    monkeypatch.setattr(charts, "SVG_MAX_POINTS", 0)  # every chart "too large": st.vega_lite_chart (canvas)
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception, at.exception
+    assert not [b for b in at.markdown if 'class="clawback-chart"' in b.value]
+    sent = _charts(at)
+    assert set(sent) == SECTION_CHARTS["Overview"] and all(rows > 0 for rows in sent.values()), sent
+
+
+#: Streamlit's markdown renderer (1.67, ``StreamlitMarkdown``) loads its emoji plugin and table (0.27 MB) for a
+#: source matching this (``01:16:31`` does) and its math plugin (KaTeX, 0.26 MB) for one holding a "$" pair.
+EMOJI_SHORTCODE = re.compile(r":(?!material/|streamlit:)[\w+-][\w_+-]*:")
+
+
+def test_first_screen_needs_neither_the_emoji_nor_the_math_plugin(env: str, tmp_path: Path) -> None:
+    seed(env, tmp_path)
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception, at.exception
+    sources = [e.value for kind in ("markdown", "caption", "title", "subheader", "info") for e in at.get(kind)]
+    sources += [text for m in at.metric for text in (m.label, m.value)]
+    assert any("refreshed" in text for text in sources)
+    assert any('class="clawback-chart"' in text for text in sources)
+    for text in sources:
+        assert not EMOJI_SHORTCODE.search(text), text[:200]
+        assert text.count("$") < 2, text[:200]
 
 
 def test_every_section_draws_its_charts_with_data(env: str, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -33,11 +34,33 @@ def test_spend_chart_stacks_groups_under_the_counterfactual_line() -> None:
     assert daily is not None and daily.spec["layer"][0]["encoding"]["x"]["timeUnit"] == "utcyearmonthdate"
 
 
-def test_small_charts_draw_as_svg_large_ones_as_streamlit_chooses() -> None:
+def test_small_charts_are_drawn_on_the_server_large_ones_left_to_the_browser() -> None:
     small = charts.spend_chart(_spend(24))
-    assert small is not None and small.spec["usermeta"] == {"embedOptions": {"renderer": "svg"}}
+    assert small is not None
+    svg = charts.to_svg(small, 500)
+    assert svg is not None and svg.startswith("<svg ") and 'class="marks"' in svg
+    assert 'style="width:100%' in svg  # scaled to its column
+    # Vega's own marks: 48 bars (24 hours x 2 groups) and the counterfactual line's 24 points, each with its
+    # values as ARIA label and as tooltip (<title>); the title and the axes drawn as text.
+    tooltips = re.findall(r'<path aria-label="([^"]*)"[^>]*><title>([^<]*)</title></path>', svg)
+    assert len(tooltips) >= 48 + 24 and all(label == title for label, title in tooltips)
+    assert sum("cost_usd" in t or "spend" in t for _, t in tooltips) >= 48
+    assert "Spend by model (dotted: without clawback)" in svg
+    assert "\n\n" not in svg  # one HTML block for the markdown renderer: a blank line would end it
     large = charts.spend_chart(_spend(90, groups=40))  # 3,600 bars: 90 days x 40 keys
-    assert large is not None and "usermeta" not in large.spec
+    assert large is not None and charts.to_svg(large, 500) is None
+
+
+def test_server_drawn_bars_keep_the_data_order_and_values() -> None:
+    savings = pd.DataFrame({"stage": ["prompt_cache", "exact_cache"], "saved_usd": [2.5, 0.25], "requests": [3, 1]})
+    chart = charts.savings_chart(savings)
+    assert chart is not None
+    svg = charts.to_svg(chart, 300)
+    assert svg is not None
+    labels = re.findall(r'aria-roledescription="bar" d="M[0-9.]+,([0-9.]+)h', svg)
+    assert len(labels) == 2 and float(labels[0]) < float(labels[1])  # the larger saving is the taller bar
+    assert "&#36;2.50" in svg and "&#36;0.25" in svg  # the text layer's dollar labels, "$" as a reference:
+    assert "$" not in svg  # Streamlit's markdown loads its math chunk for any "$" in a source
 
 
 def test_empty_frames_give_no_chart() -> None:

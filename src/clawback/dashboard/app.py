@@ -10,7 +10,8 @@ the budget and rollout tables once the components that own them have created the
 
 Why sections and Vega-Lite (``clawback.dashboard.charts``): at 1 M ledger rows the server script needed ~0.5 s
 of CPU for every view at once, but the browser took 13-23 s to draw the ten Plotly charts of one page
-(``benchmarks/dashboard_bench.py``, ``benchmarks/README.md``). Only the chosen section's queries and charts run.
+(``benchmarks/dashboard_bench.py``, ``benchmarks/README.md``). Only the chosen section's queries and charts run,
+and the charts arrive drawn (SVG from the server, ``charts.to_svg``): the browser loads no Vega chunk for them.
 
 A password (``dashboard.password``) gates everything when it is set; ``clawback dashboard`` refuses to
 listen beyond localhost without one.
@@ -22,6 +23,7 @@ import hmac
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -97,15 +99,35 @@ def _csv(frame: pd.DataFrame, name: str) -> None:
                        mime="text/csv", key=f"csv-{name}")  # fmt: skip
 
 
-def _chart(chart: charts.Chart | None, frame: pd.DataFrame, name: str) -> None:
+def _chart(chart: charts.Chart | None, frame: pd.DataFrame, name: str, svg: str | None) -> None:
     """One Vega-Lite chart and its frame as CSV, in a container keyed ``chart-<name>`` (the page gives it the
-    CSS class ``st-key-chart-<name>``, by which the browser test and the benchmark find each chart)."""
+    CSS class ``st-key-chart-<name>``, by which the browser test and the benchmark find each chart).
+
+    ``svg``: the chart drawn on the server (``charts.to_svg``), inserted as HTML (``st.html`` sanitizes SVG
+    away; the markdown renderer passes an HTML block through as it is): the browser then loads no Vega chunk.
+    A chart too large for that (no ``svg``) is drawn by ``st.vega_lite_chart`` (canvas)."""
     if chart is None:
         st.info(f"No {name.replace('-', ' ')} in this range.")
         return
     with st.container(key=f"chart-{name}"):
-        st.vega_lite_chart(chart.data, chart.spec, width="stretch")
+        if svg is None:
+            st.vega_lite_chart(chart.data, chart.spec, width="stretch")
+        else:  # a <div> HTML block on its own lines: markdown leaves what is inside untouched
+            st.markdown(f'<div class="clawback-chart">\n{svg}\n</div>', unsafe_allow_html=True)
         _csv(frame, name)
+
+
+#: Where a chart goes (a column or container), the chart, its frame (the CSV), its name and its width in pixels
+#: (the SVG's own: the browser scales it to the column, so about the column's width keeps the text's size).
+_Slot = tuple[Any, charts.Chart | None, pd.DataFrame, str, int]
+
+
+def _draw(slots: list[_Slot]) -> None:
+    """A section's charts, drawn on the server concurrently (``charts.to_svgs``), each into its place."""
+    svgs = charts.to_svgs([(chart, width) for _, chart, _, _, width in slots])
+    for (place, chart, frame, name, _), svg in zip(slots, svgs, strict=True):
+        with place:
+            _chart(chart, frame, name, svg)
 
 
 def _kpis(queries: LedgerQueries, tr: TimeRange, flt: Filters) -> None:
@@ -130,23 +152,21 @@ class _View:
 
 
 def _overview(v: _View) -> None:
+    spend = v.q.spend_series(v.tr, v.flt, v.by)
+    savings = v.q.savings_by_stage(v.tr, v.flt)
     left, right = st.columns([3, 2])
-    with left:
-        spend = v.q.spend_series(v.tr, v.flt, v.by)
-        _chart(charts.spend_chart(spend, DIMENSIONS[v.by], v.grain), spend, "spend")
-    with right:
-        savings = v.q.savings_by_stage(v.tr, v.flt)
-        _chart(charts.savings_chart(savings), savings, "savings")
+    _draw([(left, charts.spend_chart(spend, DIMENSIONS[v.by], v.grain), spend, "spend", 520),
+           (right, charts.savings_chart(savings), savings, "savings", 320)])  # fmt: skip
 
 
 def _tokens(v: _View) -> None:
     tokens = v.q.token_series(v.tr, v.flt)
-    _chart(charts.tokens_chart(tokens, v.grain), tokens, "tokens")
+    _draw([(st.container(), charts.tokens_chart(tokens, v.grain), tokens, "tokens", 900)])
 
 
 def _caches(v: _View) -> None:
     caches = v.q.cache_series(v.tr, v.flt)
-    _chart(charts.cache_chart(caches, v.grain), caches, "cache-hit-rates")
+    _draw([(st.container(), charts.cache_chart(caches, v.grain), caches, "cache-hit-rates", 900)])
     st.dataframe(v.q.cache_summary(v.tr, v.flt), hide_index=True, width="stretch")
 
 
@@ -157,21 +177,19 @@ def _holdout(v: _View) -> None:
         return
     st.subheader("Holdout against treated traffic")
     left, right = st.columns(2)
-    with left:
-        _chart(charts.cohort_chart(cohorts), cohorts, "holdout")
+    _draw([(left, charts.cohort_chart(cohorts), cohorts, "holdout", 440)])
     with right:
         st.dataframe(cohorts, hide_index=True, width="stretch")
 
 
 def _latency_errors(v: _View) -> None:
+    latency = v.q.latency_series(v.tr, v.flt)
+    errors = v.q.error_series(v.tr, v.flt)
     left, right = st.columns(2)
+    _draw([(left, charts.latency_chart(latency, v.grain), latency, "latency", 440),
+           (right, charts.errors_chart(errors, v.grain), errors, "errors", 440)])  # fmt: skip
     with left:
-        latency = v.q.latency_series(v.tr, v.flt)
-        _chart(charts.latency_chart(latency, v.grain), latency, "latency")
         st.dataframe(v.q.latency(v.tr, v.flt), hide_index=True, width="stretch")
-    with right:
-        errors = v.q.error_series(v.tr, v.flt)
-        _chart(charts.errors_chart(errors, v.grain), errors, "errors")
 
 
 def _spenders(v: _View) -> None:
@@ -179,14 +197,14 @@ def _spenders(v: _View) -> None:
     grain = "day" if LedgerQueries.entity_period(v.tr) == "day" else "whole week (Monday, UTC)"
     st.caption(f"Users, conversations and agents are rolled up per {grain} and key: of the filters, only keys "
                "apply here.")  # fmt: skip
-    columns = st.columns(len(ENTITY_KINDS))
-    for column, (kind, label) in zip(columns, ENTITY_KINDS.items(), strict=True):
-        with column:
-            top = v.q.top_entities(v.tr, kind, v.flt, limit=10)
-            if top.empty:
-                st.info(f"No {label} ids recorded in this range.")
-                continue
-            _chart(charts.entity_chart(top, label), top, f"top-{kind}")
+    slots: list[_Slot] = []
+    for column, (kind, label) in zip(st.columns(len(ENTITY_KINDS)), ENTITY_KINDS.items(), strict=True):
+        top = v.q.top_entities(v.tr, kind, v.flt, limit=10)
+        if top.empty:
+            column.info(f"No {label} ids recorded in this range.")
+        else:
+            slots.append((column, charts.entity_chart(top, label), top, f"top-{kind}", 240))
+    _draw(slots)
 
 
 def _budgets_rollout(v: _View) -> None:
@@ -219,8 +237,11 @@ def _section() -> str:
 
 def _body(queries: LedgerQueries, tr: TimeRange, flt: Filters, by: str, section: str) -> None:
     grain = "hourly" if tr.period == "hour" else "daily, whole UTC days"
-    st.caption(f"{tr.start:%Y-%m-%d %H:%M} to {tr.end:%Y-%m-%d %H:%M} UTC ({grain}); refreshed "
-               f"{datetime.now(UTC):%H:%M:%S} UTC")  # fmt: skip
+    # The clock's colons escaped ("01\\:16\\:31" shows as 01:16:31): ":16:" reads to Streamlit's markdown as an
+    # emoji shortcode, and the browser would fetch and run its emoji plugin and table (0.27 MB) for it.
+    shown = (f"{tr.start:%Y-%m-%d %H:%M} to {tr.end:%Y-%m-%d %H:%M} UTC ({grain}); refreshed "
+             f"{datetime.now(UTC):%H:%M:%S} UTC")  # fmt: skip
+    st.caption(shown.replace(":", "\\:"))
     _kpis(queries, tr, flt)
     draw, _ = SECTIONS[section]
     draw(_View(queries, tr, flt, by))
@@ -297,6 +318,7 @@ def _health(settings: Settings) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="clawback: cost dashboard", layout="wide")
+    charts.warm_up()  # Vega's engine starts while this first run queries the ledger
     settings = _settings()
     if not _logged_in(settings):
         return

@@ -1,9 +1,17 @@
-"""Vega-Lite charts of the data layer's frames, for the dashboard (``st.vega_lite_chart``).
+"""Vega-Lite charts of the data layer's frames, for the dashboard: drawn to SVG on the server (``to_svg``).
 
 Why not the report's Plotly figures (``clawback.dashboard.figures``): measured in Chromium at 1 M ledger rows
 (``benchmarks/dashboard_bench.py``, ``benchmarks/README.md``), Plotly.js inside Streamlit cost ~0.9 s of renderer
 script per chart and loads a 4.7 MB bundle; Vega-Lite, which Streamlit bundles, a quarter of that. The report
 keeps Plotly (one self-contained HTML file with plotly.js embedded).
+
+Why server-side SVG (``vl-convert-python``: Vega's own renderer in an embedded JavaScript engine): the first
+chart ``st.vega_lite_chart`` draws makes the browser fetch, parse and compile Streamlit's Vega chunk (~1.3 MB of
+JavaScript: vega-embed, Arrow) before anything is drawn, most of the cold first render's gap above an empty
+Streamlit page (``benchmarks/README.md``). The same spec drawn on the server arrives as an SVG document of the
+same marks (Vega's SVG renderer, its ARIA labels included), each mark carrying its label as an SVG ``<title>``
+(the browser's own hover tooltip). Beyond ``SVG_MAX_POINTS`` a chart is left to ``st.vega_lite_chart``
+(canvas), where a static document would grow to megabytes.
 
 Each function takes a frame exactly as ``clawback.dashboard.data.LedgerQueries`` returns it and returns a
 ``Chart`` (the frame to send, Arrow-encoded by Streamlit, and a Vega-Lite spec naming its columns), or ``None``
@@ -13,6 +21,10 @@ Altair): nothing to validate per render, and tests can read them.
 
 from __future__ import annotations
 
+import json
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -29,11 +41,14 @@ __all__ = [
     "latency_chart",
     "savings_chart",
     "spend_chart",
+    "to_svg",
+    "to_svgs",
     "tokens_chart",
+    "warm_up",
 ]
 
-#: Up to this many data points a chart is drawn as SVG (its marks are DOM nodes: the browser test can read
-#: them, and small SVG charts draw as fast as canvas); beyond, Streamlit's own choice (canvas past 2,000).
+#: Up to this many data points a chart is drawn as SVG on the server (its marks are DOM nodes: the browser test
+#: can read them; a 2,000-bar document is ~0.4 MB); beyond, ``st.vega_lite_chart`` (canvas past 2,000).
 SVG_MAX_POINTS = 2000
 HEIGHT = 300
 Spec = dict[str, Any]
@@ -59,8 +74,70 @@ def _legend(title: str | None) -> Spec:
 
 
 def _chart(data: pd.DataFrame, title: str, spec: Spec) -> Chart:
-    usermeta = {"embedOptions": {"renderer": "svg"}} if len(data) <= SVG_MAX_POINTS else {}
-    return Chart(data, {"title": title, "height": HEIGHT, **({"usermeta": usermeta} if usermeta else {}), **spec})
+    return Chart(data, {"title": title, "height": HEIGHT, **spec})
+
+
+def to_svg(chart: Chart, width: int) -> str | None:
+    """The chart drawn by Vega on the server, ``width`` pixels wide (scaled to its container by the browser):
+    an SVG document with a ``<title>`` on each mark; None beyond ``SVG_MAX_POINTS`` (the caller draws it in the
+    browser)."""
+    if len(chart.data) > SVG_MAX_POINTS:
+        return None
+    import vl_convert
+
+    values = json.loads(chart.data.to_json(orient="records", date_format="iso", date_unit="ms"))
+    spec = {**_without_tooltips(chart.spec), "data": {"values": values}, "width": width, "config": CONFIG}
+    svg = vl_convert.vegalite_to_svg(spec)
+    # Scale to the container; a <title> per mark is the hover tooltip the browser draws for it. "$" as a
+    # character reference: the same text, and Streamlit's markdown renderer loads its math chunk (KaTeX,
+    # 0.26 MB) for any source holding a "$".
+    svg = svg.replace("<svg ", '<svg style="width:100%;height:auto;max-width:100%" ', 1).replace("$", "&#36;")
+    return _MARK.sub(lambda m: f"{m.group(1)}><title>{m.group(2)}</title></path>", svg)
+
+
+def _without_tooltips(spec: Spec) -> Spec:
+    """The spec without its marks' ``tooltip`` (a static SVG shows none; Vega spends ~20 % of a drawing
+    formatting them): the ``<title>`` tooltips come from the ARIA labels Vega writes anyway."""
+    out: Spec = {}
+    for key, value in spec.items():
+        if key == "mark" and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k != "tooltip"}
+        elif key == "layer":
+            value = [_without_tooltips(layer) for layer in value]
+        out[key] = value
+    return out
+
+
+def to_svgs(drawings: list[tuple[Chart | None, int]]) -> list[str | None]:
+    """``to_svg`` of each (chart, width), drawn concurrently (Vega's engine runs several at once, outside the
+    GIL): a section's charts cost the slowest one's time, not their sum. None for a missing chart."""
+    jobs = [_POOL.submit(to_svg, chart, width) if chart is not None else None for chart, width in drawings]
+    return [job.result() if job is not None else None for job in jobs]
+
+
+#: A mark's path with its ARIA label (Vega's SVG renderer writes it XML-escaped: reused as the title's text).
+_MARK = re.compile(r'(<path [^>]*?aria-label="([^"]*)"[^>]*?)\s*/>')
+#: Close to Streamlit's own chart theme: its font, no outer frame. A white background of its own: the SVG's
+#: text is black, which Streamlit's dark theme (chosen by the viewer's system setting) would hide.
+CONFIG: Spec = {"font": '"Source Sans", sans-serif', "view": {"stroke": None}, "background": "white"}
+_warmed = threading.Event()
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="clawback-vega")
+
+
+def warm_up() -> None:
+    """Start Vega's JavaScript engine in the background (~1-2 s, once per process), so that the first session's
+    charts do not wait for all of it: called at the top of every script run (only the first call starts it)."""
+    if _warmed.is_set():
+        return
+    _warmed.set()
+
+    def run() -> None:
+        import vl_convert
+
+        vl_convert.vegalite_to_svg({"data": {"values": [{"a": 1}]}, "mark": "point",
+                                    "encoding": {"x": {"field": "a", "type": "quantitative"}}})  # fmt: skip
+
+    threading.Thread(target=run, name="clawback-vega-warm-up", daemon=True).start()
 
 
 def spend_chart(series: pd.DataFrame, by_label: str = "model", grain: str = "hour") -> Chart | None:
