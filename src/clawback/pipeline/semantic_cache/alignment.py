@@ -45,7 +45,7 @@ _FUNCTION = frozenset(fold_words(
 
 
 def stem(word: str) -> str:
-    """A plural's singular, roughly ("cashiers" -> "cashier", "departamentos" -> "departamento"): enough to match a word's forms."""
+    """A plural's singular, roughly ("cashiers" -> "cashier", "departamentos" -> "departamento")."""
     for suffix in ("es", "s"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 4:
             return word[: -len(suffix)]

@@ -15,15 +15,16 @@ inverted: a near copy says "the same question, but", and the "but" must be shown
 - both questions as folded word tokens, in order (``guards.features``: case, accents and punctuation are already
   gone), contractions expanded (``tokens``: "can't" and "cannot" are "can not", "I'm" is "i am"; a negation stays
   a word that differs);
-- their alignment (``difflib``) on stems (so "invoice" / "invoices" is one edited word, not a broken shape): a
+- their alignment (``difflib``) on stems (so "cashier" / "cashiers" is one edited word, not a broken shape): a
   near copy has at most ``MAX_EDITS`` changed spans and keeps at least ``MIN_SHARED[spans]`` of the shorter
   question unchanged (an identical question after folding is served);
 - a near copy is served only when every changed span is harmless (``harmless``): politeness and fillers added or
-  dropped ("please", "hi", "thanks", "por favor"), an article added, dropped or swapped ("the" / "a", "el" /
-  "la"), the "is" a contraction folds away ("what's" / "what is"), or an interrogative auxiliary of the same
-  meaning ("can I" / "could I" / "may I" / "is it possible to", "how do I" / "how can I" / "how would I", "need
-  to" / "have to"). Anything else refuses it, function word or not: a quantifier, a tense, a modal, a pronoun or
-  possessive, a preposition or particle, a negation, a number, a plural, a typo, a content word.
+  dropped ("please", "hi", "thanks", "por favor"; not "just", which can mean "only"), an article added, dropped
+  or swapped ("the" / "a", "el" / "la"), the "is" a contraction folds away ("what's" / "what is"), or an
+  interrogative auxiliary of the same meaning ("can I" / "could I" / "may I" / "is it possible to", "how do I" /
+  "how can I" / "how would I", "need to" / "have to"). Anything else refuses it, function word or not: a
+  quantifier, a tense, a modal, a pronoun or possessive, a preposition or particle, a negation, a number, a
+  plural, a typo, a content word.
 
 Which classes are in, and the span limits, were decided by measuring on the four tuning files (calibration,
 holdout, holdout2, holdout3; ``benchmarks/README.md``, semantic cache): the paraphrases that are near copies are
@@ -40,7 +41,7 @@ from __future__ import annotations
 from difflib import SequenceMatcher
 
 from clawback.pipeline.semantic_cache.alignment import stem
-from clawback.pipeline.semantic_cache.guards import features
+from clawback.pipeline.semantic_cache.guards import features, fold_words
 
 __all__ = ["MAX_EDITS", "MIN_SHARED", "harmless", "near_copy", "tokens"]
 
@@ -48,13 +49,14 @@ MAX_EDITS = 3
 MIN_SHARED = {0: 0.0, 1: 0.5, 2: 0.5, 3: 0.6}
 """Per number of changed spans, the share of the shorter question that must stay unchanged for a near copy."""
 
-# Words a question adds or drops without asking anything else (English and Spanish, folded).
-_FILLERS = frozenset("please pls plz kindly just hi hello hey thanks thank thx gracias hola porfa porfavor".split())
+# Words a question adds or drops without asking anything else (English and Spanish, folded); not "just"
+# ("only").
+_FILLERS = frozenset(fold_words("please pls plz kindly hi hello hey thanks thank thx gracias hola porfa porfavor"))
 _FILLER_PHRASES = (("thank", "you"), ("por", "favor"), ("buenos", "dias"), ("buenas", "tardes"), ("buenas", "noches"))
-_ARTICLES = frozenset("the a an el la los las un una".split())
+_ARTICLES = frozenset(fold_words("the a an el la los las un una"))
 # "what's" folds to "what" (the guards' folding drops "'s"), so "what is" differs by one "is" after these words.
-_CONTRACTED_IS = frozenset("what that there it where how who here when why".split())
-_PRONOUNS = frozenset("i we you".split())
+_CONTRACTED_IS = frozenset(fold_words("what that there it where how who here when why"))
+_PRONOUNS = frozenset(fold_words("i we you"))
 # Interrogative auxiliaries of the same meaning: (the group, the word that must come before, the words one after).
 _SAME_AUXILIARY = (
     (frozenset({"can", "could", "may"}), None, _PRONOUNS),  # can I / could I / may I
