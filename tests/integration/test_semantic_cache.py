@@ -87,10 +87,11 @@ def upstream_calls(sim_admin) -> int:
 
 
 def test_a_paraphrase_is_answered_from_the_stored_reply_and_booked(http, gateway, gateway_settings, sim_admin):
+    # reworded (0.73): "When is your office open on Saturday?" is a near copy with two non-harmless edits, refused
     first = http.post("/v1/messages", json=ask("What are your office hours on Saturday?"))
     assert first.status_code == 200 and first.headers["x-clawback-cache"] == "miss"
     settle(gateway)
-    second = http.post("/v1/messages", json=ask("When is your office open on Saturday?"))
+    second = http.post("/v1/messages", json=ask("On Saturday, when is the office open?"))
     assert second.status_code == 200
     assert second.headers["x-clawback-cache"] == "semantic-hit"
     assert second.headers["x-clawback-cache-key"] == first.headers["x-clawback-cache-key"]
@@ -212,7 +213,7 @@ def test_shadow_mode_records_would_be_hits_and_their_agreement_without_serving(
 ):
     http.post("/v1/messages", json=ask("What are your office hours on Saturday?"))
     settle(gateway)
-    response = http.post("/v1/messages", json=ask("When is your office open on Saturday?"))
+    response = http.post("/v1/messages", json=ask("On Saturday, when is the office open?"))
     assert response.headers["x-clawback-cache"] == "miss"  # not served
     settle(gateway)
     assert upstream_calls(sim_admin) == 2
@@ -253,7 +254,8 @@ def test_entries_survive_a_restart(tmp_path: Path, embedder):
         second = SemanticCacheStage(settings, price_book)  # a new process would do the same
         try:
             pipeline = Pipeline([second], _answer)
-            reply = await pipeline(_ctx("Is parking included in the unit?", "ns"))
+            # a harmless edit of the stored question ("with" / "in" would be a preposition: refused, a near copy)
+            reply = await pipeline(_ctx("Hi, is parking included with the unit?", "ns"))
             return hit_before, ("x-clawback-cache", "semantic-hit") in reply.headers
         finally:
             await second.aclose()
@@ -294,13 +296,13 @@ def test_replicas_share_entries_through_postgresql_and_stay_in_step(pg_url, embe
             await pipe_one(_ctx("What are your office hours on Saturday?", "ns"))
             await one.flush()
             assert await two.sync() >= 1  # replica two reads what replica one wrote
-            reply = await pipe_two(_ctx("When is your office open on Saturday?", "ns"))
+            reply = await pipe_two(_ctx("On Saturday, when is the office open?", "ns"))
             assert ("x-clawback-cache", "semantic-hit") in reply.headers
             key = dict(reply.headers)["x-clawback-cache-key"]
             assert await two.invalidate(key=key) == 1  # dropped on two, and in the database
             await one.sync()
             assert len(one.store) == 0
-            reply = await pipe_one(_ctx("When is your office open on Saturday?", "ns"))
+            reply = await pipe_one(_ctx("On Saturday, when is the office open?", "ns"))
             assert ("x-clawback-cache", "semantic-hit") not in reply.headers
         finally:
             await one.aclose()
@@ -362,7 +364,6 @@ def test_the_shipped_checks_refuse_the_blind_files_wrong_hits_and_still_serve_re
                   "Is the entire deposit returned?", "¿Ya se firmó el contrato de compraventa?"}  # fmt: skip
     reworded = {
         "does the apartment come with a parking spot",
-        "Is there a way to pay my rent online?",
         "do you charge a fee when rent comes in late?",
         "During what hours does the HOA require quiet?",
     }
@@ -375,3 +376,7 @@ def test_the_shipped_checks_refuse_the_blind_files_wrong_hits_and_still_serve_re
     assert sum(o.wrong for o in off) >= 5  # what the word-list guards alone serve at the shipped threshold
     assert sum(o.wrong for o in on) == 0
     assert {o.pair.b for o in on if o.hit} == reworded
+    # the cost, on a real pair: a paraphrase that keeps the sentence is a near copy, refused for its edits
+    # ("can i -> is there a way to", "- -> my")
+    kept = [p for p in load_pairs(corpus_path("holdout")) if p.b == "Is there a way to pay my rent online?" and p.same]
+    assert len(kept) == 1 and not score_pairs(kept, shipped, memo, prices)[0].hit
