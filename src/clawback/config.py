@@ -217,8 +217,8 @@ class SemanticGuards(_Section):
     )
     near_copy: bool = Field(
         True,
-        description="Refuse a near copy of the stored question that changes a content word (one edited span; see "
-        "semantic_cache.edits)",
+        description="Serve a near copy of the stored question (1-3 edited spans, most of it unchanged) only when "
+        "every edit is harmless: fillers, articles, contractions, same-meaning auxiliaries (see semantic_cache.edits)",
     )
     alignment: bool = Field(
         True,

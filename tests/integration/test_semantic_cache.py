@@ -87,10 +87,11 @@ def upstream_calls(sim_admin) -> int:
 
 
 def test_a_paraphrase_is_answered_from_the_stored_reply_and_booked(http, gateway, gateway_settings, sim_admin):
+    # reworded (0.73): "When is your office open on Saturday?" is a near copy with two non-harmless edits, refused
     first = http.post("/v1/messages", json=ask("What are your office hours on Saturday?"))
     assert first.status_code == 200 and first.headers["x-clawback-cache"] == "miss"
     settle(gateway)
-    second = http.post("/v1/messages", json=ask("When is your office open on Saturday?"))
+    second = http.post("/v1/messages", json=ask("On Saturday, when is the office open?"))
     assert second.status_code == 200
     assert second.headers["x-clawback-cache"] == "semantic-hit"
     assert second.headers["x-clawback-cache-key"] == first.headers["x-clawback-cache-key"]
@@ -212,7 +213,7 @@ def test_shadow_mode_records_would_be_hits_and_their_agreement_without_serving(
 ):
     http.post("/v1/messages", json=ask("What are your office hours on Saturday?"))
     settle(gateway)
-    response = http.post("/v1/messages", json=ask("When is your office open on Saturday?"))
+    response = http.post("/v1/messages", json=ask("On Saturday, when is the office open?"))
     assert response.headers["x-clawback-cache"] == "miss"  # not served
     settle(gateway)
     assert upstream_calls(sim_admin) == 2
@@ -253,7 +254,8 @@ def test_entries_survive_a_restart(tmp_path: Path, embedder):
         second = SemanticCacheStage(settings, price_book)  # a new process would do the same
         try:
             pipeline = Pipeline([second], _answer)
-            reply = await pipeline(_ctx("Is parking included in the unit?", "ns"))
+            # a harmless edit of the stored question ("with" / "in" would be a preposition: refused, a near copy)
+            reply = await pipeline(_ctx("Hi, is parking included with the unit?", "ns"))
             return hit_before, ("x-clawback-cache", "semantic-hit") in reply.headers
         finally:
             await second.aclose()
@@ -294,13 +296,13 @@ def test_replicas_share_entries_through_postgresql_and_stay_in_step(pg_url, embe
             await pipe_one(_ctx("What are your office hours on Saturday?", "ns"))
             await one.flush()
             assert await two.sync() >= 1  # replica two reads what replica one wrote
-            reply = await pipe_two(_ctx("When is your office open on Saturday?", "ns"))
+            reply = await pipe_two(_ctx("On Saturday, when is the office open?", "ns"))
             assert ("x-clawback-cache", "semantic-hit") in reply.headers
             key = dict(reply.headers)["x-clawback-cache-key"]
             assert await two.invalidate(key=key) == 1  # dropped on two, and in the database
             await one.sync()
             assert len(one.store) == 0
-            reply = await pipe_one(_ctx("When is your office open on Saturday?", "ns"))
+            reply = await pipe_one(_ctx("On Saturday, when is the office open?", "ns"))
             assert ("x-clawback-cache", "semantic-hit") not in reply.headers
         finally:
             await one.aclose()
@@ -347,8 +349,9 @@ def test_the_word_alignment_refuses_a_swapped_word_and_lets_an_added_one_through
 
 def test_the_shipped_checks_refuse_the_blind_files_wrong_hits_and_still_serve_reworded_paraphrases(embedder):
     """The real model and the shipped threshold and checks, through the stage (``score_pairs``), on real pairs: the
-    ten wrong hits the blind files found on 2026-12-03 are served with the near-copy check off and refused with
-    it on (by it: ``rejected_by``), while reworded paraphrases of the same files are still served."""
+    ten wrong hits the blind files found on 2026-12-03 (content words) and holdout3's that the content-word
+    near-copy check served on 2026-12-04 (quantifiers, tenses, scopes, a particle, a negation) are served with the
+    near-copy check off and refused with it on, while reworded paraphrases of the same files are still served."""
     from clawback.config import SemanticGuards
     from clawback.pipeline.semantic_cache.evaluate import MemoEmbedder, corpus_path, load_pairs, score_pairs
 
@@ -356,14 +359,15 @@ def test_the_shipped_checks_refuse_the_blind_files_wrong_hits_and_still_serve_re
                   "set the thermostat to 20 degrees celsius", "how do I enforce 2FA for everyone",
                   "¿por qué subió mi pago de hipoteca?", "is the backyard fenced",
                   "which neighborhoods are getting safer", "¿qué es el seguro de título?",
-                  "Is the pool heated in winter?"}  # fmt: skip
+                  "Is the pool heated in winter?", "Were all my files deleted?", "Did the HOA raise fees?",
+                  "Turn off notifications for this project", "Can I move in early?", "¿Se aceptan perros?",
+                  "Is the entire deposit returned?", "¿Ya se firmó el contrato de compraventa?"}  # fmt: skip
     reworded = {
         "does the apartment come with a parking spot",
-        "Is there a way to pay my rent online?",
         "do you charge a fee when rent comes in late?",
         "During what hours does the HOA require quiet?",
     }
-    pairs = [p for split in ("holdout", "holdout2") for p in load_pairs(corpus_path(split))
+    pairs = [p for split in ("holdout", "holdout2", "holdout3") for p in load_pairs(corpus_path(split))
              if (p.a in wrong_hits and not p.same) or (p.b in reworded and p.same)]  # fmt: skip
     assert len(pairs) == len(wrong_hits) + len(reworded)
     memo, prices, shipped = MemoEmbedder(embedder), load_price_book(), SemanticCacheSettings()
@@ -372,3 +376,7 @@ def test_the_shipped_checks_refuse_the_blind_files_wrong_hits_and_still_serve_re
     assert sum(o.wrong for o in off) >= 5  # what the word-list guards alone serve at the shipped threshold
     assert sum(o.wrong for o in on) == 0
     assert {o.pair.b for o in on if o.hit} == reworded
+    # the cost, on a real pair: a paraphrase that keeps the sentence is a near copy, refused for its edits
+    # ("can i -> is there a way to", "- -> my")
+    kept = [p for p in load_pairs(corpus_path("holdout")) if p.b == "Is there a way to pay my rent online?" and p.same]
+    assert len(kept) == 1 and not score_pairs(kept, shipped, memo, prices)[0].hit

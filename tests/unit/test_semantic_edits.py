@@ -1,13 +1,14 @@
-"""The near-copy check (``semantic_cache.edits``) on real pairs of the shipped corpus, without the model: the blind
-files' wrong hits that every word-list guard let through are near copies it refuses, reworded paraphrases and
-function-word edits pass, and its recall cost on the tuning files' paraphrases stays small."""
+"""The near-copy check (``semantic_cache.edits``) on real pairs of the shipped corpus, without the model: a near copy
+is served only when its edit is in the closed class of harmless edits. The blind files' wrong hits that every
+word-list guard let through (content words, then quantifiers, tenses, scopes, particles, a negation) are refused,
+reworded paraphrases are not near copies, and the harmless edits pass."""
 
 from __future__ import annotations
 
 import pytest
 
 from clawback.config import SemanticGuards
-from clawback.pipeline.semantic_cache.edits import near_copy
+from clawback.pipeline.semantic_cache.edits import harmless, near_copy, tokens
 from clawback.pipeline.semantic_cache.evaluate import TUNING_SPLITS, Pair, corpus_path, load_pairs
 from clawback.pipeline.semantic_cache.guards import check
 
@@ -18,55 +19,89 @@ def _pair(split: str, a: str, same: bool) -> Pair:
     return found[0]
 
 
-# holdout2.jsonl's wrong hits with the guards of 2026-12-03 (benchmarks/README.md) and holdout.jsonl's last one:
-# each passed every guard; the word the near copy changes is the one that changes the answer
+# holdout2.jsonl's wrong hits with the guards of 2026-12-03 and holdout.jsonl's last one (content words), then
+# holdout3.jsonl's with the content-word near-copy check of 2026-12-04 (function words; benchmarks/README.md):
+# each passed every word-list guard; the edit named is the first one not in the harmless class
 @pytest.mark.parametrize(
-    ("split", "a", "word"),
+    ("split", "a", "edit"),
     [
-        ("holdout2", "my rate lock is 30 days, can I extend it", "business"),
-        ("holdout2", "my trial ends on the 12th, what happens", "ends"),
-        ("holdout2", "set the thermostat to 20 degrees celsius", "celsius"),
-        ("holdout2", "how do I enforce 2FA for everyone", "enforce"),
-        ("holdout2", "¿por qué subió mi pago de hipoteca?", "subio"),
-        ("holdout2", "is the backyard fenced", "backyard"),
-        ("holdout2", "which neighborhoods are getting safer", "safer"),
-        ("holdout2", "¿qué es el seguro de título?", "paga"),
-        ("holdout", "Is the pool heated in winter?", "heated"),
+        ("holdout2", "my rate lock is 30 days, can I extend it", "- -> business"),
+        ("holdout2", "my trial ends on the 12th, what happens", "ends -> ended"),
+        ("holdout2", "set the thermostat to 20 degrees celsius", "celsius -> fahrenheit"),
+        ("holdout2", "¿por qué subió mi pago de hipoteca?", "subio -> bajo"),
+        ("holdout", "Is the pool heated in winter?", "heated -> open"),
+        ("holdout3", "Were all my files deleted?", "all -> some of"),
+        ("holdout3", "Are all units pet friendly?", "all -> some"),
+        ("holdout3", "Did every item ship?", "every -> any"),
+        ("holdout3", "Is the entire deposit returned?", "- -> half"),  # two spans: "half" in, "entire" out
+        ("holdout3", "¿Todos los departamentos tienen balcón?", "todos los -> algun"),
+        ("holdout3", "Did the HOA raise fees?", "did -> will"),
+        ("holdout3", "Was the house ever tented for termites?", "was -> is"),
+        ("holdout3", "¿Ya se firmó el contrato de compraventa?", "ya -> cuando"),
+        ("holdout3", "Turn off notifications for this project", "this -> every"),
+        ("holdout3", "Can I move in early?", "in -> out"),
+        ("holdout3", "¿Se aceptan perros?", "- -> no"),
+        ("holdout3", "Cuánto tarda el reembolso a la tarjeta", "- -> como saldo"),
+        ("holdout3", "What's my credit score requirement for this lender?", "my -> are the"),
     ],
 )
-def test_the_blind_files_wrong_hits_are_near_copies_it_refuses(split, a, word):
+def test_the_blind_files_wrong_hits_are_near_copies_it_refuses(split, a, edit):
     pair = _pair(split, a, same=False)
     assert check(pair.a, pair.b, SemanticGuards()) is None  # no word-list guard refuses it
-    assert near_copy(pair.a, pair.b) == word
+    assert near_copy(pair.a, pair.b) == edit
 
 
 @pytest.mark.parametrize(
     ("split", "a"),
     [
         ("holdout", "What are your office hours?"),  # reworded: not a near copy
-        ("calibration", "Does the rent of $2,400 include parking?"),  # "include" / "included": two spans moved
-        ("calibration", "How do I renew my lease?"),  # "How do I" / "What do I do to": two spans, no near copy
+        ("calibration", "I need to cancel my appointment."),  # "need to" / "have to": a harmless auxiliary
     ],
 )
-def test_reworded_paraphrases_and_function_word_edits_pass(split, a):
+def test_reworded_paraphrases_and_harmless_edits_pass(split, a):
     pair = _pair(split, a, same=True)
     assert near_copy(pair.a, pair.b) is None
 
 
-def test_function_words_alone_are_no_change_and_a_content_word_is():
-    assert near_copy("I need to cancel my appointment.", "I have to cancel my appointment.") is None
-    assert near_copy("Is the pool heated in winter?", "Is the pool open in winter?") == "heated"
-    # two edited spans, or too little left in common: a rewording, for the other checks to judge
-    assert near_copy("Can I pay rent online?", "Is there a way to pay my rent online?") is None
-    assert near_copy("How do I lock my rate", "how do I float my rate instead of locking") is None
+def test_the_closed_class_of_harmless_edits():
+    # case, accents, punctuation (folded away), fillers, articles, contractions, same-meaning auxiliaries
+    assert near_copy("¿Cuándo abre la oficina?", "cuando abre la oficina") is None
+    assert near_copy("Can I pay rent online?", "Hi, can I pay the rent online please?") is None
+    assert near_copy("¿Aceptan mascotas?", "Hola, ¿aceptan mascotas por favor?") is None
+    assert near_copy("What's the pet fee?", "What is the pet fee?") is None
+    assert near_copy("Can I pay rent online?", "Could I pay rent online?") is None
+    assert near_copy("Can I pay rent online?", "Is it possible to pay rent online?") is None
+    assert near_copy("How do I reset my password?", "How can I reset my password?") is None
+    # and what is outside it, function word or not
+    assert near_copy("Can I pay rent online?", "Can't I pay rent online?") == "- -> not"
+    assert near_copy("I can't pay rent online", "I cannot pay rent online") is None  # both "can not"
+    assert near_copy("Can I pay my rent online?", "Can I pay your rent online?") == "my -> your"
+    assert near_copy("Can I pay rent online?", "Will I pay rent online?") == "can -> will"
+    assert near_copy("Is the invoice paid?", "Are the invoices paid?") == "is -> are"
+    assert near_copy("Do you allow dogs?", "Do you allow more dogs?") == "- -> more"
+    assert near_copy("Is the pool open at 9?", "Is the pool open at 10?") == "9 -> 10"
+    assert near_copy("Is the apartment furnished?", "Is the apartment unfurnished?") == "furnished -> unfurnished"
+    # the cost: a paraphrase that keeps the sentence and rewords a span is a paid call (calibration.jsonl)
+    assert near_copy("How do I renew my lease?", "What do I do to renew my lease?") == "how -> what"
 
 
-def test_its_recall_cost_on_the_tuning_paraphrases_is_small_and_it_refuses_near_miss_copies():
+def test_harmless_reads_the_context_of_an_auxiliary():
+    assert harmless(("do",), ("can",), "how", "i")
+    assert not harmless(("do",), ("can",), None, "i")  # "Do I pay?" / "Can I pay?" asks another thing
+    assert harmless(("need",), ("have",), "i", "to")
+    assert not harmless(("need",), ("have",), "i", "a")  # "I need a key" / "I have a key"
+    assert harmless((), ("is",), "what", "the")  # "what's" folds to "what"
+    assert not harmless((), ("was",), "what", "the")
+    assert tokens("I'm sure you won't") == ("i", "am", "sure", "you", "will", "not")
+
+
+def test_it_refuses_near_copies_and_leaves_reworded_paraphrases_to_the_other_checks():
     pairs = [p for split in TUNING_SPLITS for p in load_pairs(corpus_path(split))]
     paraphrases = [p for p in pairs if p.same]
     negatives = [p for p in pairs if not p.same and check(p.a, p.b, SemanticGuards()) is None]
     refused_paraphrases = sum(near_copy(p.a, p.b) is not None for p in paraphrases)
     refused_negatives = sum(near_copy(p.a, p.b) is not None for p in negatives)
-    # measured 2026-12-04: 30 of 932 paraphrases (3.2 %), 120 of the 154 negatives the guards let through (78 %)
-    assert refused_paraphrases / len(paraphrases) < 0.06
-    assert refused_negatives / len(negatives) > 0.6
+    # measured 2026-12-04 on the four tuning files: 225 of 1,232 paraphrases (18.3 %, at any similarity), 241 of
+    # the 263 negatives the word-list guards let through (91.6 %)
+    assert refused_paraphrases / len(paraphrases) < 0.22
+    assert refused_negatives / len(negatives) > 0.85

@@ -25,7 +25,7 @@ import numpy as np
 from clawback.embeddings.protocol import Embedder, Vectors
 from clawback.pipeline.semantic_cache.guards import features, fold_words
 
-__all__ = ["Aligner", "content_words", "is_content"]
+__all__ = ["Aligner", "content_words", "is_content", "stem"]
 
 # Function words and fillers a paraphrase adds or drops freely (English and Spanish, accents folded).
 _FUNCTION = frozenset(fold_words(
@@ -44,7 +44,8 @@ _FUNCTION = frozenset(fold_words(
 ))  # fmt: skip
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
+    """A plural's singular, roughly ("cashiers" -> "cashier", "departamentos" -> "departamento")."""
     for suffix in ("es", "s"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 4:
             return word[: -len(suffix)]
@@ -59,7 +60,7 @@ def is_content(word: str) -> bool:
 
 def content_words(text: str) -> frozenset[str]:
     """The words that carry what is asked: folded, stemmed, without function words and numbers."""
-    return frozenset(_stem(word) for word in features(text).words if is_content(word))
+    return frozenset(stem(word) for word in features(text).words if is_content(word))
 
 
 class Aligner:

@@ -1,56 +1,139 @@
-"""Verification of a candidate by its edit: a near copy of the stored question that changes a content word is refused.
+"""Verification of a candidate by its edit: a near copy of the stored question is served only when each of its edits
+is one of a small closed class of edits that cannot change the answer; any other edit refuses it.
 
-Why: the hard negatives that reach the threshold are, almost all, the stored question with one span edited:
-"Is the pool *heated* in winter?" / "Is the pool *open* in winter?", "20 degrees *celsius*" / "*fahrenheit*",
-"my trial *ends*" / "*ended*", "30 days" / "30 *business* days", "how do I *enforce*" / "how do I *stop
-enforcing*", "¿por qué *subió*?" / "¿por qué *bajó*?". Everything the two questions share weighs for them in a
-sentence embedding, so the one word that changes the answer is outvoted (0.86-0.98 above). Word lists name such
-words class by class and the next writer uses another word; neither the model's contextual token vectors nor its
-word vectors tell a synonym from a sibling either (measured: "ends" / "ended" align at 0.85 in context, "big" /
-"spacious" at 0.73; ``benchmarks/README.md``). What does carry across writers is the shape: a paraphrase is
-worded anew, a near miss is a near copy. So the check reads the edit, not the words:
+Why: the hard negatives that reach the threshold are, almost all, the stored question with one or two spans
+edited, and the span that changes the answer can be any word: a content word ("Is the pool *heated* / *open* in
+winter?"), but just as well a quantifier ("Were *all* / *some* of my files deleted?", "Is *the entire* / *half
+the* deposit returned?"), a tense ("*Did* / *Will* the HOA raise fees?", "¿*Ya* se *firmó* / *Cuándo* se
+*firma*?"), a scope ("for *this* / *every* project"), a particle ("move *in* / *out*") or a negation ("¿Se
+aceptan perros?" / "¿*No* se aceptan perros *ni gatos*?"). Everything the two questions share weighs for them in
+a sentence embedding, so the words that change the answer are outvoted (0.83-0.98). A list of dangerous words,
+or its mirror, a list of words safe to ignore, is beaten by the next writer's next word: refusing a changed
+*content* word took three files to no wrong hit and the fourth (``holdout3.jsonl``) to 23. So the rule is
+inverted: a near copy says "the same question, but", and the "but" must be shown harmless.
 
-- both questions as folded word tokens, in order (``guards.features``);
-- their alignment (``difflib``): at most ``MAX_EDITS`` changed spans (replaced, inserted or deleted words), and the
-  unchanged words at least ``MIN_SHARED`` of the shorter question;
-- such a near copy is refused when a changed span holds a content word (``alignment.is_content``: not a function
-  word, not a number: numbers have their own guard). A span of function words alone ("I need to" / "I have
-  to") passes.
+- both questions as folded word tokens, in order (``guards.features``: case, accents and punctuation are already
+  gone), contractions expanded (``tokens``: "can't" and "cannot" are "can not", "I'm" is "i am"; a negation stays
+  a word that differs);
+- their alignment (``difflib``) on stems (so "cashier" / "cashiers" is one edited word, not a broken shape): a
+  near copy has at most ``MAX_EDITS`` changed spans and keeps at least ``MIN_SHARED[spans]`` of the shorter
+  question unchanged (an identical question after folding is served);
+- a near copy is served only when every changed span is harmless (``harmless``): politeness and fillers added or
+  dropped ("please", "hi", "thanks", "por favor"; not "just", which can mean "only"), an article added, dropped
+  or swapped ("the" / "a", "el" / "la"), the "is" a contraction folds away ("what's" / "what is"), or an
+  interrogative auxiliary of the same meaning ("can I" / "could I" / "may I" / "is it possible to", "how do I" /
+  "how can I" / "how would I", "need to" / "have to"). Anything else refuses it, function word or not: a
+  quantifier, a tense, a modal, a pronoun or possessive, a preposition or particle, a negation, a number, a
+  plural, a typo, a content word.
 
-A reworded paraphrase (most of them: in order, a median of 30-43 % of the shorter question's words kept, per
-corpus file) is not a near copy and goes through the other checks as before. The cost is the paraphrase that
-swaps one word for a synonym in an otherwise copied sentence ("big" / "spacious"): refused, a paid call instead
-of a hit. A miss costs one call; a wrong hit a wrong answer. No word list of any false-hit class is read. Cheap
-(an alignment of two short token lists: ~10 us), so it runs before the word alignment, which may embed words.
+Which classes are in, and the span limits, were decided by measuring on the four tuning files (calibration,
+holdout, holdout2, holdout3; ``benchmarks/README.md``, semantic cache): the paraphrases that are near copies are
+almost all rewordings outside any harmless class ("incluye" / "trae", "big" / "spacious"), so they are paid calls
+whatever the class holds; plurals and one-letter edits were left out because the files hold negatives of exactly
+that shape ("spots" / "spot", "employer" / "employee", "incluida" / "incluido") and no paraphrase above the
+threshold that needs them. A reworded paraphrase (in order, a median of 30-43 % of the shorter question's words
+kept) is not a near copy and goes through the other checks as before. Cheap (an alignment of two short token
+lists: p50 20 us at load 7-8), so it runs before the word alignment, which may embed words.
 """
 
 from __future__ import annotations
 
 from difflib import SequenceMatcher
 
-from clawback.pipeline.semantic_cache.alignment import is_content
-from clawback.pipeline.semantic_cache.guards import features
+from clawback.pipeline.semantic_cache.alignment import stem
+from clawback.pipeline.semantic_cache.guards import features, fold_words
 
-__all__ = ["MAX_EDITS", "MIN_SHARED", "near_copy"]
+__all__ = ["MAX_EDITS", "MIN_SHARED", "harmless", "near_copy", "tokens"]
 
-MAX_EDITS = 1
-MIN_SHARED = 0.5
+MAX_EDITS = 3
+MIN_SHARED = {0: 0.0, 1: 0.5, 2: 0.5, 3: 0.6}
+"""Per number of changed spans, the share of the shorter question that must stay unchanged for a near copy."""
+
+# Words a question adds or drops without asking anything else (English and Spanish, folded); not "just"
+# ("only").
+_FILLERS = frozenset(fold_words("please pls plz kindly hi hello hey thanks thank thx gracias hola porfa porfavor"))
+_FILLER_PHRASES = (("thank", "you"), ("por", "favor"), ("buenos", "dias"), ("buenas", "tardes"), ("buenas", "noches"))
+_ARTICLES = frozenset(fold_words("the a an el la los las un una"))
+# "what's" folds to "what" (the guards' folding drops "'s"), so "what is" differs by one "is" after these words.
+_CONTRACTED_IS = frozenset(fold_words("what that there it where how who here when why"))
+_PRONOUNS = frozenset(fold_words("i we you"))
+# Interrogative auxiliaries of the same meaning: (the group, the word that must come before, the words one after).
+_SAME_AUXILIARY = (
+    (frozenset({"can", "could", "may"}), None, _PRONOUNS),  # can I / could I / may I
+    (frozenset({"do", "can", "could", "would"}), "how", _PRONOUNS),  # how do I / how can I / how would I
+    (frozenset({"need", "have"}), None, frozenset({"to"})),  # need to / have to
+)
+_SAME_PHRASE = frozenset({("can", "i"), ("could", "i"), ("may", "i"), ("is", "it", "possible", "to")})
+
+_EXPANSIONS = {"cannot": ("can", "not"), "can't": ("can", "not"), "won't": ("will", "not"), "i'm": ("i", "am")}
+_SUFFIXES = (("n't", ("not",)), ("'re", ("are",)), ("'ve", ("have",)), ("'ll", ("will",)), ("'d", ("would",)))
 
 
-def near_copy(stored: str, asked: str, *, max_edits: int = MAX_EDITS, min_shared: float = MIN_SHARED) -> str | None:
-    """The content word a near copy changes, or None (not a near copy, or only function words changed)."""
-    a, b = features(stored).tokens, features(asked).tokens
+def tokens(text: str) -> tuple[str, ...]:
+    """The folded word tokens with contractions expanded: "can't" and "cannot" are "can not"."""
+    out: list[str] = []
+    for word in features(text).tokens:
+        if word in _EXPANSIONS:
+            out.extend(_EXPANSIONS[word])
+            continue
+        for suffix, expansion in _SUFFIXES:
+            if word.endswith(suffix) and len(word) > len(suffix):
+                out.append(word[: -len(suffix)])
+                out.extend(expansion)
+                break
+        else:
+            out.append(word)
+    return tuple(out)
+
+
+def _strip_fillers(words: tuple[str, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    index = 0
+    while index < len(words):
+        phrase = next((p for p in _FILLER_PHRASES if words[index : index + len(p)] == p), None)
+        if phrase is not None:
+            index += len(phrase)
+            continue
+        if words[index] not in _FILLERS and words[index] not in _ARTICLES:
+            out.append(words[index])
+        index += 1
+    return tuple(out)
+
+
+def harmless(old: tuple[str, ...], new: tuple[str, ...], before: str | None, after: str | None) -> bool:
+    """Whether replacing the span ``old`` with ``new`` (between the words ``before`` and ``after``, None at an
+    end) is one of the edits that cannot change the answer (the classes are in the module docstring)."""
+    old, new = _strip_fillers(old), _strip_fillers(new)
+    if old == new:
+        return True  # fillers and articles only
+    if not old or not new:
+        return (old or new) == ("is",) and before in _CONTRACTED_IS
+    if old in _SAME_PHRASE and new in _SAME_PHRASE:
+        return True
+    if len(old) == len(new) == 1:
+        return any(
+            old[0] in group and new[0] in group and (first is None or before == first) and after in then
+            for group, first, then in _SAME_AUXILIARY
+        )
+    return False
+
+
+def near_copy(stored: str, asked: str, *, max_edits: int = MAX_EDITS) -> str | None:
+    """The edit of a near copy that is not harmless ("all -> some"), or None (not a near copy, or only harmless
+    edits)."""
+    a, b = tokens(stored), tokens(asked)
     if not a or not b:
         return None
-    codes = SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    codes = SequenceMatcher(None, [stem(w) for w in a], [stem(w) for w in b], autojunk=False).get_opcodes()
     edits = [code for code in codes if code[0] != "equal"]
-    if not edits or len(edits) > max_edits:
-        return None
     shared = sum(i2 - i1 for tag, i1, i2, _, _ in codes if tag == "equal")
-    if shared < min_shared * min(len(a), len(b)):
+    if len(edits) > max_edits or shared < MIN_SHARED[len(edits)] * min(len(a), len(b)):
         return None
-    for _, i1, i2, j1, j2 in edits:
-        for word in (*a[i1:i2], *b[j1:j2]):
-            if is_content(word):
-                return word
+    for tag, i1, i2, j1, j2 in codes:
+        old, new = a[i1:i2], b[j1:j2]
+        if tag == "equal":
+            if old != new:  # the same stem in another form: a plural ("invoice" / "invoices")
+                return next(f"{x} -> {y}" for x, y in zip(old, new, strict=True) if x != y)
+        elif not harmless(old, new, a[i1 - 1] if i1 > 0 else None, a[i2] if i2 < len(a) else None):
+            return f"{' '.join(old) or '-'} -> {' '.join(new) or '-'}"
     return None

@@ -9,10 +9,11 @@ sent through the stage (a miss, stored), then ``b``: a ``semantic-hit`` reply is
 process. Embeddings are memoised across the configurations compared (the guard ablation re-asks the same texts).
 
 The corpus the repository ships (``clawback/workloads/data/semantic_pairs/``): the team's ``calibration.jsonl``
-and ``test.jsonl`` (split once; the test split is never read by the calibration), and two files of pairs written
-blind by other people, ``holdout.jsonl`` and ``holdout2.jsonl`` (``HOLDOUT.md``, ``HOLDOUT2.md``), scored once
-blind and since then tuning data. ``TUNING_SPLITS`` (calibration + both holdouts) is what ``clawback eval semantic
---calibrate`` chooses the threshold on; the test split and any new blind file are the checks.
+and ``test.jsonl`` (split once; the test split is never read by the calibration), and three files of pairs
+written blind by other people, ``holdout.jsonl``, ``holdout2.jsonl`` and ``holdout3.jsonl`` (``HOLDOUT.md``,
+``HOLDOUT2.md``), each scored once blind and since then tuning data. ``TUNING_SPLITS`` (calibration + the three
+holdouts) is what ``clawback eval semantic --calibrate`` chooses the threshold on; the test split and any new
+blind file are the checks.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ __all__ = [
     "similarities",
 ]
 
-CORPUS_SPLITS = ("calibration", "test", "holdout", "holdout2")
-TUNING_SPLITS = ("calibration", "holdout", "holdout2")
+CORPUS_SPLITS = ("calibration", "test", "holdout", "holdout2", "holdout3")
+TUNING_SPLITS = ("calibration", "holdout", "holdout2", "holdout3")
 EVAL_MODEL = "claude-haiku-4-5"
 
 
