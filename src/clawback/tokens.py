@@ -80,6 +80,7 @@ __all__ = [
     "fast_tokens",
     "image_tokens",
     "message_prompt_blocks",
+    "message_tokens_at_most",
     "prompt_blocks",
     "static_prompt_blocks",
     "tokenizer_factor",
@@ -542,6 +543,37 @@ def message_prompt_blocks(body: Mapping[str, Any]) -> tuple[list[PromptBlock], i
             pending = 0
             fields = b""
     return out, pending + TAIL_OVERHEAD
+
+
+def message_tokens_at_most(body: Mapping[str, Any]) -> int | None:
+    """An upper bound of the tokens ``message_prompt_blocks`` gives the messages' blocks (their overheads
+    included), found without counting text: a text has at most one piece per character (every piece is at least
+    one character), so at most ``len(text)`` pieces, scaled by the tokenizer as a count is; any other block is
+    estimated as ``message_prompt_blocks`` does. None when a block carries ``cache_control``: a caller asking
+    whether the prompt is too short to cache needs no bound then."""
+    model = body.get("model") if isinstance(body.get("model"), str) else None
+    factor = tokenizer_factor(model)
+    total = THINKING_OVERHEAD if _thinking_enabled(body) else 0
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, dict):
+            continue
+        total += MESSAGE_OVERHEAD
+        content = message.get("content")
+        if isinstance(content, str):
+            total += _scaled(len(content), factor)
+            continue
+        for block in content if isinstance(content, list) else ():
+            if not isinstance(block, dict):
+                continue
+            if "cache_control" in block:
+                return None
+            text = block.get("text")
+            if block.get("type") == "text" and isinstance(text, str):
+                total += _scaled(len(text), factor)
+            else:
+                total += estimate_block_tokens(block, model)
+    return total
 
 
 def count_request_tokens(body: Mapping[str, Any]) -> int:

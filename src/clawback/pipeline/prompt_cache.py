@@ -46,7 +46,13 @@ from clawback.config import PromptCacheSettings
 from clawback.pipeline.context import Mode, Reply, RequestContext
 from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import ModelPrice, PriceBook
-from clawback.tokens import PromptBlock, message_prompt_blocks, prompt_blocks, static_prompt_blocks
+from clawback.tokens import (
+    PromptBlock,
+    message_prompt_blocks,
+    message_tokens_at_most,
+    prompt_blocks,
+    static_prompt_blocks,
+)
 
 __all__ = ["ChurnReport", "Plan", "PromptCachePlanner", "choose_ttl", "plan_request"]
 
@@ -372,20 +378,6 @@ class _StaticPrefix:
     digest: bytes | None  # the static prefix's ``prefix_digests`` entry; None without tools or system
 
 
-def _too_short(
-    body: Mapping[str, Any], static: _StaticPrefix, messages: Sequence[PromptBlock], min_cacheable_tokens: int
-) -> bool:
-    """The whole prompt is below the model's cacheable minimum and carries no marker of the client's."""
-    if static.marked:
-        return False
-    total = static.tokens
-    for pb in messages:  # a plain loop: this runs on every request
-        if "cache_control" in pb.block:
-            return False
-        total += pb.tokens
-    return not long_enough(total, min_cacheable_tokens) and not body.get("cache_control")
-
-
 def _family_of(scope: str, model: str, snap: _Snapshot) -> str:
     """Same tools by name (any order) and same system once volatile tokens are masked: one family."""
     hasher = hashlib.blake2b(digest_size=8)
@@ -541,6 +533,32 @@ class PromptCachePlanner:
             self._statics.popitem(last=False)
         return known
 
+    def _too_short(
+        self, body: Mapping[str, Any], minimum: int
+    ) -> tuple[_StaticPrefix | None, list[PromptBlock] | None]:
+        """Whether the whole prompt is below the model's cacheable minimum with no marker of the client's (the fast
+        path): (its static prefix, the messages' blocks if they were counted) when it is, (None, the messages'
+        blocks if counted) when not. The messages are bounded first without counting (``message_tokens_at_most``),
+        counted only when the bound cannot decide; the static prefix comes from its memo (``_static_prefix``),
+        asked only when the messages alone are under the minimum (a long conversation goes straight to planning)."""
+        if body.get("cache_control"):
+            return None, None
+        bound = message_tokens_at_most(body)
+        messages: list[PromptBlock] | None = None
+        if bound is None or long_enough(bound, minimum):
+            messages, _ = message_prompt_blocks(body)
+            bound = 0
+            for pb in messages:  # a plain loop: this runs on every request
+                if "cache_control" in pb.block:
+                    return None, messages
+                bound += pb.tokens
+            if long_enough(bound, minimum):
+                return None, messages
+        static = self._static_prefix(body)
+        if static is None or static.marked or long_enough(static.tokens + bound, minimum):
+            return None, messages
+        return static, messages
+
     # -- the stage
     def bind(self, chain: Chain) -> None:
         pass
@@ -557,15 +575,8 @@ class PromptCachePlanner:
         body = ctx.body
         if self.settings.stabilize_tools:
             body = stabilize_tools(body)
-        messages, _ = message_prompt_blocks(body)
-        # The fast path's memo is asked only when the messages alone are under the minimum (a long conversation
-        # goes straight to planning, without hashing its prefix once more).
-        static = (
-            self._static_prefix(body)
-            if mode == "on" and not long_enough(sum(pb.tokens for pb in messages), price.min_cacheable_tokens)
-            else None
-        )
-        if static is not None and _too_short(body, static, messages, price.min_cacheable_tokens):
+        static, messages = self._too_short(body, price.min_cacheable_tokens) if mode == "on" else (None, None)
+        if static is not None:
             # No prefix of it can be cached, and the client marked none: plan_request would place nothing and
             # the reply could teach nothing, so only the churn watch runs (on the static prefix's digest).
             if static.digest is not None:
@@ -576,6 +587,8 @@ class PromptCachePlanner:
             if body is not ctx.body:
                 ctx.replace_body(body)
             return await call_next(ctx)
+        if messages is None:
+            messages, _ = message_prompt_blocks(body)
         blocks = static_prompt_blocks(body) + messages  # this body's own blocks: the plan marks them
         static_blocks = [i for i, pb in enumerate(blocks) if pb.section != "messages"]
         # Computed once per request and shared with plan_request (tools/system digests do not depend on the
