@@ -52,14 +52,17 @@ def run(args: argparse.Namespace) -> None:
     runs: dict[tuple[str, int, str], list[bl.WrkResult]] = {}
     with tempfile.TemporaryDirectory(prefix="clawback-defaults-") as tmp:
         work = Path(tmp)
-        envs = {name: {**os.environ, **extra, "CLAWBACK_LEDGER__URL": f"sqlite:///{work / str(i)}.db",
+        # This checkout's code, also when its .venv is another checkout's (a worktree's symlink: the editable
+        # install points at that checkout's src/).
+        own = {**os.environ, "PYTHONPATH": str(bl.ROOT / "src")}
+        envs = {name: {**own, **extra, "CLAWBACK_LEDGER__URL": f"sqlite:///{work / str(i)}.db",
                        "CLAWBACK_LEDGER__JOURNAL_PATH": str(work / f"{i}.journal")}
                 for i, (name, extra) in enumerate(configs.items())}  # fmt: skip
         keys = {name: _key(env) for name, env in envs.items()}
         script = bl.lua_script(work)
         sim_port = bl.free_port()
-        sim = bl.start_server("simulator", [bl.CLAWBACK, "simulate", "--port", str(sim_port)], sim_port,
-                              dict(os.environ), work)  # fmt: skip
+        sim = bl.start_server("simulator", [bl.CLAWBACK, "simulate", "--port", str(sim_port)], sim_port, own,
+                              work)  # fmt: skip
         servers: dict[str, tuple[bl.Server, str | None]] = {"simulator": (sim, None)}
         for i, (name, env) in enumerate(envs.items()):
             port = bl.free_port()
