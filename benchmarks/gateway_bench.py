@@ -311,6 +311,8 @@ def main() -> None:
         help="pass-through, shipped defaults and every stage on, side by side (gateway_defaults.py)",
     )
     parser.add_argument("--stream", action="store_true", help="with --defaults: streams too (plain only otherwise)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="with --defaults: also the defaults served by N worker processes")  # fmt: skip
     args = parser.parse_args()
     if args.defaults:
         import gateway_defaults

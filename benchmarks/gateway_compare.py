@@ -49,6 +49,9 @@ def main() -> None:
     args = parser.parse_args()
     other = args.other.resolve()
     binaries = {"this": bl.CLAWBACK, "other": str(other / ".venv" / "bin" / "clawback")}
+    # Each gateway runs its own checkout's code, also when one's .venv is the other's (a worktree's symlink: the
+    # editable install points at one src/).
+    sources = {"this": str(bl.ROOT / "src"), "other": str(other / "src")}
     heads = {"this": git_head(bl.ROOT), "other": git_head(other)}
     started, info = bl.now_utc(), bl.machine()
     runs: dict[tuple[str, int, str], list[bl.WrkResult]] = collections.defaultdict(list)
@@ -57,14 +60,15 @@ def main() -> None:
         script = bl.lua_script(work)
         sim_port = bl.free_port()
         sim = bl.start_server("simulator", [bl.CLAWBACK, "simulate", "--port", str(sim_port)], sim_port,
-                              dict(os.environ), work)  # fmt: skip
+                              dict(os.environ, PYTHONPATH=sources["this"]), work)  # fmt: skip
         servers, keys = {}, {}
         try:
             for name, clawback in binaries.items():
                 home = work / name
                 home.mkdir()
                 env = dict(os.environ, CLAWBACK_LEDGER__URL=f"sqlite:///{home / 'ledger.db'}",
-                           CLAWBACK_LEDGER__JOURNAL_PATH=str(home / "ledger.journal"))  # fmt: skip
+                           CLAWBACK_LEDGER__JOURNAL_PATH=str(home / "ledger.journal"),
+                           PYTHONPATH=sources[name])  # fmt: skip
                 keys[name] = create_key(clawback, env)
                 port = bl.free_port()
                 servers[name] = bl.start_server(f"gateway-{name}", [clawback, "serve", "--port", str(port),

@@ -45,18 +45,24 @@ def _key(env: dict[str, str]) -> str:
 
 def run(args: argparse.Namespace) -> None:
     modes = ("plain", "stream") if args.stream else ("plain",)
+    configs = dict(CONFIGS)
+    if args.workers > 1:  # issue 19 (d): the defaults served by N processes (not the shipped default)
+        configs[f"defaults, {args.workers} workers"] = {"CLAWBACK_GATEWAY__WORKERS": str(args.workers)}
     load_before, started = bl.loadavg(), bl.now_utc()
     runs: dict[tuple[str, int, str], list[bl.WrkResult]] = {}
     with tempfile.TemporaryDirectory(prefix="clawback-defaults-") as tmp:
         work = Path(tmp)
-        envs = {name: {**os.environ, **extra, "CLAWBACK_LEDGER__URL": f"sqlite:///{work / str(i)}.db",
+        # This checkout's code, also when its .venv is another checkout's (a worktree's symlink: the editable
+        # install points at that checkout's src/).
+        own = {**os.environ, "PYTHONPATH": str(bl.ROOT / "src")}
+        envs = {name: {**own, **extra, "CLAWBACK_LEDGER__URL": f"sqlite:///{work / str(i)}.db",
                        "CLAWBACK_LEDGER__JOURNAL_PATH": str(work / f"{i}.journal")}
-                for i, (name, extra) in enumerate(CONFIGS.items())}  # fmt: skip
+                for i, (name, extra) in enumerate(configs.items())}  # fmt: skip
         keys = {name: _key(env) for name, env in envs.items()}
         script = bl.lua_script(work)
         sim_port = bl.free_port()
-        sim = bl.start_server("simulator", [bl.CLAWBACK, "simulate", "--port", str(sim_port)], sim_port,
-                              dict(os.environ), work)  # fmt: skip
+        sim = bl.start_server("simulator", [bl.CLAWBACK, "simulate", "--port", str(sim_port)], sim_port, own,
+                              work)  # fmt: skip
         servers: dict[str, tuple[bl.Server, str | None]] = {"simulator": (sim, None)}
         for i, (name, env) in enumerate(envs.items()):
             port = bl.free_port()
@@ -83,7 +89,8 @@ def run(args: argparse.Namespace) -> None:
     summary: dict[str, dict[str, object]] = {}
     lines = [f"Date {started}; load average before / after: {load_before} / {load_after}; code `{bl.machine()['git']}`",
              f"`.venv/bin/python benchmarks/gateway_bench.py --defaults --duration {args.duration} "
-             f"--repeats {args.repeats}{' --stream' if args.stream else ''}`", "",
+             f"--repeats {args.repeats}{' --stream' if args.stream else ''}"
+             f"{f' --workers {args.workers}' if args.workers > 1 else ''}`", "",
              "| mode | configuration | added p50 c1 | added p99 c1 | c32 rps | c32 / simulator | CPU µs/req c32 |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for mode in modes:
@@ -92,7 +99,7 @@ def run(args: argparse.Namespace) -> None:
         s99 = statistics.median(r.p99_ms for r in sim1)
         s_rps = statistics.median(r.rps for r in sim32)
         lines.append(f"| {mode} | simulator alone | p50 {s50:.2f} ms | p99 {s99:.2f} ms | {s_rps:.0f} | 1 | - |")
-        for name in CONFIGS:
+        for name in configs:
             c1, c32 = runs[(mode, 1, name)], runs[(mode, 32, name)]
             added50 = statistics.median(r.p50_ms for r in c1) - s50
             added99 = statistics.median(r.p99_ms for r in c1) - s99

@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["BackgroundServer", "free_port", "run_app", "run_workers"]
+__all__ = ["GATEWAY_GC_THRESHOLD", "BackgroundServer", "free_port", "run_app", "run_workers", "tune_process"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -41,18 +41,34 @@ def _config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
 #: How long a thread may hold the GIL before Python hands it over (the default is 5 ms).
 SWITCH_INTERVAL_S = 0.0005
 
+#: The gateway's collector thresholds (Python's default: 700, 10, 10). A request leaves no cyclic garbage behind
+#: (``gc.DEBUG_SAVEALL`` over 20,000 requests found only start-up objects), yet at 32 connections the objects
+#: of the requests in flight pushed the young generation past 700 several times per request: 1,368 young, 125
+#: middle and 10 full collections in ~12,000 requests, ~39 us of CPU per request spent finding nothing
+#: (``gc.callbacks``; issue 19, ``benchmarks/README.md``). At 10,000 a young collection is rarer and, with
+#: nothing to free, only longer in proportion.
+GATEWAY_GC_THRESHOLD = (10_000, 20, 100)
 
-def run_app(app: Any, host: str, port: int, **options: Any) -> None:
-    """Serve until interrupted, with the process tuned for latency.
+
+def tune_process(gc_threshold: tuple[int, int, int] | None = None) -> None:
+    """Tune this process for serving: a short GIL switch interval, the collector's thresholds, ``gc.freeze()``.
 
     The gateway writes its ledger from a background thread; with Python's default 5 ms switch interval that
     thread could keep the event loop waiting for the GIL for milliseconds, which was most of the exact-cache
-    hit p99 (``docs/performance.md``). ``gc.freeze()`` moves
-    everything built at start-up (price table, app, models) out of the collector's way, so full collections
-    scan only request garbage.
+    hit p99 (``docs/performance.md``). ``gc.freeze()`` moves everything built at start-up (price table, app,
+    models) out of the collector's way, so full collections scan only request garbage. ``gc_threshold``: the
+    gateway's (``GATEWAY_GC_THRESHOLD``); None keeps Python's (the simulator, so that the upstream the
+    benchmarks compare against is unchanged).
     """
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    if gc_threshold is not None:
+        gc.set_threshold(*gc_threshold)
     gc.freeze()
+
+
+def run_app(app: Any, host: str, port: int, gc_threshold: tuple[int, int, int] | None = None, **options: Any) -> None:
+    """Serve until interrupted, with the process tuned for latency (``tune_process``)."""
+    tune_process(gc_threshold)
     uvicorn.Server(_config(app, host, port, **options)).run()
 
 

@@ -79,7 +79,10 @@ __all__ = [
     "estimate_tool_tokens",
     "fast_tokens",
     "image_tokens",
+    "message_prompt_blocks",
+    "message_tokens_at_most",
     "prompt_blocks",
+    "static_prompt_blocks",
     "tokenizer_factor",
     "tool_prompt_overhead",
 ]
@@ -475,6 +478,14 @@ def prompt_blocks(body: Mapping[str, Any]) -> tuple[list[PromptBlock], int]:
     exactly this total into cache reads, cache writes and uncached input. Overheads are carried by the next
     block that follows them (a message with empty content passes its header on), or by the tail.
     """
+    messages, tail = message_prompt_blocks(body)
+    return static_prompt_blocks(body) + messages, tail
+
+
+def static_prompt_blocks(body: Mapping[str, Any]) -> list[PromptBlock]:
+    """The blocks of ``tools`` and ``system``, the prefix that does not depend on the messages (``prompt_blocks``'
+    first blocks). Their tokens read only ``model``, ``tools``, ``tool_choice`` and ``system``; every overhead
+    they owe is carried by one of them, so the messages' blocks start owing nothing."""
     model = body.get("model") if isinstance(body.get("model"), str) else None
     out: list[PromptBlock] = []
     tools = body.get("tools")
@@ -487,18 +498,21 @@ def prompt_blocks(body: Mapping[str, Any]) -> tuple[list[PromptBlock], int]:
     if isinstance(system, str):
         if system:  # one text block, as ``MessagesRequest.system_blocks`` reads it
             block = {"type": "text", "text": system}
-            out.append(
-                PromptBlock("system", block, "system", None, False, estimate_block_tokens(block, model) + pending)
-            )
-            pending = 0
+            out.append(PromptBlock("system", block, "system", None, False, estimate_block_tokens(block, model)))
     elif isinstance(system, list):
         for i, block in enumerate(system):
             if isinstance(block, dict):
-                tokens = estimate_block_tokens(block, model) + pending
-                out.append(PromptBlock("system", block, f"system.{i}", None, False, tokens))
-                pending = 0
-    if _thinking_enabled(body):
-        pending += THINKING_OVERHEAD
+                out.append(
+                    PromptBlock("system", block, f"system.{i}", None, False, estimate_block_tokens(block, model))
+                )
+    return out
+
+
+def message_prompt_blocks(body: Mapping[str, Any]) -> tuple[list[PromptBlock], int]:
+    """The blocks of ``messages`` (``prompt_blocks``' last blocks) with their tokens, and the tail tokens."""
+    model = body.get("model") if isinstance(body.get("model"), str) else None
+    out: list[PromptBlock] = []
+    pending = THINKING_OVERHEAD if _thinking_enabled(body) else 0
     messages = body.get("messages")
     message_list = list(enumerate(messages)) if isinstance(messages, list) else []
     # Thinking of assistant turns before the last human turn is ignored by the API.
@@ -529,6 +543,37 @@ def prompt_blocks(body: Mapping[str, Any]) -> tuple[list[PromptBlock], int]:
             pending = 0
             fields = b""
     return out, pending + TAIL_OVERHEAD
+
+
+def message_tokens_at_most(body: Mapping[str, Any]) -> int | None:
+    """An upper bound of the tokens ``message_prompt_blocks`` gives the messages' blocks (their overheads
+    included), found without counting text: a text has at most one piece per character (every piece is at least
+    one character), so at most ``len(text)`` pieces, scaled by the tokenizer as a count is; any other block is
+    estimated as ``message_prompt_blocks`` does. None when a block carries ``cache_control``: a caller asking
+    whether the prompt is too short to cache needs no bound then."""
+    model = body.get("model") if isinstance(body.get("model"), str) else None
+    factor = tokenizer_factor(model)
+    total = THINKING_OVERHEAD if _thinking_enabled(body) else 0
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, dict):
+            continue
+        total += MESSAGE_OVERHEAD
+        content = message.get("content")
+        if isinstance(content, str):
+            total += _scaled(len(content), factor)
+            continue
+        for block in content if isinstance(content, list) else ():
+            if not isinstance(block, dict):
+                continue
+            if "cache_control" in block:
+                return None
+            text = block.get("text")
+            if block.get("type") == "text" and isinstance(text, str):
+                total += _scaled(len(text), factor)
+            else:
+                total += estimate_block_tokens(block, model)
+    return total
 
 
 def count_request_tokens(body: Mapping[str, Any]) -> int:

@@ -57,9 +57,10 @@ BODY = orjson.dumps(
 #: Bounds per request. Measured (200 requests): main at 12853fc 249 calls, 10 JSON, 29 hash operations; after the
 #: memos of issue 19 201, 9, 24; with the planner's fast path for prompts too short to cache (this request: about
 #: 560 tokens, under Sonnet's 1,024) 203, 6, 9; with token counts memoized from 64 characters, prompt_blocks
-#: without a request view, integer micro-dollars and header lookups from aiohttp's parsed headers 154, 6, 9.
-#: A failing run prints its figures and the busiest functions.
-BOUNDS = {"clawback_calls": 165, "json": 6, "hashes": 10}
+#: without a request view, integer micro-dollars and header lookups from aiohttp's parsed headers 154, 6, 9; with the
+#: fast path's tools + system memo (``_static_prefix``) 150, 4, 5 and its bound of the messages' tokens instead of
+#: a count (``message_tokens_at_most``) 125, 4, 5. A failing run prints its figures and the busiest functions.
+BOUNDS = {"clawback_calls": 135, "json": 5, "hashes": 6}
 
 _SRC = str(Path(clawback.__file__).resolve().parent)
 _CO_COROUTINE = 0x80 | 0x200 | 0x100  # CO_COROUTINE, CO_ASYNC_GENERATOR, CO_ITERABLE_COROUTINE

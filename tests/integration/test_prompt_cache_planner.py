@@ -136,6 +136,27 @@ def test_short_prefixes_get_no_breakpoint(http, sim_admin):
     assert body["system"] == "Short policy."  # untouched, still a string
 
 
+def test_fast_path_decides_per_request_on_a_remembered_prefix(http, sim_admin, gateway):
+    """The fast path remembers a prefix's tokens and digest (``_static_prefix``), not its verdict: the same short
+    system prompt with a long question is planned, and a changed short prompt still reaches the churn watch."""
+    first = "Short agency policy, version 1."
+    send(http, {"system": first, "messages": [{"role": "user", "content": "hi"}]})
+    send(http, {"system": first, "messages": [{"role": "user", "content": "hi again"}]})
+    assert planner(gateway).below_minimum == 2
+    question = "Is the flat on Elm street still free for a viewing next week? " * 150  # ~2,000 tokens
+    send(http, {"system": first, "messages": [{"role": "user", "content": question}]})
+    assert planner(gateway).below_minimum == 2
+    assert [count_cache_breakpoints(body) for body in received(sim_admin)][:2] == [0, 0]
+    assert count_cache_breakpoints(received(sim_admin)[2]) >= 1
+    marked = [{"type": "text", "text": first, "cache_control": {"type": "ephemeral"}}]
+    send(http, {"system": marked, "messages": [{"role": "user", "content": "hi"}]})
+    assert planner(gateway).below_minimum == 2  # a client's marker is never the fast path's
+    send(http, {"system": "Short agency policy, version 2.", "messages": [{"role": "user", "content": "hi"}]})
+    assert planner(gateway).below_minimum == 3
+    (report,) = planner(gateway).report()["churn"]
+    assert report["changes"][0].startswith("system.0: volatile content")
+
+
 def test_timestamp_in_system_prompt_is_reported(http, gateway):
     for second in (1, 7):
         system = f"Current time: 2026-11-05T10:00:0{second}Z. Request id req_{second}abc.\n" + POLICY

@@ -55,7 +55,7 @@ def serve(
 ) -> None:
     """Run the Anthropic-compatible gateway. Point clients at it with ANTHROPIC_BASE_URL."""
     from clawback.gateway.app import create_gateway_app
-    from clawback.serving import run_app
+    from clawback.serving import GATEWAY_GC_THRESHOLD, run_app
 
     settings = settings_or_exit(config)
     updates = {k: v for k, v in {"port": port, "host": host, "workers": workers}.items() if v}
@@ -81,7 +81,7 @@ def serve(
     console.print(f"  ANTHROPIC_BASE_URL=http://{gw.host}:{gw.port}  (ledger: {settings.ledger.url})")
     stages = " -> ".join(stage.name for stage in app_.gateway.pipeline.stages)
     console.print(f"  pipeline: {stages} -> upstream")
-    run_app(app_, gw.host, gw.port)
+    run_app(app_, gw.host, gw.port, gc_threshold=GATEWAY_GC_THRESHOLD)
 
 
 def _serve_workers(settings: Settings, config: Path | None, upstream: str | None) -> None:

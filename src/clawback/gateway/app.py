@@ -131,14 +131,12 @@ def worker_app() -> GatewayApp:
 
     The settings are read again from the same file and environment as the parent's (the parent put its command
     line options in ``CLAWBACK_*`` variables); each worker takes a journal slot of its own
-    (``storage.journal.claim_journal_slot``) and tunes itself as ``serving.run_app`` does.
+    (``storage.journal.claim_journal_slot``) and tunes itself as ``serving.run_app`` does for the gateway.
     """
-    import gc
     import os
-    import sys
 
     from clawback.config import load_settings
-    from clawback.serving import SWITCH_INTERVAL_S
+    from clawback.serving import GATEWAY_GC_THRESHOLD, tune_process
     from clawback.storage.journal import claim_journal_slot
 
     settings = load_settings(os.environ.get(WORKER_CONFIG_ENV) or None)
@@ -146,6 +144,5 @@ def worker_app() -> GatewayApp:
         update={"journal_path": str(claim_journal_slot(settings.ledger.journal_path))}
     )
     app = create_gateway_app(settings)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    gc.freeze()
+    tune_process(GATEWAY_GC_THRESHOLD)
     return app

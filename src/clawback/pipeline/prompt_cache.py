@@ -46,7 +46,13 @@ from clawback.config import PromptCacheSettings
 from clawback.pipeline.context import Mode, Reply, RequestContext
 from clawback.pipeline.stage import CallNext, Chain
 from clawback.pricing import ModelPrice, PriceBook
-from clawback.tokens import PromptBlock, prompt_blocks
+from clawback.tokens import (
+    PromptBlock,
+    message_prompt_blocks,
+    message_tokens_at_most,
+    prompt_blocks,
+    static_prompt_blocks,
+)
 
 __all__ = ["ChurnReport", "Plan", "PromptCachePlanner", "choose_ttl", "plan_request"]
 
@@ -362,14 +368,14 @@ def _snapshot(blocks: Sequence[PromptBlock], static_digest: bytes | None) -> _Sn
     )
 
 
-def _too_short(body: Mapping[str, Any], blocks: Sequence[PromptBlock], min_cacheable_tokens: int) -> bool:
-    """The whole prompt is below the model's cacheable minimum and carries no marker of the client's."""
-    total = 0
-    for pb in blocks:  # a plain loop: this runs on every request
-        if "cache_control" in pb.block:
-            return False
-        total += pb.tokens
-    return not long_enough(total, min_cacheable_tokens) and not body.get("cache_control")
+@dataclass(slots=True)
+class _StaticPrefix:
+    """What the planner's fast path reads of a request's tools and system (``PromptCachePlanner._static_prefix``)."""
+
+    blocks: list[PromptBlock]  # of the first request seen with this prefix (equal content, other dicts)
+    tokens: int
+    marked: bool  # a block carries a client's cache_control
+    digest: bytes | None  # the static prefix's ``prefix_digests`` entry; None without tools or system
 
 
 def _family_of(scope: str, model: str, snap: _Snapshot) -> str:
@@ -432,6 +438,8 @@ class PromptCachePlanner:
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
         self._families: OrderedDict[PromptKey, tuple[_Snapshot, str]] = OrderedDict()
         """Static prefix (scope, model, digest) -> its snapshot and family (``_family``)."""
+        self._statics: OrderedDict[bytes, _StaticPrefix] = OrderedDict()
+        """Hash of what a static prefix's tokens and digest read -> them (``_static_prefix``)."""
         self._pending: dict[PromptKey, asyncio.Event] = {}
         self._shadow_entries: OrderedDict[PromptKey, float] = OrderedDict()
         """Shadow mode: the prefixes the upstream's cache would hold had the planned breakpoints been sent, and
@@ -497,6 +505,60 @@ class PromptCachePlanner:
             self._families.popitem(last=False)
         return known
 
+    def _static_prefix(self, body: Mapping[str, Any]) -> _StaticPrefix | None:
+        """The tools and system of ``body``: their blocks' tokens, markers and prefix digest, memoized by a hash of
+        the JSON of everything those read (model, tools, tool_choice, system, speed), which every request with the
+        same prefix repeats, so the prefix is estimated, serialized block by block and digested once rather than on
+        every request. None when that JSON cannot be written (the caller computes without the memo)."""
+        try:
+            raw = orjson.dumps(
+                [body.get("model"), body.get("tools"), body.get("tool_choice"), body.get("system"), body.get("speed")],
+                default=str,
+            )
+        except TypeError:
+            return None
+        key = hashlib.blake2b(raw, digest_size=16).digest()
+        known = self._statics.get(key)
+        if known is not None:
+            self._statics.move_to_end(key)
+            return known
+        blocks = static_prompt_blocks(body)
+        known = self._statics[key] = _StaticPrefix(
+            blocks,
+            sum(pb.tokens for pb in blocks),
+            any("cache_control" in pb.block for pb in blocks),
+            prefix_digests(body, blocks)[-1] if blocks else None,
+        )
+        while len(self._statics) > self.settings.max_tracked_prefixes:
+            self._statics.popitem(last=False)
+        return known
+
+    def _too_short(
+        self, body: Mapping[str, Any], minimum: int
+    ) -> tuple[_StaticPrefix | None, list[PromptBlock] | None]:
+        """Whether the whole prompt is below the model's cacheable minimum with no marker of the client's (the fast
+        path): (its static prefix, the messages' blocks if they were counted) when it is, (None, the messages'
+        blocks if counted) when not. The messages are bounded first without counting (``message_tokens_at_most``),
+        counted only when the bound cannot decide; the static prefix comes from its memo (``_static_prefix``),
+        asked only when the messages alone are under the minimum (a long conversation goes straight to planning)."""
+        if body.get("cache_control"):
+            return None, None
+        bound = message_tokens_at_most(body)
+        messages: list[PromptBlock] | None = None
+        if bound is None or long_enough(bound, minimum):
+            messages, _ = message_prompt_blocks(body)
+            bound = 0
+            for pb in messages:  # a plain loop: this runs on every request
+                if "cache_control" in pb.block:
+                    return None, messages
+                bound += pb.tokens
+            if long_enough(bound, minimum):
+                return None, messages
+        static = self._static_prefix(body)
+        if static is None or static.marked or long_enough(static.tokens + bound, minimum):
+            return None, messages
+        return static, messages
+
     # -- the stage
     def bind(self, chain: Chain) -> None:
         pass
@@ -513,20 +575,22 @@ class PromptCachePlanner:
         body = ctx.body
         if self.settings.stabilize_tools:
             body = stabilize_tools(body)
-        blocks, _ = prompt_blocks(body)
-        static_blocks = [i for i, pb in enumerate(blocks) if pb.section != "messages"]
-        if mode == "on" and _too_short(body, blocks, price.min_cacheable_tokens):
+        static, messages = self._too_short(body, price.min_cacheable_tokens) if mode == "on" else (None, None)
+        if static is not None:
             # No prefix of it can be cached, and the client marked none: plan_request would place nothing and
             # the reply could teach nothing, so only the churn watch runs (on the static prefix's digest).
-            if static_blocks:
-                static_digest = prefix_digests(body, blocks, upto=static_blocks[-1])[-1]
-                snap, family = self._family(scope, model, blocks, static_digest)
+            if static.digest is not None:
+                snap, family = self._family(scope, model, static.blocks, static.digest)
                 self._check_churn(ctx, family, snap)
             self.planned += 1
             self.below_minimum += 1
             if body is not ctx.body:
                 ctx.replace_body(body)
             return await call_next(ctx)
+        if messages is None:
+            messages, _ = message_prompt_blocks(body)
+        blocks = static_prompt_blocks(body) + messages  # this body's own blocks: the plan marks them
+        static_blocks = [i for i, pb in enumerate(blocks) if pb.section != "messages"]
         # Computed once per request and shared with plan_request (tools/system digests do not depend on the
         # messages, so the full list's entry at the last static block names the static prefix).
         digests = prefix_digests(body, blocks)
