@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from clawback.config import SemanticGuards
-from clawback.pipeline.semantic_cache.edits import harmless, near_copy, tokens
+from clawback.pipeline.semantic_cache.edits import FRAMES, frames, harmless, near_copy, tokens
 from clawback.pipeline.semantic_cache.evaluate import TUNING_SPLITS, Pair, corpus_path, load_pairs
 from clawback.pipeline.semantic_cache.guards import check
 
@@ -81,8 +81,8 @@ def test_the_closed_class_of_harmless_edits():
     assert near_copy("Do you allow dogs?", "Do you allow more dogs?") == "- -> more"
     assert near_copy("Is the pool open at 9?", "Is the pool open at 10?") == "9 -> 10"
     assert near_copy("Is the apartment furnished?", "Is the apartment unfurnished?") == "furnished -> unfurnished"
-    # the cost: a paraphrase that keeps the sentence and rewords a span is a paid call (calibration.jsonl)
-    assert near_copy("How do I renew my lease?", "What do I do to renew my lease?") == "how -> what"
+    # the cost: a paraphrase that keeps the sentence and rewords a content span is a paid call
+    assert near_copy("Is the pool heated?", "Is the pool warm?") == "heated -> warm"
 
 
 def test_harmless_reads_the_context_of_an_auxiliary():
@@ -105,3 +105,36 @@ def test_it_refuses_near_copies_and_leaves_reworded_paraphrases_to_the_other_che
     # the 263 negatives the word-list guards let through (91.6 %)
     assert refused_paraphrases / len(paraphrases) < 0.22
     assert refused_negatives / len(negatives) > 0.85
+
+
+# Question frames of the same meaning (``edits.FRAMES``), each class on a real tuning pair it admits (2026-12-04).
+@pytest.mark.parametrize(
+    ("frame", "split", "a"),
+    [
+        ("how_to", "calibration", "How do I renew my lease?"),  # "What do I do to renew my lease?"
+        ("permission", "holdout4", "Can I paint the walls?"),  # "Am I allowed to paint the walls?"
+        ("permission_es", "holdout4", "¿Puedo agendar una visita para mañana?"),  # "¿Podría agendar ...?"
+        ("which", "holdout4", "What documents do I need to apply?"),  # "Which documents ...?"
+        ("demonstrative", "holdout4", "Does the house have a garage?"),  # "Does this house have a garage?"
+    ],
+)
+def test_each_frame_class_admits_its_paraphrase_and_only_through_that_class(frame, split, a):
+    pair = _pair(split, a, same=True)
+    assert near_copy(pair.a, pair.b) is None
+    assert near_copy(pair.a, pair.b, enabled=tuple(n for n in FRAMES if n != frame)) is not None
+
+
+def test_frames_keep_what_changes_the_answer():
+    assert frames(("how", "do", "i", "renew")) == frames(("is", "there", "a", "way", "to", "renew"))
+    # another person, an obligation, a quantifier or a preposition is still an edit that refuses
+    assert near_copy("How do I renew my lease?", "How do we renew our lease?") is not None
+    assert near_copy("Can I paint the walls?", "Do I have to paint the walls?") is not None
+    assert near_copy("Can I paint the walls?", "Am I required to paint the walls?") is not None
+    assert near_copy("Does the house have a garage?", "Does every house have a garage?") is not None
+    assert near_copy("How do I move in early?", "What do I do to move out early?") is not None
+    assert near_copy("¿Puedo agendar una visita?", "¿Debo agendar una visita?") is not None
+
+
+def test_whats_without_its_apostrophe_is_whats():
+    assert tokens("Whats your refund policy?") == tokens("What's your refund policy?")
+    assert near_copy("What is your refund policy?", "Whats your refund policy?") is None

@@ -187,3 +187,25 @@ def test_an_unknown_model_stops_start_up_with_the_setting_named():
 
     with pytest.raises(ConfigError, match=r"semantic_cache\.model: model 'no-such-model' .* nothing is downloaded"):
         SemanticCacheStage(SemanticCacheSettings(enabled=True, model="no-such-model"), load_price_book())
+
+
+def test_the_same_content_words_with_a_person_moved_is_a_role_swap():
+    """holdout4's reworded role swap (0.958): every content word kept, who complains changed (``reordered``)."""
+    from clawback.pipeline.semantic_cache.evaluate import corpus_path, load_pairs
+    from clawback.pipeline.semantic_cache.guards import check, features
+    from clawback.pipeline.semantic_cache.structure import reordered
+
+    stored = "The tenant below me is complaining about my noise"
+    pair = next(p for p in load_pairs(corpus_path("holdout4")) if p.a == stored)
+    assert not pair.same
+    assert check(pair.a, pair.b, SemanticGuards()) == "order"
+    assert check(pair.a, pair.b, SemanticGuards(order=False)) is None
+
+    def swapped_roles(a: str, b: str) -> bool:
+        return reordered(features(a).tokens, features(b).tokens)
+
+    assert swapped_roles("My neighbor keeps calling me about the fence", "I keep calling my neighbor about the fence")
+    # a question word fronts its object; a rewording that keeps the actor first; other content words
+    assert not swapped_roles("How much do I need for a down payment?", "What down payment will I need?")
+    assert not swapped_roles("I'm moving to Phoenix in August", "In August I'm moving to Phoenix")
+    assert not swapped_roles("I'm moving to Phoenix with my kids", "My kids and I are relocating to Phoenix")

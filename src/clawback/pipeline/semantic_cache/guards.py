@@ -36,7 +36,7 @@ from difflib import SequenceMatcher
 from functools import lru_cache
 
 from clawback.config import SemanticGuards
-from clawback.pipeline.semantic_cache.structure import focus_differs, swapped
+from clawback.pipeline.semantic_cache.structure import focus_differs, reordered, swapped
 
 __all__ = ["GUARD_NAMES", "Features", "check", "features", "fold_words"]
 
@@ -821,7 +821,7 @@ def check(stored: str, query: str, guards: SemanticGuards) -> str | None:
         return "contrasts"
     if guards.identifiers and a.identifiers != b.identifiers:
         return "identifiers"
-    if guards.order and swapped(a.tokens, b.tokens):
+    if guards.order and (swapped(a.tokens, b.tokens) or reordered(a.tokens, b.tokens)):
         return "order"
     if guards.focus and focus_differs(a.lowered, b.lowered):
         return "focus"

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 
-__all__ = ["focus_differs", "swapped"]
+__all__ = ["focus_differs", "reordered", "swapped"]
 
 
 def _set(words: str) -> frozenset[str]:
@@ -96,6 +96,46 @@ def swapped(a: Sequence[str], b: Sequence[str]) -> bool:
     if sa == sb or Counter(sa) != Counter(sb) or len(sa) > 24:
         return False
     return _exchanged(sa, sb)
+
+
+# Personal pronouns only: "el" and "mi" fold from "él" / "mí" but are far more often an article and a possessive.
+_PRONOUNS = {word: person for word, person in _PERSONS.items() if word not in ("el", "mi")}
+_PRONOUN_CONTRACTIONS = {"i'm": "i", "i'd": "i", "i've": "i", "i'll": "i", "we're": "we", "you're": "you",
+                         "they're": "they"}  # fmt: skip
+# Question words (folded): a question word fronts what it asks about, so the order no longer says who acts.
+_QUESTION_WORDS = _set("what which how where when who whom whose why que cual cuales como donde cuando quien "
+                       "quienes cuanto cuanta cuantos cuantas")  # fmt: skip
+# Prepositions and particles a rewording moves or swaps ("complaining about the noise from the tenant").
+_RELATIONS = _set("about from of to in on at for by with into onto over under below above near behind after before "
+                  "de en por para con sobre desde hasta")  # fmt: skip
+
+
+def _actors(tokens: Sequence[str]) -> tuple[str, ...]:
+    """Personal pronouns as persons and content words stemmed, in order; everything else dropped."""
+    out: list[str] = []
+    for token in tokens:
+        token = _CONTRACTIONS.get(_PRONOUN_CONTRACTIONS.get(token, token), token)
+        if token in _PRONOUNS:
+            out.append(_PRONOUNS[token])
+        elif token.isalnum() and len(token) >= 3 and token not in _DROP and token not in _RELATIONS:
+            out.append(_stem(token))
+    return tuple(out)
+
+
+def reordered(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Same content words, a person placed among them differently, no question word (see the module doc)."""
+    if any(w in _QUESTION_WORDS for w in a) or any(w in _QUESTION_WORDS for w in b):
+        return False
+    sa, sb = _actors(a), _actors(b)
+    content_a = {w for w in sa if not w.startswith("@")}
+    if len(content_a) < 2 or content_a != {w for w in sb if not w.startswith("@")}:
+        return False
+    for person in sorted(set(sa) & set(sb) - content_a):
+        before_a = set(sa[: sa.index(person)]) & content_a
+        before_b = set(sb[: sb.index(person)]) & content_a
+        if before_a != before_b:
+            return True
+    return False
 
 
 _TIME_UNITS = _set("minute minutes hour hours day days week weeks month months year years dia dias día días "
