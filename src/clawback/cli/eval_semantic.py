@@ -37,7 +37,7 @@ def eval_semantic(
     json_output: Annotated[bool, typer.Option("--json", help="End with one JSON object (figures, per kind)")] = False,
     split: Annotated[
         str,
-        typer.Option(help="Corpus file without --pairs: test, calibration, holdout, holdout2-4, tuning or all"),
+        typer.Option(help="Corpus file without --pairs: test, calibration, holdout, holdout2-5, tuning or all"),
     ] = "test",
     ablation: Annotated[bool, typer.Option(help="Also score each guard alone and no guard (per-class effect)")] = True,
     calibrate: Annotated[bool, typer.Option(help="Choose the threshold on the tuning files; write it")] = False,

@@ -55,8 +55,8 @@ __all__ = [
     "similarities",
 ]
 
-CORPUS_SPLITS = ("calibration", "test", "holdout", "holdout2", "holdout3", "holdout4")
-TUNING_SPLITS = ("calibration", "holdout", "holdout2", "holdout3", "holdout4")
+CORPUS_SPLITS = ("calibration", "test", "holdout", "holdout2", "holdout3", "holdout4", "holdout5")
+TUNING_SPLITS = ("calibration", "holdout", "holdout2", "holdout3", "holdout4", "holdout5")
 EVAL_MODEL = "claude-haiku-4-5"
 
 

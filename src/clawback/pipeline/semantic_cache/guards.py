@@ -36,7 +36,7 @@ from difflib import SequenceMatcher
 from functools import lru_cache
 
 from clawback.config import SemanticGuards
-from clawback.pipeline.semantic_cache.structure import focus_differs, reordered, swapped
+from clawback.pipeline.semantic_cache.structure import focus_differs, related_differently, reordered, swapped
 
 __all__ = ["GUARD_NAMES", "Features", "check", "features", "fold_words"]
 
@@ -797,6 +797,11 @@ def _dedupe(sequence: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def clauses(text: str) -> tuple[tuple[str, ...], ...]:
+    """The folded words of each comma-separated clause (``structure.related_differently`` reads a fronted clause)."""
+    return tuple(tuple(_fold(t) for t in _TOKEN.findall(part)) for part in text.split(","))
+
+
 def check(stored: str, query: str, guards: SemanticGuards) -> str | None:
     """The name of the first guard that rejects answering ``query`` with ``stored``'s reply, or None."""
     a, b = features(stored), features(query)
@@ -821,7 +826,8 @@ def check(stored: str, query: str, guards: SemanticGuards) -> str | None:
         return "contrasts"
     if guards.identifiers and a.identifiers != b.identifiers:
         return "identifiers"
-    if guards.order and (swapped(a.tokens, b.tokens) or reordered(a.tokens, b.tokens)):
+    if guards.order and (swapped(a.tokens, b.tokens) or reordered(a.tokens, b.tokens)
+                         or related_differently(clauses(stored), clauses(query))):  # fmt: skip
         return "order"
     if guards.focus and focus_differs(a.lowered, b.lowered):
         return "focus"

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 
-__all__ = ["focus_differs", "reordered", "swapped"]
+__all__ = ["focus_differs", "related_differently", "reordered", "swapped"]
 
 
 def _set(words: str) -> frozenset[str]:
@@ -134,6 +134,61 @@ def reordered(a: Sequence[str], b: Sequence[str]) -> bool:
         before_a = set(sa[: sa.index(person)]) & content_a
         before_b = set(sb[: sb.index(person)]) & content_a
         if before_a != before_b:
+            return True
+    return False
+
+
+# Asymmetric relation words (folded), a closed class: word -> (axis, direction). Direction +1: the words on its
+# left come first / stand higher / are the source / are greater ("X before Y", "X above Y", "from X to Y", "X more
+# than Y"); -1: the words on its right do ("X after Y", "X below Y"). "than" takes its direction from the comparative.
+_ORDERING = {
+    **dict.fromkeys(_set("before then antes luego"), ("time", 1)),
+    **dict.fromkeys(_set("after despues"), ("time", -1)),
+    **dict.fromkeys(_set("above over encima arriba"), ("height", 1)),
+    **dict.fromkeys(_set("below under beneath underneath debajo abajo"), ("height", -1)),
+    "to": ("path", 1), "hasta": ("path", 1), "than": ("degree", 1),
+}  # fmt: skip
+# Relation words and question words stand on no side: a question word fronts what it asks about wherever the
+# rewording puts it ("What does 'under contract' mean?" / "A listing says under contract - what does that mean?").
+_IGNORED = _ORDERING.keys() | _QUESTION_WORDS | {"por"}
+_LESSER = _set("less fewer smaller cheaper lower shorter younger smaller worse menos menor")
+
+
+def _sides(clauses: Sequence[Sequence[str]]) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+    """Per axis, the content words that come first and second by its first relation word (see ``_ORDERING``).
+
+    A relation word opening its clause ("After setting up 2FA, how do I ...") takes that clause as its object and
+    the rest of the sentence as its subject: it reads as "how do I ... after setting up 2FA"."""
+    out: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+    for c, clause in enumerate(clauses):
+        for i, word in enumerate(clause):
+            if word not in _ORDERING or _ORDERING[word][0] in out:
+                continue
+            axis, direction = _ORDERING[word]
+            if word == "than" and any(w in _LESSER for w in clause[max(0, i - 3) : i]):
+                direction = -1
+            if i == 0 and len(clauses) > 1:
+                right = clause[1:]
+                left = [w for other in [*clauses[:c], *clauses[c + 1 :]] for w in other]
+            else:
+                left = [w for other in clauses[:c] for w in other] + list(clause[:i])
+                right = list(clause[i + 1 :]) + [w for other in clauses[c + 1 :] for w in other]
+            first, second = (frozenset(_actors([w for w in side if w not in _IGNORED])) for side in (left, right))
+            out[axis] = (first, second) if direction > 0 else (second, first)
+    return out
+
+
+def related_differently(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]]) -> bool:
+    """Both questions relate their words by the same asymmetric relation (before/after, above/below, from/to,
+    more/less than) and the words they share stand on opposite sides of it: "get pre-approved before looking at
+    houses" / "look at houses before getting pre-approved", "la cochera está debajo del departamento" / "el
+    departamento está debajo de la cochera", "X before Y" / "X after Y". ``a`` and ``b``: folded words per clause
+    (commas split clauses)."""
+    sides_a, sides_b = _sides(a), _sides(b)
+    for axis in sides_a.keys() & sides_b.keys():
+        (first_a, second_a), (first_b, second_b) = sides_a[axis], sides_b[axis]
+        shared = (first_a | second_a) & (first_b | second_b)
+        if shared & first_a & second_b - first_b and shared & second_a & first_b - second_b:
             return True
     return False
 
