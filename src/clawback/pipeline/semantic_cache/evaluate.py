@@ -9,11 +9,10 @@ sent through the stage (a miss, stored), then ``b``: a ``semantic-hit`` reply is
 process. Embeddings are memoised across the configurations compared (the guard ablation re-asks the same texts).
 
 The corpus the repository ships (``clawback/workloads/data/semantic_pairs/``): the team's ``calibration.jsonl``
-and ``test.jsonl`` (split once; the test split is never read by the calibration), and four files of pairs
-written blind by other people, ``holdout.jsonl``, ``holdout2.jsonl``, ``holdout3.jsonl`` and
-``holdout4.jsonl`` (``HOLDOUT.md``, ``HOLDOUT2.md``), each scored once blind and since then tuning data.
-``TUNING_SPLITS`` (calibration + the four holdouts) is what ``clawback eval semantic --calibrate`` chooses the
-threshold on; the test split and any new blind file are the checks.
+and ``test.jsonl`` (split once; the test split is never read by the calibration), and five files of pairs
+written blind by other people, ``holdout.jsonl`` to ``holdout5.jsonl`` (``HOLDOUT.md``, ``HOLDOUT2.md``), each
+scored once blind and since then tuning data. ``TUNING_SPLITS`` (calibration + the five holdouts) is what
+``clawback eval semantic --calibrate`` chooses the threshold on; the test split and any new blind file are the checks.
 """
 
 from __future__ import annotations

@@ -20,6 +20,11 @@ word sequence (``guards.Features.tokens``):
   ("How much is the fee and what does it cover?") is compared by all of them, and a duration and a time are
   compatible ("How long do refunds take?" / "When will I see my refund?").
 
+- ``related_differently``: both questions hold the same asymmetric relation word of a closed class (before/after,
+  then, above/below, over/under, encima/debajo, arriba/abajo, antes/después, to, than) and the content words they
+  share stand on opposite sides of it, its direction read in ("X before Y" is "Y after X"): "Should I get
+  pre-approved before looking at houses?" / "Should I look at houses before getting pre-approved?" (0.966).
+
 ``swapped`` takes folded words (lower case, no accents, ``'s`` dropped), ``focus_differs`` lower-cased words with
 their accents; both depend on nothing else.
 """
