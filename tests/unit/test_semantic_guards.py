@@ -235,3 +235,24 @@ def test_shared_words_on_opposite_sides_of_a_relation_word_refuse():
     assert not flipped("Is the garage below the unit?", "Is the unit above the garage?")
     assert not flipped("What does 'under contract' mean?", "A listing says under contract - what does that mean?")
     assert not flipped("Why is my invoice higher than usual?", "My invoice is higher than usual, why?")
+
+
+def test_the_shared_words_negated_on_one_side_and_affirmed_on_the_other_refuse():
+    """holdout5's 0.862 wrong hit: one negation each side (parity equal), but what is negated changed sides."""
+    from clawback.pipeline.semantic_cache.evaluate import corpus_path, load_pairs
+    from clawback.pipeline.semantic_cache.guards import check, clauses
+    from clawback.pipeline.semantic_cache.structure import negated_differently
+
+    stored = "My card was charged, but I don't see the order."
+    pair = next(p for p in load_pairs(corpus_path("holdout5")) if p.a == stored)
+    assert not pair.same
+    assert check(pair.a, pair.b, SemanticGuards()) == "negation"
+    assert check(pair.a, pair.b, SemanticGuards(negation=False)) is None
+
+    # the same thing negated, in another clause order or said another way
+    def negated(a: str, b: str) -> bool:
+        return negated_differently(clauses(a), clauses(b), frozenset({"not", "no", "never"}))
+
+    assert negated("My card was charged, but I don't see the order", "My order is there, but my card was not charged")
+    assert not negated("I paid, but I can't see the receipt", "I can't see the receipt, but I paid")
+    assert not negated("My card was charged, but I don't see the order", "I was charged and the order is not there")

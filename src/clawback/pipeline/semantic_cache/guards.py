@@ -36,7 +36,13 @@ from difflib import SequenceMatcher
 from functools import lru_cache
 
 from clawback.config import SemanticGuards
-from clawback.pipeline.semantic_cache.structure import focus_differs, related_differently, reordered, swapped
+from clawback.pipeline.semantic_cache.structure import (
+    focus_differs,
+    negated_differently,
+    related_differently,
+    reordered,
+    swapped,
+)
 
 __all__ = ["GUARD_NAMES", "Features", "check", "features", "fold_words"]
 
@@ -807,7 +813,8 @@ def check(stored: str, query: str, guards: SemanticGuards) -> str | None:
     a, b = features(stored), features(query)
     if guards.language and a.language and b.language and a.language != b.language:
         return "language"
-    if guards.negation and a.negations % 2 != b.negations % 2:
+    if guards.negation and (a.negations % 2 != b.negations % 2
+                            or negated_differently(clauses(stored), clauses(query), _NEGATORS)):  # fmt: skip
         return "negation"
     if guards.antonyms and (_antonym(a.words, b.words) or _opposite_in_place(a.tokens, b.tokens)):
         return "antonyms"

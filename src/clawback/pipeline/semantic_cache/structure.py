@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 
-__all__ = ["focus_differs", "related_differently", "reordered", "swapped"]
+__all__ = ["focus_differs", "negated_differently", "related_differently", "reordered", "swapped"]
 
 
 def _set(words: str) -> frozenset[str]:
@@ -269,3 +269,24 @@ def focus_differs(a: Sequence[str], b: Sequence[str]) -> bool:
     if not fa or not fb:
         return False
     return not any(x == y or frozenset({x, y}) in _COMPATIBLE for x in fa for y in fb)
+
+
+def negated_differently(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]], negators: frozenset[str]) -> bool:
+    """One clause negated on each side, and the words they share negated on one side are affirmed on the other:
+    "My card was charged, but I don't see the order." / "My order is there, but my card was never charged." (the
+    same count of negations, so the negation guard passes it). ``a`` and ``b``: folded words per clause."""
+
+    def split(clauses: Sequence[Sequence[str]]) -> tuple[frozenset[str], frozenset[str]] | None:
+        negated = [c for c in clauses if any(w in negators or w.endswith("n't") for w in c)]
+        if len(negated) != 1 or len(clauses) < 2:
+            return None
+        rest = [w for c in clauses if c is not negated[0] for w in c]
+        return (frozenset(_actors([w for w in negated[0] if w not in _IGNORED])),
+                frozenset(_actors([w for w in rest if w not in _IGNORED])))  # fmt: skip
+
+    sa, sb = split(a), split(b)
+    if sa is None or sb is None:
+        return False
+    (neg_a, rest_a), (neg_b, rest_b) = sa, sb
+    moved_a, moved_b = neg_a & rest_b - neg_b, neg_b & rest_a - neg_a
+    return bool(moved_a and moved_b)
