@@ -5,7 +5,8 @@ Why guards and not a higher threshold: sentence embeddings are trained to place 
 paraphrases. No threshold separates them; an alignment of the details that change the answer does. Each guard
 extracts one kind of detail from both questions and rejects the pair when they differ:
 
-- ``negation``: the parity of negators (not, n't, never, without, no / nunca, sin, ni, ...) differs;
+- ``negation``: the parity of negators (not, n't, never, without, no / nunca, sin, ni, ...) differs, or the words one
+  side negates the other affirms (``structure.negated_differently``);
 - ``antonyms``: one side has a word whose opposite the other side has (buy/sell, before/after, comprar/vender,
   pass/fail, subir/bajar), or a word is replaced in place by its opposite or another direction (to/from);
 - ``numbers``: the multiset of numbers differs (digits, ``$450k``, ``1.5m``, number words, ordinals);
@@ -19,7 +20,8 @@ extracts one kind of detail from both questions and rejects the pair when they d
 - ``identifiers``: e-mail addresses, web addresses and domain names must be the same, character for character
   (``billing@acme.com`` / ``billing@acmeco.com``: the word tokens would split them into near-identical words);
 - ``order`` and ``focus`` (``structure``): the same words with two actors or objects exchanged around a verb or a
-  preposition ("Can the HOA sue a homeowner?" / "Can a homeowner sue the HOA?"), and questions asking for
+  preposition ("Can the HOA sue a homeowner?" / "Can a homeowner sue the HOA?") or placed on opposite sides of one
+  relation word ("X before Y" / "Y before X", ``structure.related_differently``), and questions asking for
   different things ("how long does it take" / "how long is it valid", "cuánto tarda" / "cuánto cuesta").
 
 A guard errs on the side of a miss: a miss costs one paid call, a wrong hit a wrong answer to a home buyer.
