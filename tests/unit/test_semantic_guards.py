@@ -189,17 +189,23 @@ def test_an_unknown_model_stops_start_up_with_the_setting_named():
         SemanticCacheStage(SemanticCacheSettings(enabled=True, model="no-such-model"), load_price_book())
 
 
+def _refused_only_by(split: str, stored: str, guard: str) -> None:
+    """The labelled negative stored as ``stored`` in ``split`` is refused by ``guard`` and by nothing else."""
+    from clawback.pipeline.semantic_cache.evaluate import corpus_path, load_pairs
+    from clawback.pipeline.semantic_cache.guards import check
+
+    pair = next(p for p in load_pairs(corpus_path(split)) if p.a == stored)
+    assert not pair.same
+    assert check(pair.a, pair.b, SemanticGuards()) == guard
+    assert check(pair.a, pair.b, SemanticGuards(**{guard: False})) is None
+
+
 def test_the_same_content_words_with_a_person_moved_is_a_role_swap():
     """holdout4's reworded role swap (0.958): every content word kept, who complains changed (``reordered``)."""
-    from clawback.pipeline.semantic_cache.evaluate import corpus_path, load_pairs
-    from clawback.pipeline.semantic_cache.guards import check, features
+    from clawback.pipeline.semantic_cache.guards import features
     from clawback.pipeline.semantic_cache.structure import reordered
 
-    stored = "The tenant below me is complaining about my noise"
-    pair = next(p for p in load_pairs(corpus_path("holdout4")) if p.a == stored)
-    assert not pair.same
-    assert check(pair.a, pair.b, SemanticGuards()) == "order"
-    assert check(pair.a, pair.b, SemanticGuards(order=False)) is None
+    _refused_only_by("holdout4", "The tenant below me is complaining about my noise", "order")
 
     def swapped_roles(a: str, b: str) -> bool:
         return reordered(features(a).tokens, features(b).tokens)
@@ -213,16 +219,11 @@ def test_the_same_content_words_with_a_person_moved_is_a_role_swap():
 
 def test_shared_words_on_opposite_sides_of_a_relation_word_refuse():
     """holdout5's two word-order wrong hits (0.966, 0.977): the same words around "before" / "debajo", swapped."""
-    from clawback.pipeline.semantic_cache.evaluate import corpus_path, load_pairs
-    from clawback.pipeline.semantic_cache.guards import check, clauses
+    from clawback.pipeline.semantic_cache.guards import clauses
     from clawback.pipeline.semantic_cache.structure import related_differently
 
-    pairs = load_pairs(corpus_path("holdout5"))
     for stored in ("Should I get pre-approved before looking at houses?", "¿La cochera está debajo del departamento?"):
-        pair = next(p for p in pairs if p.a == stored)
-        assert not pair.same
-        assert check(pair.a, pair.b, SemanticGuards()) == "order"
-        assert check(pair.a, pair.b, SemanticGuards(order=False)) is None
+        _refused_only_by("holdout5", stored, "order")
 
     def flipped(a: str, b: str) -> bool:
         return related_differently(clauses(a), clauses(b))
@@ -239,15 +240,10 @@ def test_shared_words_on_opposite_sides_of_a_relation_word_refuse():
 
 def test_the_shared_words_negated_on_one_side_and_affirmed_on_the_other_refuse():
     """holdout5's 0.862 wrong hit: one negation each side (parity equal), but what is negated changed sides."""
-    from clawback.pipeline.semantic_cache.evaluate import corpus_path, load_pairs
-    from clawback.pipeline.semantic_cache.guards import check, clauses
+    from clawback.pipeline.semantic_cache.guards import clauses
     from clawback.pipeline.semantic_cache.structure import negated_differently
 
-    stored = "My card was charged, but I don't see the order."
-    pair = next(p for p in load_pairs(corpus_path("holdout5")) if p.a == stored)
-    assert not pair.same
-    assert check(pair.a, pair.b, SemanticGuards()) == "negation"
-    assert check(pair.a, pair.b, SemanticGuards(negation=False)) is None
+    _refused_only_by("holdout5", "My card was charged, but I don't see the order.", "negation")
 
     # the same thing negated, in another clause order or said another way
     def negated(a: str, b: str) -> bool:
