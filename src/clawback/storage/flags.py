@@ -276,7 +276,7 @@ class FlagStore:
 
         assert self.redis_url is not None
         client = redis.Redis.from_url(self.redis_url, socket_timeout=None, socket_connect_timeout=1.0)
-        pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis 8.2
         pubsub.subscribe(self.channel)
         self.reload()  # a change made while we were not subscribed
         return pubsub
