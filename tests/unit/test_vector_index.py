@@ -3,11 +3,13 @@ bulk with the shipped settings) and still finds, replaces and forgets entries by
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from clawback.api.usage import Usage
 from clawback.storage.response_cache import CachedReply
-from clawback.storage.semantic_store import SemanticEntry, SemanticStore
+from clawback.storage.semantic_store import SemanticEntry, SemanticStore, SqlSemanticPersistence
 from clawback.storage.vector_index import AnnIndex, ExactIndex
 
 DIM = 32
@@ -18,9 +20,9 @@ def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def _entry(entry_id: int, vector: np.ndarray) -> SemanticEntry:
+def _entry(entry_id: int, vector: np.ndarray, partition: str = "p" * 32) -> SemanticEntry:
     reply = CachedReply(key=f"{entry_id:032x}", body=b"{}", model="m", usage=Usage(1, 1), namespace="t")
-    return SemanticEntry(entry_id, "p" * 32, f"question {entry_id}", vector, reply)
+    return SemanticEntry(entry_id, partition, f"question {entry_id}", vector, reply)
 
 
 def test_a_partition_above_ann_above_switches_to_hnsw_and_keeps_finding_every_entry() -> None:
@@ -51,3 +53,28 @@ def test_the_hnsw_index_replaces_and_removes_by_id() -> None:
     assert index.remove(10) and not index.remove(10)
     assert len(index) == 199
     assert 10 not in [i for i, _ in index.search(vectors[150], 4)]
+
+
+def test_a_store_reloaded_from_its_database_gets_the_indexes_it_had_built_entry_by_entry(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    vectors = _unit(rng, 330)
+    url = f"sqlite:///{tmp_path / 'semantic.db'}"
+    first = SemanticStore(dim=DIM, max_bytes=1 << 30, ann_above=100, persistence=SqlSemanticPersistence(url))
+    for i, vector in enumerate(vectors, 1):
+        entry = _entry(i, vector, "p" * 32 if i <= 300 else "q" * 32)  # 300 entries in one partition, 30 in another
+        first.put(entry, 3600)
+        first.persist(entry, [])
+    first.close()
+
+    again = SemanticStore(dim=DIM, max_bytes=1 << 30, ann_above=100, persistence=SqlSemanticPersistence(url))
+    assert len(again) == 330 and again.bytes == first.bytes
+    assert isinstance(again._indexes["p" * 32], AnnIndex) and isinstance(again._indexes["q" * 32], ExactIndex)
+    found = [again.search("p" * 32, vector, 4)[0][0].id for vector in vectors[:300]]
+    assert sum(f == i for f, i in zip(found, range(1, 301), strict=True)) >= 297
+    assert [e.id for e, _ in again.search("q" * 32, vectors[310], 1)] == [311]
+    assert again.search("p" * 32, vectors[310], 4)[0][0].id != 311  # partitions stay apart after the reload
+    assert again.invalidate(key=f"{311:032x}") == [311]  # the invalidation maps are rebuilt too
+    assert again.search("q" * 32, vectors[310], 1)[0][0].id != 311
+    again.put(_entry(400, vectors[5], "q" * 32), 3600)  # and the reloaded exact index keeps growing
+    assert again.search("q" * 32, vectors[5], 1)[0][0].id == 400
+    again.close()

@@ -46,7 +46,7 @@ from sqlalchemy import (
 from clawback.embeddings.protocol import Vectors
 from clawback.storage.engine import make_engine
 from clawback.storage.response_cache import CachedReply
-from clawback.storage.vector_index import AnnIndex, ExactIndex
+from clawback.storage.vector_index import AnnIndex, ExactIndex, make_index
 
 __all__ = ["SemanticEntry", "SemanticStore", "SqlSemanticPersistence", "new_entry_id"]
 
@@ -210,8 +210,7 @@ class SemanticStore:
         self.bytes = 0
         self.evictions = 0
         if persistence is not None:
-            for entry in persistence.load(clock()):
-                self._add(entry)
+            self._load(persistence.load(clock()))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -265,11 +264,27 @@ class SemanticStore:
                 self.evictions += 1
             return evicted
 
+    def _load(self, entries: list[SemanticEntry]) -> None:
+        """The database's live rows at start-up, each partition's index filled in one bulk insert.
+
+        Entry by entry, a partition above ``ann_above`` was first an exact index, then switched to HNSW, then
+        took every further row as a single-threaded graph insert: a large store came back slowly. In bulk the
+        index is the one it would have switched to (``make_index``) and HNSW inserts on every core."""
+        groups: dict[str, list[SemanticEntry]] = {}
+        for entry in entries:
+            if entry.id in self._entries:
+                continue  # ids are the primary key; a repeated one would corrupt the bulk insert below
+            self._register(entry)
+            groups.setdefault(entry.partition, []).append(entry)
+        for partition, group in groups.items():
+            index = self._indexes[partition] = make_index(self.dim, len(group), self.ann_above)
+            ids = np.array([e.id for e in group], dtype=np.int64)
+            index.add_many(ids, np.stack([e.vector.reshape(-1) for e in group]))
+
     def _add(self, entry: SemanticEntry) -> None:
         if entry.id in self._entries:
             self._drop(entry.id)
-        self._entries[entry.id] = entry
-        self.bytes += entry.size
+        self._register(entry)
         index = self._indexes.get(entry.partition)
         if index is None:
             index = self._indexes[entry.partition] = ExactIndex(self.dim)
@@ -279,6 +294,11 @@ class SemanticStore:
             ann.add_many(np.array([i for i, _ in rows], dtype=np.int64), np.stack([r for _, r in rows]))
             index = self._indexes[entry.partition] = ann
         index.add(entry.id, entry.vector)
+
+    def _register(self, entry: SemanticEntry) -> None:
+        """Everything but the vector index: the LRU order, the byte count and the invalidation maps."""
+        self._entries[entry.id] = entry
+        self.bytes += entry.size
         self._by_key.setdefault(entry.reply.key, set()).add(entry.id)
         self._namespaces.setdefault(entry.reply.namespace, set()).add(entry.id)
         for tag in entry.reply.tags:

@@ -88,6 +88,17 @@ class ExactIndex:
         top = top[np.argsort(-scores[top])]
         return [(int(self._ids[i]), float(scores[i])) for i in top]
 
+    def add_many(self, ids: np.ndarray[Any, Any], vectors: Vectors, threads: int = 0) -> None:
+        """Bulk insert of ids not in the index yet (a store loading its rows); ``threads`` is the HNSW index's."""
+        n, extra = len(self._where), len(ids)
+        if n + extra > len(self._ids):
+            capacity = max(16, 1 << (n + extra - 1).bit_length())
+            self._rows = np.concatenate([self._rows[:n], np.zeros((capacity - n, self.dim), dtype=np.float32)])
+            self._ids = np.concatenate([self._ids[:n], np.zeros(capacity - n, dtype=np.int64)])
+        self._rows[n : n + extra] = vectors
+        self._ids[n : n + extra] = ids
+        self._where.update((int(entry_id), row) for row, entry_id in enumerate(ids.tolist(), n))
+
     def items(self) -> list[tuple[int, Vectors]]:
         return [(int(self._ids[row]), self._rows[row]) for row in range(len(self._where))]
 
@@ -142,4 +153,5 @@ class AnnIndex:
 
 
 def make_index(dim: int, expected: int, ann_above: int) -> ExactIndex | AnnIndex:
+    """The index a partition of ``expected`` entries gets: the one it would have switched to, entry by entry."""
     return AnnIndex(dim) if expected > ann_above else ExactIndex(dim)
