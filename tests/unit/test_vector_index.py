@@ -34,10 +34,35 @@ def test_a_partition_above_ann_above_switches_to_hnsw_and_keeps_finding_every_en
     assert isinstance(store._indexes["p" * 32], ExactIndex)
     for i, vector in enumerate(vectors[100:], 101):
         store.put(_entry(i, vector), 3600)
+    store.wait_for_indexes()
     assert isinstance(store._indexes["p" * 32], AnnIndex)
     found = [store.search("p" * 32, vector, 4)[0][0].id for vector in vectors]
     assert sum(f == i for f, i in zip(found, range(1, 301), strict=True)) >= 297  # recall@1 on its own entries
     assert store.search("p" * 32, vectors[41], 1)[0][1] > 0.999
+
+
+def test_entries_added_and_dropped_while_the_hnsw_index_is_built_are_in_it_when_it_takes_over() -> None:
+    rng = np.random.default_rng(5)
+    vectors = _unit(rng, 160)
+    store = SemanticStore(dim=DIM, max_bytes=1 << 30, ann_above=100)
+    for i, vector in enumerate(vectors[:100], 1):
+        store.put(_entry(i, vector), 3600)
+    with store._lock:  # the build may finish, but it cannot take over before the lock is let go
+        store.put(_entry(101, vectors[100]), 3600)  # crosses ann_above: the build starts from 101 entries
+        assert isinstance(store._indexes["p" * 32], ExactIndex)
+        assert store.search("p" * 32, vectors[100], 1)[0][0].id == 101  # the exact index goes on serving
+        for i, vector in enumerate(vectors[101:], 102):
+            store.put(_entry(i, vector), 3600)
+        dropped = store.invalidate(key=f"{7:032x}") + store.invalidate(key=f"{150:032x}")
+        assert dropped == [7, 150]
+        store.put(_entry(9, vectors[120]), 3600)  # an entry replaced: same id, another question
+    store.wait_for_indexes()
+    index = store._indexes["p" * 32]
+    assert isinstance(index, AnnIndex) and len(index) == len(store) == 158
+    assert store.search("p" * 32, vectors[140], 1)[0][0].id == 141  # added during the build
+    assert all(e.id not in (7, 150) for e, _ in store.search("p" * 32, vectors[6], 3))
+    assert all(e.id not in (7, 150) for e, _ in store.search("p" * 32, vectors[149], 3))
+    assert {e.id for e, _ in store.search("p" * 32, vectors[120], 2)} == {9, 121}
 
 
 def test_the_hnsw_index_replaces_and_removes_by_id() -> None:

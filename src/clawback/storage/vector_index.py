@@ -99,16 +99,18 @@ class ExactIndex:
         self._ids[n : n + extra] = ids
         self._where.update((int(entry_id), row) for row, entry_id in enumerate(ids.tolist(), n))
 
-    def items(self) -> list[tuple[int, Vectors]]:
-        return [(int(self._ids[row]), self._rows[row]) for row in range(len(self._where))]
+    def snapshot(self) -> tuple[np.ndarray[Any, Any], Vectors]:
+        """Copies of the ids and rows (an HNSW index is built from them while this one keeps changing)."""
+        n = len(self._where)
+        return self._ids[:n].copy(), self._rows[:n].copy()
 
 
 class AnnIndex:
     """An HNSW graph (usearch, cosine metric); vectors kept as float16 (half the memory, recall unchanged on
     unit vectors at this dimension: see the lookup benchmark). ``expansion_add`` 64 (usearch's default is 128):
     on 100 k entries, 2 threads, one run on a loaded machine, it built in 59 s against 108 s at 128, recall@1
-    against exact search 0.990 against 0.993; a partition that crosses ``ann_above`` is built while the store's
-    lock is held, so the build time is what a request waits for once."""
+    against exact search 0.990 against 0.993; a partition that crosses ``ann_above`` is built on a thread of its own
+    while its exact index goes on serving (``SemanticStore._start_switch``)."""
 
     def __init__(self, dim: int, *, dtype: str = "f16", connectivity: int = 16, expansion_add: int = 64,
                  expansion_search: int = 64) -> None:  # fmt: skip
