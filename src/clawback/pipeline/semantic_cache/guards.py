@@ -38,6 +38,7 @@ from difflib import SequenceMatcher
 from functools import lru_cache
 
 from clawback.config import SemanticGuards
+from clawback.pipeline.semantic_cache.grammar import agent_differs, choice_differs, tense_differs, time_relation_differs
 from clawback.pipeline.semantic_cache.structure import (
     focus_differs,
     negated_differently,
@@ -61,6 +62,10 @@ GUARD_NAMES = (
     "identifiers",
     "order",
     "focus",
+    "choice",
+    "time_relation",
+    "tense",
+    "agent",
 )
 
 _APOSTROPHES = "'\u2019"
@@ -357,6 +362,7 @@ _FIRST_PERSON = _words(
     "i me we us myself yo nosotros puedo podemos debo debemos tengo tenemos necesito necesitamos quiero queremos"
 )
 _SECOND_PERSON = _words("you yourself usted ustedes tu")
+_ROLE_WORDS = frozenset(_ROLES)
 
 _CONTRASTS = [
     _words("house home casa chalet"), _words("condo condominium"),
@@ -840,4 +846,12 @@ def check(stored: str, query: str, guards: SemanticGuards) -> str | None:
         return "order"
     if guards.focus and focus_differs(a.lowered, b.lowered):
         return "focus"
+    if guards.choice and choice_differs(a.tokens, b.tokens):
+        return "choice"
+    if guards.time_relation and time_relation_differs(a.tokens, b.tokens):
+        return "time_relation"
+    if guards.tense and tense_differs(a.tokens, b.tokens, a.lowered, b.lowered):
+        return "tense"
+    if guards.agent and agent_differs(a.tokens, b.tokens, _ROLE_WORDS):
+        return "agent"
     return None
