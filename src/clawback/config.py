@@ -225,6 +225,9 @@ class SemanticGuards(_Section):
     agent: bool = Field(
         True, description="Reject the same verb with I/you as its subject on one side and a third party on the other"
     )
+    modality: bool = Field(
+        True, description="Reject a permission asked on one side (can I, ¿puedo?) and an obligation on the other (must)"
+    )
     near_copy: bool = Field(
         True,
         description="Serve a near copy of the stored question (1-3 edited spans, most of it unchanged) only when "

@@ -27,7 +27,7 @@ inverted: a near copy says "the same question, but", and the "but" must be shown
   plural, a typo, a content word;
 - a near copy refused so is served after all when its question frames, read as one (``frames``, ``FRAMES``: "how
   do I" / "what do I do to" / "is there a way to", "can I" / "am I allowed to", "puedo" / "podría", "what" /
-  "which", "the" / "this"), leave a near copy with harmless edits only.
+  "which", "the" / "this" / "my"), leave a near copy with harmless edits only.
 
 Which classes are in, and the span limits, were decided by measuring on the four tuning files (calibration,
 holdout, holdout2, holdout3; ``benchmarks/README.md``, semantic cache): the paraphrases that are near copies are
@@ -61,12 +61,23 @@ _ARTICLES = frozenset(fold_words("the a an el la los las un una"))
 # "what's" folds to "what" (the guards' folding drops "'s"), so "what is" differs by one "is" after these words.
 _CONTRACTED_IS = frozenset(fold_words("what that there it where how who here when why"))
 _PRONOUNS = frozenset(fold_words("i we you"))
-# Interrogative auxiliaries of the same meaning: (the group, the word that must come before, the words one after).
-_SAME_AUXILIARY = (
+# Interrogative auxiliaries of the same meaning: (the group, the words one of which must come before, the words one
+# after). After a question word the auxiliary asks nothing of its own: "where do I / where can I find my invoices",
+# "who do I / who should I contact" (tuning files, 2026-12-04: 9 paraphrases, no negative; without a question word
+# "do" / "can" / "should" differ: "Do I need to enable 2FA?" / "Can I enable 2FA?", "Do I have to ...?" / "Should
+# I ...?").
+_SAME_AUXILIARY: tuple[tuple[frozenset[str], frozenset[str] | None, frozenset[str]], ...] = (
     (frozenset({"can", "could", "may"}), None, _PRONOUNS),  # can I / could I / may I
-    (frozenset({"do", "can", "could", "would"}), "how", _PRONOUNS),  # how do I / how can I / how would I
+    (frozenset({"do", "can", "could", "would"}), frozenset({"how", "where"}), _PRONOUNS),  # how do I / how can I
+    (frozenset({"do", "should"}), frozenset({"who", "where", "what", "how", "when", "which"}), _PRONOUNS),
     (frozenset({"need", "have"}), None, frozenset({"to"})),  # need to / have to
 )
+# Greetings only at the start of a question ("Buenas, ¿sigue disponible?"; "buenas escuelas" are good schools), the
+# "guys" of "you guys", a preposition fronting a Spanish question word of amount ("¿De cuánto es el depósito?",
+# "¿En cuánto se renta?": the same question as "¿Cuánto es ...?").
+_OPENING_GREETINGS = frozenset(fold_words("buenas buenos"))
+_FRONTED = frozenset(fold_words("de en"))
+_AMOUNT_WORDS = frozenset(fold_words("cuanto cuanta cuantos cuantas"))
 _SAME_PHRASE = frozenset({("can", "i"), ("could", "i"), ("may", "i"), ("is", "it", "possible", "to")})
 
 # Question frames of the same meaning (folded token phrases; "what's" folds to "what", "whats" is expanded to it):
@@ -84,7 +95,9 @@ FRAMES: dict[str, tuple[str, ...]] = {
                    "am i able to"),
     "permission_es": ("puedo", "podria", "es posible", "seria posible", "se puede", "me dejan", "me permiten"),
     "which": ("what", "which"),
-    "demonstrative": ("the", "this", "that"),
+    # the asker's own ("my", "our") is the definite one they ask about: "Can I get a copy of the / my lease?",
+    # "How do I reset my / the password?" (tuning files, 2026-12-04: 8 paraphrases, no negative); never "your"
+    "demonstrative": ("the", "this", "that", "my", "our"),
 }  # fmt: skip
 ENABLED_FRAMES: tuple[str, ...] = tuple(FRAMES)
 
@@ -158,18 +171,42 @@ def harmless(old: tuple[str, ...], new: tuple[str, ...], before: str | None, aft
     """Whether replacing the span ``old`` with ``new`` (between the words ``before`` and ``after``, None at an
     end) is one of the edits that cannot change the answer (the classes are in the module docstring)."""
     old, new = _strip_fillers(old), _strip_fillers(new)
+    if before is None:
+        old, new = _strip_greeting(old), _strip_greeting(new)
+    if before == "you":
+        old, new = _strip_guys(old), _strip_guys(new)
     if old == new:
         return True  # fillers and articles only
     if not old or not new:
-        return (old or new) == ("is",) and before in _CONTRACTED_IS
+        added = old or new
+        if added == ("is",):
+            return before in _CONTRACTED_IS
+        return before is None and len(added) == 1 and added[0] in _FRONTED and after in _AMOUNT_WORDS
     if old in _SAME_PHRASE and new in _SAME_PHRASE:
         return True
     if len(old) == len(new) == 1:
         return any(
-            old[0] in group and new[0] in group and (first is None or before == first) and after in then
+            old[0] in group and new[0] in group and (first is None or before in first) and after in then
             for group, first, then in _SAME_AUXILIARY
         )
-    return False
+    return _modal_of_the_same_verb(old, new) or _modal_of_the_same_verb(new, old)
+
+
+def _strip_greeting(words: tuple[str, ...]) -> tuple[str, ...]:
+    return words[1:] if words[:1] and words[0] in _OPENING_GREETINGS else words
+
+
+def _strip_guys(words: tuple[str, ...]) -> tuple[str, ...]:
+    return words[1:] if words[:1] == ("guys",) else words
+
+
+def _modal_of_the_same_verb(old: tuple[str, ...], new: tuple[str, ...]) -> bool:
+    """ "¿Cómo cambio mi plan?" / "¿Cómo puedo cambiar mi plan?": a first-person present and "puedo" with the same
+    regular verb's infinitive (cambi-o / cambi-ar, descarg-o / descarg-ar)."""
+    if len(old) != 1 or len(new) != 2 or new[0] != "puedo":
+        return False
+    verb, infinitive = old[0], new[1]
+    return infinitive.endswith(("ar", "er", "ir")) and len(infinitive) > 4 and infinitive[:-2] + "o" == verb
 
 
 def _bad_edit(a: tuple[str, ...], b: tuple[str, ...], max_edits: int) -> tuple[bool, str | None]:

@@ -24,9 +24,14 @@ the order of the words they share. Four classes of wrong hits are the same detai
   compared (how a request is phrased either way: ``guards._roles_differ``), nor a Spanish third-person form with no
   third party named (it is "usted", the one asked).
 
+- ``modality_differs``: one side asks for a permission or a possibility only (can, may, allowed, ¿puedo?, ¿se
+  puede?, ¿me dejan?), the other for an obligation only (must, have to, do I need, required, ¿debo?, ¿tengo que?,
+  ¿hay que?): "¿Puedo tener mascotas?" / "¿Debo pagar un depósito por mascota?", "Can I paint the walls?" / "Do I have
+  to paint the walls before moving out?". Advice ("should") is neither.
+
 Each function takes folded tokens (``guards.Features.tokens``; ``tense_differs`` the accented ``lowered`` too) and
-depends on nothing else; ``guards.check`` runs them as the ``choice``, ``time_relation``, ``tense`` and ``agent``
-guards.
+depends on nothing else; ``guards.check`` runs them as the ``choice``, ``time_relation``, ``tense``, ``agent`` and
+``modality`` guards.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import pairwise
 
-__all__ = ["agent_differs", "choice_differs", "tense_differs", "time_relation_differs"]
+__all__ = ["agent_differs", "choice_differs", "modality_differs", "tense_differs", "time_relation_differs"]
 
 
 def _set(words: str) -> frozenset[str]:
@@ -233,3 +238,38 @@ def agent_differs(a: Sequence[str], b: Sequence[str], roles: frozenset[str]) -> 
         if not x & y and {"speaker", "third"} == x | y:
             return True
     return False
+
+
+# ------------------------------------------------------------------------------------------------ modality
+
+_PERMISSION = _set("can could may allowed permitted able possible puedo puedes puede podemos pueden podria "
+                   "podrian posible permite permiten dejan deja")  # fmt: skip
+_OBLIGATION = _set("must required require requires mandatory obligatory obligatorio obligatoria debo debes debe "
+                   "debemos deben necesario necesaria requisito requiere requieren")  # fmt: skip
+_OBLIGATION_PHRASES = (("have", "to"), ("has", "to"), ("tengo", "que"), ("tiene", "que"), ("tienes", "que"),
+                       ("tienen", "que"), ("tenemos", "que"), ("hay", "que"), ("hace", "falta"))  # fmt: skip
+# "need" asks an obligation only in a question ("Do I need to enable 2FA?", "Does the unit need ..."): "I need the
+# invoice", "I need to reschedule", "necesito ..." state a want and ask for it (tuning files: 12 paraphrases of
+# "Can I ...?" are "I need ...")
+_NEED = _set("need needs")
+_ASKING = _set("do does did will would")
+
+
+def _modalities(tokens: Sequence[str]) -> frozenset[str]:
+    found: set[str] = set()
+    for index, word in enumerate(tokens):
+        if word in _PERMISSION:
+            found.add("permission")
+        elif (
+            word in _OBLIGATION
+            or tuple(tokens[index : index + 2]) in _OBLIGATION_PHRASES
+            or (word in _NEED and any(w in _ASKING for w in tokens[max(0, index - 3) : index]))
+        ):
+            found.add("obligation")
+    return frozenset(found)
+
+
+def modality_differs(a: Sequence[str], b: Sequence[str]) -> bool:
+    """One side asks for a permission only, the other for an obligation only."""
+    ma, mb = _modalities(a), _modalities(b)
+    return len(ma) == len(mb) == 1 and ma != mb

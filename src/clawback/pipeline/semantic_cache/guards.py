@@ -38,7 +38,13 @@ from difflib import SequenceMatcher
 from functools import lru_cache
 
 from clawback.config import SemanticGuards
-from clawback.pipeline.semantic_cache.grammar import agent_differs, choice_differs, tense_differs, time_relation_differs
+from clawback.pipeline.semantic_cache.grammar import (
+    agent_differs,
+    choice_differs,
+    modality_differs,
+    tense_differs,
+    time_relation_differs,
+)
 from clawback.pipeline.semantic_cache.structure import (
     focus_differs,
     negated_differently,
@@ -66,6 +72,7 @@ GUARD_NAMES = (
     "time_relation",
     "tense",
     "agent",
+    "modality",
 )
 
 _APOSTROPHES = "'\u2019"
@@ -128,7 +135,7 @@ _ANTONYM_PAIRS = [
     ),
     (
         "get getting have take taking schedule hacer hago",
-        "skip skips skipped skipping avoid saltar salto omitir evitar",
+        "skip skips skipped skipping avoid waive waives waived waiving forgo saltar salto omitir evitar",
     ),
     (
         "allow allowed allows permit permitted permiten permitido permite",
@@ -259,6 +266,7 @@ _UNITS = {
     **dict.fromkeys(_words("peso pesos mxn"), "mxn"),
 }  # fmt: skip
 
+_CURRENCIES = frozenset({"usd", "eur", "gbp", "mxn"})
 _SQUARE_FEET = re.compile(r"\b(?:sq|square)\s+(?:ft|feet|foot)\b")
 _SQUARE_METERS = re.compile(r"\b(?:sq|square)\s+(?:m|mt|mts|meters?|metres?)\b")
 _DURATIONS = frozenset({"minute", "hour", "day", "week", "month", "year", "yard"})
@@ -292,6 +300,8 @@ _DATES = {
     "tarde": "afternoon", "noche": "evening",
 }  # fmt: skip
 _MANANA = "manana"
+_GREETING_ADJECTIVES = _words("good buenos buenas buen")
+_GREETING_TIMES = _words("morning afternoon evening night dia dias tardes noches")
 _WEEKDAYS = frozenset(["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"])
 _PER = frozenset({"per", "a", "al", "por", "each", "every", "cada"})
 _DATE_MODIFIERS = {
@@ -580,6 +590,26 @@ def _language(words: list[str], raw: str) -> str | None:
     return "en" if en > es else "es"
 
 
+# Negations written without the apostrophe ("isnt working", "doesnt drain") are the same negations.
+_BARE_CONTRACTIONS = _words("isnt arent wasnt werent dont doesnt didnt cant couldnt wont wouldnt shouldnt havent "
+                            "hasnt hadnt")  # fmt: skip
+# A negator that asks rather than negates: "Is it furnished or not?" (the question itself), "I'm not sure what I can
+# afford" / "I don't know if ..." / "no sé si ..." (an embedded question), in the words after it.
+_NOT_NEGATING_NEXT = _words("sure certain know")
+_NOT_NEGATING_END = _words("not no")
+
+
+def _negates(folded: list[str], index: int) -> bool:
+    word = folded[index]
+    if not (word in _NEGATORS or word.endswith("n't") or word in _BARE_CONTRACTIONS):
+        return False
+    nxt = folded[index + 1] if index + 1 < len(folded) else ""
+    if word in _NOT_NEGATING_END and index and folded[index - 1] in ("or", "o") and not nxt:
+        return False  # "... or not?", "... o no?" at the end
+    embedded = word == "no" and nxt == "se" and folded[index + 2 : index + 3] == ["si"]
+    return nxt not in _NOT_NEGATING_NEXT and not embedded
+
+
 @lru_cache(maxsize=65_536)
 def features(text: str) -> Features:
     raw_tokens = _TOKEN.findall(text)
@@ -605,7 +635,7 @@ def features(text: str) -> Features:
     actors: list[str] = []
     negations = 0
     for index, (token, word) in enumerate(zip(raw_tokens, folded, strict=True)):
-        if word in _NEGATORS or word.endswith("n't"):
+        if _negates(folded, index):
             negations += 1
         value = _number(word)
         if value is not None:
@@ -625,7 +655,9 @@ def features(text: str) -> Features:
             units.add(_UNITS[word])
         if word in _PERIOD_NOUNS and index and folded[index - 1] in _PERIOD_PREFIXES:
             dates.add(f"{_PERIOD_PREFIXES[folded[index - 1]]}_{_PERIOD_NOUNS[word]}")
-        if word == _MANANA:
+        if index and folded[index - 1] in _GREETING_ADJECTIVES and word in _GREETING_TIMES:
+            pass  # "Good morning, ...", "buenas tardes": a greeting, not a time of day
+        elif word == _MANANA:
             prev = folded[index - 1] if index else ""
             dates.add("morning" if prev in ("la", "las", "esta", "cada") else "tomorrow")
         elif word in ("am", "pm"):
@@ -639,7 +671,10 @@ def features(text: str) -> Features:
             dates.add(_DATES[word[:-1]])  # plurals: "mornings", "Sundays", "noches", "tardes"
         if word in _ROLES:
             roles.append(_ROLES[word])
-            if folded[index + 1 : index + 2] != ["insurance"]:  # "renters insurance" names a policy, not an actor
+            # "renters insurance" names a policy, not an actor; "as a buyer", "as the owner" say who the asker is
+            apposition = folded[max(0, index - 2) : index] in (["as", "a"], ["as", "an"], ["as", "the"]) or (
+                folded[index - 1 : index] == ["as"])  # fmt: skip
+            if folded[index + 1 : index + 2] != ["insurance"] and not apposition:
                 actors.append(_ROLES[word])
         if word in _FIRST_PERSON:
             persons.append("1")
@@ -746,7 +781,10 @@ def _opposite_in_place(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
         if op != "replace":
             continue
         x, y = frozenset(a[i1:i2]), frozenset(b[j1:j2])
-        pairs = [*_ANTONYMS, *(_DIRECTIONS if i2 - i1 == j2 - j1 == 1 else [])]  # a direction: one word for one
+        # a direction: one word for one, and each absent from the other side ("from the house to the school" /
+        # "far from the school" hold "from" both: the alignment paired "from" with "to", the question did not)
+        one_for_one = i2 - i1 == j2 - j1 == 1 and not (x & frozenset(b)) and not (y & frozenset(a))
+        pairs = [*_ANTONYMS, *(_DIRECTIONS if one_for_one else [])]
         for left, right in pairs:
             if (_has(x, left) and _has(y, right)) or (_has(x, right) and _has(y, left)):
                 return True
@@ -793,11 +831,20 @@ def _role_actor(features: Features) -> bool:
     return any(actor not in ("1", "2") for actor in features.actors)
 
 
+def _entities_differ(a: Features, b: Features) -> bool:
+    """A name on one side that the other side does not hold, in any case: "Elm St" / "elm st", "GDPR" / "gdpr",
+    "API" / "api" are one name written in another case (names are found by their capitals)."""
+    return bool(a.entities - b.entities - b.words or b.entities - a.entities - a.words)
+
+
 def _units_differ(a: Features, b: Features) -> bool:
     """Different units, except a rate ("each month", "per month", "cada mes") said on one side only of a question
     with no number and no other unit: "how much are utilities usually" / "what do utilities cost per month"."""
     if a.units == b.units:
         return False
+    only = a.units ^ b.units
+    if only <= _CURRENCIES and len(only) == 1 and a.numbers == b.numbers and a.numbers:
+        return False  # "$500k" / "500k": the same amount with its currency said on one side only
     if (a.units and b.units) or a.numbers or b.numbers:
         return True
     return not all(unit.startswith("per_") for unit in a.units ^ b.units)
@@ -832,7 +879,7 @@ def check(stored: str, query: str, guards: SemanticGuards) -> str | None:
         return "units"
     if guards.dates and a.dates != b.dates:
         return "dates"
-    if guards.entities and (a.entities != b.entities or (
+    if guards.entities and (_entities_differ(a, b) or (
             a.street_types and b.street_types and a.street_types != b.street_types)):  # fmt: skip
         return "entities"
     if guards.roles and _roles_differ(a, b):
@@ -854,4 +901,6 @@ def check(stored: str, query: str, guards: SemanticGuards) -> str | None:
         return "tense"
     if guards.agent and agent_differs(a.tokens, b.tokens, _ROLE_WORDS):
         return "agent"
+    if guards.modality and modality_differs(a.tokens, b.tokens):
+        return "modality"
     return None
