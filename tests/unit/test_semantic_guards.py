@@ -316,3 +316,70 @@ def test_the_grammatical_wrong_hits_of_the_tuning_files_are_refused():
     _refused_only_by("holdout6", "Una vez pagada la fianza, ¿cuántos días tengo para firmar?", "time_relation")
     _refused_only_by("holdout6", "Has the price dropped recently?", "tense", "Will the price drop soon?")
     _refused_only_by("holdout6", "¿Cuánto preaviso tengo que dar para dejar el piso?", "agent")
+
+
+def test_a_permission_against_an_obligation_is_refused_by_the_modality_guard():
+    modality = NONE.model_copy(update={"modality": True})
+    for stored, asked in [
+        ("¿Puedo pagar en efectivo?", "¿Debo pagar en efectivo?"),
+        ("Can I sublet my room?", "Do I have to sublet my room if I leave?"),
+        ("May I paint the walls?", "Must I paint the walls?"),
+        ("Can I enable autopay?", "Do I need to enable autopay?"),
+    ]:
+        assert check(stored, asked, NONE) is None
+        assert check(stored, asked, modality) == "modality"
+    # a need stated (a request), the same modality in other words, advice: not compared
+    for stored, asked in [
+        ("Can I reschedule my viewing?", "I need to move my showing to another time."),
+        ("Is renters insurance required?", "Do I need to have renters insurance?"),
+        ("Can I get a refund?", "Should I ask for a refund?"),
+    ]:
+        assert check(stored, asked, modality) is None
+    _refused_only_by("holdout5", "¿Puedo tener mascotas?", "modality")
+
+
+def test_a_procedure_against_an_amount_or_a_person_is_another_focus():
+    focus = NONE.model_copy(update={"focus": True})
+    assert check("¿Cómo cambio de plan?", "¿Cuánto cuesta cambiar de plan?", focus) == "focus"
+    assert check("How do I delete my account?", "Who can delete the account?", focus) == "focus"
+    assert check("How do I pay rent?", "When is rent due?", focus) == "focus"
+    assert check("How do I pay rent?", "Where can I pay rent?", focus) is None  # a place: often one question
+    assert check("How do I contact billing?", "Who do I reach about a billing question?", focus) is None
+
+
+@pytest.mark.parametrize(
+    ("guard", "stored", "asked"),
+    [
+        ("dates", "Good morning, do the apartments have laundry?", "Is there laundry in the apartments?"),
+        ("dates", "Buenas tardes, ¿puedo tener un gato?", "¿Se permite tener gato?"),
+        ("entities", "Does the house on elm st have a pool?", "Does the house on Elm St have a pool?"),
+        ("entities", "are you GDPR compliant", "do you comply with gdpr?"),
+        ("negation", "my reset link isnt working", "My reset link doesn't work."),
+        ("negation", "Is the apartment furnished?", "Is the apartment furnished or not?"),
+        ("negation", "I'm not sure what I can afford, can we talk?", "Can we chat about what I can afford?"),
+        ("roles", "Do I pay closing costs as the buyer?", "As a buyer, do I pay closing costs?"),
+        ("roles", "Who pays the fee, the buyer or the seller?", "Is the fee paid by the seller or by the buyer?"),
+        ("units", "Looking for a house under $500k", "Looking for a house under 500k"),
+        ("antonyms", "How far is the house from the school?", "What's the distance from the house to the school?"),
+        ("order", "Thanks! Can I export my data to CSV?", "Can I export my data to CSV? Thanks!"),
+    ],
+)  # fmt: skip
+def test_harmless_differences_the_guards_no_longer_refuse(guard, stored, asked):
+    """Each refused true paraphrases of the tuning files (2026-12-04) and is a form, not a meaning: a greeting, a
+    name's case, a contraction without its apostrophe, "or not", alternatives in another order, ..."""
+    assert check(stored, asked, NONE.model_copy(update={guard: True})) is None
+
+
+@pytest.mark.parametrize(
+    ("guard", "stored", "asked"),
+    [
+        ("dates", "Can I see the house in the morning?", "Can I see the house in the evening?"),
+        ("entities", "Does the house on Elm St have a pool?", "Does the house on Oak St have a pool?"),
+        ("negation", "Is the apartment furnished?", "Isnt the apartment furnished?"),
+        ("roles", "Does the buyer pay the seller or the agent?", "Does the seller pay the buyer or the agent?"),
+        ("units", "Is the fee $500?", "Is the fee 500 euros?"),
+        ("antonyms", "Can I sublet my room to a student?", "Can I sublet a room from a student?"),
+    ],
+)
+def test_what_the_loosened_guards_still_refuse(guard, stored, asked):
+    assert check(stored, asked, NONE.model_copy(update={guard: True})) == guard

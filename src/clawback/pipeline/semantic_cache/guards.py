@@ -812,9 +812,11 @@ def _roles_differ(a: Features, b: Features) -> bool:
     if a.roles and b.roles:
         if set(a.roles) != set(b.roles):
             return True
-        if len(set(a.roles)) >= 2 and _dedupe(a.roles) != _dedupe(b.roles):
+        if len(set(a.roles)) >= 2 and _dedupe(a.roles) != _dedupe(b.roles) and (
+                _role_order(a.tokens) != _role_order(b.tokens)):  # fmt: skip
             return True
-        if _role_actor(a) and _role_actor(b) and _dedupe(a.actors) != _dedupe(b.actors):
+        if (_role_actor(a) and _role_actor(b) and _dedupe(a.actors) != _dedupe(b.actors)
+                and _role_order(a.tokens, persons=True) != _role_order(b.tokens, persons=True)):  # fmt: skip
             return True  # "my neighbor cuts" / "I cut ... my neighbor's"
     persons_a, persons_b = set(a.persons), set(b.persons)
     if persons_a and persons_b and persons_a != persons_b and (persons_a < persons_b or persons_b < persons_a):
@@ -825,6 +827,46 @@ def _roles_differ(a: Features, b: Features) -> bool:
     if {"1", "2"} <= set(a.persons) and {"1", "2"} <= set(b.persons):
         return _dedupe(a.persons) != _dedupe(b.persons)
     return False
+
+
+# Between two roles offered as alternatives: "the buyer or the seller", "by the seller or by the buyer", "tenant or
+# landlord", "el arrendador o el arrendatario"
+_ALTERNATIVE_GLUE = _words("the a an by my your el la los las un una por mi su")
+_ALTERNATIVE = _words("or o u")
+
+
+def _actor(tokens: tuple[str, ...], index: int, persons: bool) -> str | None:
+    word = tokens[index]
+    if word in _ROLES:
+        return _ROLES[word]
+    if persons and word in _FIRST_PERSON:
+        return "1"
+    if persons and word in _SECOND_PERSON:
+        return "2"
+    return None
+
+
+def _role_order(tokens: tuple[str, ...], persons: bool = False) -> tuple[str, ...]:
+    """The roles (and with ``persons`` the personal pronouns) in order, with those offered as alternatives of one
+    choice ("Who pays, the buyer or the seller?") read as one unordered item: the alternatives' order does not
+    change the question ("..., the seller or the buyer?"), the order of the roles around them still does ("Does the
+    buyer pay the seller or the agent?")."""
+    items: list[set[str]] = []
+    last = -1
+    for index in range(len(tokens)):
+        actor = _actor(tokens, index, persons)
+        if actor is None:
+            continue
+        between = tokens[last + 1 : index] if last >= 0 else ()
+        alternative = sum(w in _ALTERNATIVE for w in between) == 1 and all(
+            w in _ALTERNATIVE or w in _ALTERNATIVE_GLUE for w in between
+        )
+        if alternative and items:
+            items[-1].add(actor)
+        else:
+            items.append({actor})
+        last = index
+    return _dedupe(tuple("|".join(sorted(item)) for item in items))
 
 
 def _role_actor(features: Features) -> bool:

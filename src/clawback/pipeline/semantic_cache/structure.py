@@ -129,7 +129,8 @@ def _actors(tokens: Sequence[str]) -> tuple[str, ...]:
         token = _CONTRACTIONS.get(_PRONOUN_CONTRACTIONS.get(token, token), token)
         if token in _PRONOUNS:
             out.append(_PRONOUNS[token])
-        elif token.isalnum() and len(token) >= 3 and token not in _DROP and token not in _RELATIONS:
+        elif (token.isalnum() and len(token) >= 3 and token not in _DROP and token not in _RELATIONS
+              and token not in _POLITENESS):  # fmt: skip
             out.append(_stem(token))
     return tuple(out)
 
