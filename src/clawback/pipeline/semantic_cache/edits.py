@@ -45,7 +45,7 @@ from difflib import SequenceMatcher
 from functools import lru_cache
 
 from clawback.pipeline.semantic_cache.alignment import stem
-from clawback.pipeline.semantic_cache.guards import features, fold_words
+from clawback.pipeline.semantic_cache.guards import _NUMBER_WORDS, _SOFT_NUMBERS, features, fold_words
 
 __all__ = ["FRAMES", "MAX_EDITS", "MIN_SHARED", "frames", "harmless", "near_copy", "tokens"]
 
@@ -72,6 +72,11 @@ _SAME_AUXILIARY: tuple[tuple[frozenset[str], frozenset[str] | None, frozenset[st
     (frozenset({"do", "should"}), frozenset({"who", "where", "what", "how", "when", "which"}), _PRONOUNS),
     (frozenset({"need", "have"}), None, frozenset({"to"})),  # need to / have to
 )
+# Words of one meaning wherever they stand ("when is rent due each / every month"), and a preposition that says
+# nothing after "included" ("is parking included in / with the rent").
+_SAME_WORDS = (frozenset({"each", "every"}),)
+_INCLUDED = frozenset(fold_words("included includes include"))
+_INCLUDED_WITH = frozenset({"in", "with"})
 # Greetings only at the start of a question ("Buenas, ¿sigue disponible?"; "buenas escuelas" are good schools), the
 # "guys" of "you guys", a preposition fronting a Spanish question word of amount ("¿De cuánto es el depósito?",
 # "¿En cuánto se renta?": the same question as "¿Cuánto es ...?").
@@ -185,11 +190,34 @@ def harmless(old: tuple[str, ...], new: tuple[str, ...], before: str | None, aft
     if old in _SAME_PHRASE and new in _SAME_PHRASE:
         return True
     if len(old) == len(new) == 1:
+        x, y = old[0], new[0]
+        if any(x in group and y in group for group in _SAME_WORDS) or _same_spelling(x, y) or _same_number(x, y):
+            return True
+        if before in _INCLUDED and {x, y} == _INCLUDED_WITH:
+            return True
         return any(
-            old[0] in group and new[0] in group and (first is None or before in first) and after in then
+            x in group and y in group and (first is None or before in first) and after in then
             for group, first, then in _SAME_AUXILIARY
         )
     return _modal_of_the_same_verb(old, new) or _modal_of_the_same_verb(new, old)
+
+
+def _same_spelling(x: str, y: str) -> bool:
+    """British and American spellings of one word: neighbourhood / neighborhood, organise / organize, centre /
+    center, cancelled / canceled, analyse / analyze."""
+    for british, american in (("our", "or"), ("ise", "ize"), ("isation", "ization"), ("yse", "yze"), ("tre", "ter"),
+                              ("lled", "led"), ("lling", "ling")):  # fmt: skip
+        for a, b in ((x, y), (y, x)):
+            if british in a and a.replace(british, american, 1) == b and len(b) >= 5:
+                return True
+    return False
+
+
+def _same_number(x: str, y: str) -> bool:
+    """One number in digits and in words: "30 days" / "thirty days" (the numbers guard compares their values)."""
+    digits, words = (x, y) if x[:1].isdigit() else (y, x)
+    value = _NUMBER_WORDS.get(words)
+    return digits.isdigit() and value is not None and float(digits) == float(value) and words not in _SOFT_NUMBERS
 
 
 def _strip_greeting(words: tuple[str, ...]) -> tuple[str, ...]:
