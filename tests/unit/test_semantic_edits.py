@@ -157,6 +157,8 @@ def test_whats_without_its_apostrophe_is_whats():
         ("Can I cancel within 30 days?", "Can I cancel within thirty days?"),  # digits / words, one value
         ("When is rent due each month?", "When is rent due every month?"),
         ("Is parking included in the rent?", "Is parking included with the rent?"),
+        ("can I sell my house as is?", "Is it possible to sell my home as-is?"),  # one member of a guards' set
+        ("Can I see 42 Oak Avenue on Saturday?", "Could I view 42 Oak Ave on Saturday?"),
     ],
 )
 def test_harmless_edits_learned_on_the_seven_tuning_files(stored, asked):
@@ -177,6 +179,8 @@ def test_harmless_edits_learned_on_the_seven_tuning_files(stored, asked):
         ("Can I cancel within 30 days?", "Can I cancel within thirteen days?"),
         ("Is the unit overpriced?", "Is the unit underpriced?"),  # one letter pattern is no spelling variant
         ("Is parking in the garage?", "Is parking with the garage?"),  # "in" / "with" only after "included"
+        ("Can I see the house?", "Can I rent the house?"),  # another member, or no member
+        ("Does the house have a bedroom?", "Does the house have bedrooms?"),  # a plural is still an edit
     ],
 )
 def test_the_new_harmless_classes_keep_what_changes_the_answer(stored, asked):

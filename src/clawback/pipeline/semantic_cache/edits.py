@@ -45,7 +45,7 @@ from difflib import SequenceMatcher
 from functools import lru_cache
 
 from clawback.pipeline.semantic_cache.alignment import stem
-from clawback.pipeline.semantic_cache.guards import _NUMBER_WORDS, _SOFT_NUMBERS, features, fold_words
+from clawback.pipeline.semantic_cache.guards import _NUMBER_WORDS, _SOFT_NUMBERS, features, fold_words, same_thing
 
 __all__ = ["FRAMES", "MAX_EDITS", "MIN_SHARED", "frames", "harmless", "near_copy", "tokens"]
 
@@ -193,6 +193,8 @@ def harmless(old: tuple[str, ...], new: tuple[str, ...], before: str | None, aft
         x, y = old[0], new[0]
         if any(x in group and y in group for group in _SAME_WORDS) or _same_spelling(x, y) or _same_number(x, y):
             return True
+        if same_thing(x, y):
+            return True  # "sell my house / my home", "the realtor / the agent": one thing in the guards' lexicons
         if before in _INCLUDED and {x, y} == _INCLUDED_WITH:
             return True
         return any(

@@ -53,7 +53,7 @@ from clawback.pipeline.semantic_cache.structure import (
     swapped,
 )
 
-__all__ = ["GUARD_NAMES", "Features", "check", "features", "fold_words"]
+__all__ = ["GUARD_NAMES", "Features", "check", "features", "fold_words", "same_thing"]
 
 GUARD_NAMES = (
     "language",
@@ -731,6 +731,31 @@ def features(text: str) -> Features:
         lowered=tuple(t.lower().replace("\u2019", "'") for t in raw_tokens),
         identifiers=_identifiers(text),
     )
+
+
+def same_thing(x: str, y: str) -> bool:
+    """Two folded words the guards' lexicons hold for one thing: one member of a closed set ("house" / "home",
+    "departamento" / "piso"), one role ("realtor" / "agent", "landlord" / "casero"), one unit ("feet" / "ft"), one
+    date ("saturday" / "sabado"), one street type ("ave" / "avenue"). The guards compare these as equal; so may the
+    near-copy check (``edits.harmless``)."""
+    return x != y and _meaning(x) is not None and _meaning(x) == _meaning(y)
+
+
+@lru_cache(maxsize=4096)
+def _meaning(word: str) -> str | None:
+    for f, family in enumerate(_CONTRAST_SETS):
+        for m, members in enumerate(family):
+            if word in members:
+                return f"set{f}.{m}"
+    if word in _ROLES:
+        return f"role.{_ROLES[word]}"
+    if word in _UNITS:
+        return f"unit.{_UNITS[word]}"
+    if word in _DATES:
+        return f"date.{_DATES[word]}"
+    if word in _STREETS or word in _STREET_TYPES:
+        return f"street.{_STREETS.get(word, word)}"
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ checks
