@@ -359,6 +359,7 @@ def test_a_procedure_against_an_amount_or_a_person_is_another_focus():
         ("negation", "I'm not sure what I can afford, can we talk?", "Can we chat about what I can afford?"),
         ("roles", "Do I pay closing costs as the buyer?", "As a buyer, do I pay closing costs?"),
         ("roles", "Who pays the fee, the buyer or the seller?", "Is the fee paid by the seller or by the buyer?"),
+        ("roles", "I need the invoice for March.", "Can you send me the March invoice?"),  # a request
         ("units", "Looking for a house under $500k", "Looking for a house under 500k"),
         ("antonyms", "How far is the house from the school?", "What's the distance from the house to the school?"),
         ("order", "Thanks! Can I export my data to CSV?", "Can I export my data to CSV? Thanks!"),

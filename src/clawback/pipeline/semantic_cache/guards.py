@@ -845,7 +845,12 @@ def _roles_differ(a: Features, b: Features) -> bool:
             return True  # "my neighbor cuts" / "I cut ... my neighbor's"
     persons_a, persons_b = set(a.persons), set(b.persons)
     if persons_a and persons_b and persons_a != persons_b and (persons_a < persons_b or persons_b < persons_a):
-        return True  # "¿Le mando yo...?" / "¿Usted me manda...?": one side names both people, the other one of them
+        # "¿Le mando yo...?" / "¿Usted me manda...?": one side names both people, the other one of them; but a
+        # request ("Can you send me the March invoice?") is how "I need the invoice for March" is asked (tuning
+        # files, 2026-12-04: 4 paraphrases above the threshold, no negative)
+        both = a if len(persons_a) > len(persons_b) else b
+        if not _requests(both.tokens):
+            return True
     # only "I" on one side and only "you" on the other ("can I get an invoice" / "can you issue an invoice") is
     # how requests are phrased either way: on the calibration split refusing it cost 8 paraphrases (4 above 0.80)
     # and caught no negative that another guard let through
@@ -892,6 +897,19 @@ def _role_order(tokens: tuple[str, ...], persons: bool = False) -> tuple[str, ..
             items.append({actor})
         last = index
     return _dedupe(tuple("|".join(sorted(item)) for item in items))
+
+
+_REQUEST_MODALS = _words("can could would will")
+
+
+_TELLING = _words("tell explain let")
+
+
+def _requests(tokens: tuple[str, ...]) -> bool:
+    """ "Can you / could you / would you / will you ...": the one asked is asked to act ("could you tell me ..."
+    asks a question)."""
+    return any(w in _REQUEST_MODALS and tokens[i + 1 : i + 2] == ("you",) and tokens[i + 2 : i + 3] != ()
+               and tokens[i + 2] not in _TELLING for i, w in enumerate(tokens))  # fmt: skip
 
 
 def _role_actor(features: Features) -> bool:
