@@ -56,10 +56,13 @@ MIN_SHARED = {0: 0.0, 1: 0.5, 2: 0.5, 3: 0.6}
 # Words a question adds or drops without asking anything else (English and Spanish, folded); not "just"
 # ("only").
 _FILLERS = frozenset(fold_words("please pls plz kindly hi hello hey thanks thank thx gracias hola porfa porfavor"))
-_FILLER_PHRASES = (("thank", "you"), ("por", "favor"), ("buenos", "dias"), ("buenas", "tardes"), ("buenas", "noches"))
-_ARTICLES = frozenset(fold_words("the a an el la los las un una"))
+_FILLER_PHRASES = (("thank", "you"), ("por", "favor"), ("buenos", "dias"), ("buenas", "tardes"), ("buenas", "noches"),
+                   ("hi", "there"), ("hello", "there"))  # fmt: skip
+# Articles, and the asker's own possessive, which a question adds or drops as it does an article ("Can I pay my rent
+# online?" / "Can I pay rent online?", "¿Cómo cancelo mi / la suscripción?"); never "your" / "su" (whose)
+_ARTICLES = frozenset(fold_words("the a an el la los las un una my our mi mis"))
 # "what's" folds to "what" (the guards' folding drops "'s"), so "what is" differs by one "is" after these words.
-_CONTRACTED_IS = frozenset(fold_words("what that there it where how who here when why"))
+_CONTRACTED_IS = frozenset(fold_words("what that there it where how who here when why time"))
 _PRONOUNS = frozenset(fold_words("i we you"))
 # Interrogative auxiliaries of the same meaning: (the group, the words one of which must come before, the words one
 # after). After a question word the auxiliary asks nothing of its own: "where do I / where can I find my invoices",
@@ -74,7 +77,10 @@ _SAME_AUXILIARY: tuple[tuple[frozenset[str], frozenset[str] | None, frozenset[st
 )
 # Words of one meaning wherever they stand ("when is rent due each / every month"), and a preposition that says
 # nothing after "included" ("is parking included in / with the rent").
-_SAME_WORDS = (frozenset({"each", "every"}),)
+_SAME_WORDS = (frozenset({"each", "every"}), frozenset({"you", "y'all"}))
+# "Is there a / any move-in fee?", "Are there (any) HOA restrictions?": "any" after an existential "there"; "at all"
+# closing a question ("Do you ship internationally at all?")
+_EXISTENTIAL_ANY = frozenset({"any"})
 _INCLUDED = frozenset(fold_words("included includes include"))
 _INCLUDED_WITH = frozenset({"in", "with"})
 # Greetings only at the start of a question ("Buenas, ¿sigue disponible?"; "buenas escuelas" are good schools), the
@@ -186,8 +192,16 @@ def harmless(old: tuple[str, ...], new: tuple[str, ...], before: str | None, aft
         added = old or new
         if added == ("is",):
             return before in _CONTRACTED_IS
+        if added == ("any",) and before == "there":
+            return True
+        if added == ("at", "all") and after is None:
+            return True
         return before is None and len(added) == 1 and added[0] in _FRONTED and after in _AMOUNT_WORDS
     if old in _SAME_PHRASE and new in _SAME_PHRASE:
+        return True
+    if before == "there" and {old, new} <= {("any",), ("a",), ("an",)}:
+        return True
+    if _infinitive_or_gerund(old, new) or _infinitive_or_gerund(new, old):
         return True
     if len(old) == len(new) == 1:
         x, y = old[0], new[0]
@@ -202,6 +216,14 @@ def harmless(old: tuple[str, ...], new: tuple[str, ...], before: str | None, aft
             for group, first, then in _SAME_AUXILIARY
         )
     return _modal_of_the_same_verb(old, new) or _modal_of_the_same_verb(new, old)
+
+
+def _infinitive_or_gerund(old: tuple[str, ...], new: tuple[str, ...]) -> bool:
+    """ "a fee to break the lease" / "a fee for breaking the lease", "the deadline to submit" / "for submitting"."""
+    if len(old) != 2 or len(new) != 2 or old[0] != "to" or new[0] != "for" or not new[1].endswith("ing"):
+        return False
+    verb, gerund = old[1], new[1][:-3]
+    return len(verb) >= 3 and gerund in (verb, verb[:-1], verb + verb[-1])
 
 
 def _same_spelling(x: str, y: str) -> bool:
@@ -256,6 +278,21 @@ def _bad_edit(a: tuple[str, ...], b: tuple[str, ...], max_edits: int) -> tuple[b
     return True, None
 
 
+def _moved(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """``b`` is ``a`` with one block of words moved elsewhere ("How long does shipping take to Canada?" / "How long
+    does shipping to Canada take?", "¿Está amueblado el departamento?" / "¿El departamento está amueblado?")."""
+    if a == b or len(a) != len(b) or sorted(a) != sorted(b) or len(a) > 30:
+        return False
+    n = len(a)
+    for i in range(n):
+        for j in range(i + 1, n + 1):
+            block, rest = a[i:j], a[:i] + a[j:]
+            for k in range(len(rest) + 1):
+                if k != i and rest[:k] + block + rest[k:] == b:
+                    return True
+    return False
+
+
 def near_copy(
     stored: str, asked: str, *, max_edits: int = MAX_EDITS, enabled: tuple[str, ...] | None = None
 ) -> str | None:
@@ -264,6 +301,8 @@ def near_copy(
     a, b = tokens(stored), tokens(asked)
     if not a or not b:
         return None
+    if _moved(a, b):
+        return None  # the same words, one block moved: the order guards (``structure``) read what a move changes
     _, bad = _bad_edit(a, b, max_edits)
     if bad is None:
         return None
