@@ -24,6 +24,10 @@ extracts one kind of detail from both questions and rejects the pair when they d
   relation word ("X before Y" / "Y before X", ``structure.related_differently``), and questions asking for
   different things ("how long does it take" / "how long is it valid", "cuánto tarda" / "cuánto cuesta").
 
+- ``choice``, ``time_relation``, ``tense``, ``agent`` and ``modality`` (``grammar``): a choice of order asked on
+  one side only, after against before, past against future, the same verb with the asker and a third party as its
+  subject, a permission against an obligation.
+
 A guard errs on the side of a miss: a miss costs one paid call, a wrong hit a wrong answer to a home buyer.
 ``clawback eval semantic`` reports each guard's effect per false-hit class (what it rejected, and which true
 paraphrases it cost).
