@@ -2,10 +2,10 @@
 
     .venv/bin/python benchmarks/semantic_verify.py            # ~6 min on 2 cores
 
-1. **Leave one file out.** For each tuning file (``evaluate.TUNING_SPLITS``: the calibration split and the five
+1. **Leave one file out.** For each tuning file (``evaluate.TUNING_SPLITS``: the calibration split and the six
    holdouts written blind by other people), the threshold and the word alignment's word similarity are chosen
    exactly as ``clawback eval semantic --calibrate`` chooses them (``calibration.choose_threshold``, the same
-   candidate word similarities, every check through ``verify.verdict``) on the *other five* files, then the left-out
+   candidate word similarities, every check through ``verify.verdict``) on the *other* tuning files, then the left-out
    file and the test split are scored at that setting. Run with the near-copy check on (the shipped checks) and
    off (the checks before it), at the precision targets 0.995 and 1.0. This is the closest the corpus comes to a
    new blind file: the figures of the left-out file are what a setting chosen without it does on it. (The guards'

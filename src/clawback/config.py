@@ -215,6 +215,19 @@ class SemanticGuards(_Section):
     focus: bool = Field(
         True, description="Reject questions asking for different things (how long / how much, cuánto tarda / cuesta)"
     )
+    choice: bool = Field(
+        True, description="Reject a question asking to choose (X or Y? which first?) against one asking no choice"
+    )
+    time_relation: bool = Field(
+        True, description="Reject one side relating events by after (once, una vez, tras) and the other by before"
+    )
+    tense: bool = Field(True, description="Reject the past on one side and the future on the other (did / will)")
+    agent: bool = Field(
+        True, description="Reject the same verb with I/you as its subject on one side and a third party on the other"
+    )
+    modality: bool = Field(
+        True, description="Reject a permission asked on one side (can I, ¿puedo?) and an obligation on the other (must)"
+    )
     near_copy: bool = Field(
         True,
         description="Serve a near copy of the stored question (1-3 edited spans, most of it unchanged) only when "

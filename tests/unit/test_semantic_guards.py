@@ -189,12 +189,13 @@ def test_an_unknown_model_stops_start_up_with_the_setting_named():
         SemanticCacheStage(SemanticCacheSettings(enabled=True, model="no-such-model"), load_price_book())
 
 
-def _refused_only_by(split: str, stored: str, guard: str) -> None:
-    """The labelled negative stored as ``stored`` in ``split`` is refused by ``guard`` and by nothing else."""
+def _refused_only_by(split: str, stored: str, guard: str, asked: str | None = None) -> None:
+    """The labelled negative stored as ``stored`` (asked as ``asked`` when given) in ``split`` is refused by ``guard``
+    and by nothing else."""
     from clawback.pipeline.semantic_cache.evaluate import corpus_path, load_pairs
     from clawback.pipeline.semantic_cache.guards import check
 
-    pair = next(p for p in load_pairs(corpus_path(split)) if p.a == stored)
+    pair = next(p for p in load_pairs(corpus_path(split)) if p.a == stored and asked in (None, p.b))
     assert not pair.same
     assert check(pair.a, pair.b, SemanticGuards()) == guard
     assert check(pair.a, pair.b, SemanticGuards(**{guard: False})) is None
@@ -252,3 +253,134 @@ def test_the_shared_words_negated_on_one_side_and_affirmed_on_the_other_refuse()
     assert negated("My card was charged, but I don't see the order", "My order is there, but my card was not charged")
     assert not negated("I paid, but I can't see the receipt", "I can't see the receipt, but I paid")
     assert not negated("My card was charged, but I don't see the order", "I was charged and the order is not there")
+
+
+@pytest.mark.parametrize(
+    ("guard", "stored", "asked"),
+    [
+        ("choice", "Do I sign the lease first or pay the deposit first?", "After I pay the deposit, how do I sign?"),
+        ("choice", "¿Primero firmo o pago la fianza?", "¿Cómo pago la fianza?"),
+        ("choice", "In what order do I submit the forms?", "How do I submit the forms?"),
+        ("time_relation", "Once I sign, how many days do I have to pay?", "Do I have to pay before I sign?"),
+        ("time_relation", "Una vez firmado el contrato, ¿cuándo pago?", "¿Tengo que pagar antes de firmar?"),
+        ("time_relation", "Can I move in after the inspection?", "Can I move in until the inspection?"),
+        ("tense", "Has the rent gone up this year?", "Will the rent go up next year?"),
+        ("tense", "Did they approve my application?", "Are they going to approve my application?"),
+        ("tense", "¿Ya subió la renta?", "¿Va a subir la renta?"),
+        ("tense", "¿Se aprobó mi solicitud?", "¿Se aprobará mi solicitud?"),
+        ("agent", "Do I have to repair the fence?", "Does the landlord have to repair the fence?"),
+        ("agent", "¿Cuánto tengo que pagar de depósito?", "¿Cuánto tiene que pagar el inquilino de depósito?"),
+        ("agent", "Can I cancel the viewing?", "Can they cancel the viewing?"),
+    ],
+)  # fmt: skip
+def test_each_grammatical_class_is_refused_by_its_guard(guard, stored, asked):
+    """Choice, time relation, tense and agent (``structure``'s sibling ``grammar``): each alone refuses its class."""
+    assert check(stored, asked, NONE) is None
+    assert check(stored, asked, NONE.model_copy(update={guard: True})) == guard
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        # choice: "or" listing examples is no choice; the order said the same way on both sides
+        ("Can I pay rent online?", "Is there a way to pay my rent through a website or app?"),
+        ("Do you accept wire or ACH?", "Can I pay by bank transfer?"),
+        ("What's the status of my order?", "Where is my order?"),
+        ("Do I sign first or pay first?", "Which comes first, signing or paying?"),
+        # time relation: a frequency, the same relation in other words, a relation on one side only
+        ("Is rent paid once a month?", "Do I pay rent monthly?"),
+        ("¿Pago una vez al mes?", "¿El pago es mensual?"),
+        ("Can I move in once the lease is signed?", "Can I move in after signing the lease?"),
+        ("Can I see the house before signing?", "Can I view the house prior to signing?"),
+        ("Can I see the house before signing?", "Can I see the house?"),
+        # tense: present and future are one question; the same tense said another way
+        ("Do I get a refund?", "Will I get a refund?"),
+        ("Did my payment go through?", "Was my payment processed?"),
+        ("¿Cuándo llega mi paquete?", "¿Cuándo va a llegar mi paquete?"),
+        # agent: I and you, a role noun in an apposition or as an object, usted
+        ("Can I get an invoice?", "Can you send me an invoice?"),
+        ("How can I, as a property owner, list my rental with you?", "I'm a landlord, how do I list my property?"),
+        ("Do I need to tell my landlord?", "Do I have to notify the landlord?"),
+        ("¿Tengo que pagar depósito?", "¿Tiene que pagar depósito?"),
+        ("do I need title insurance", "is owner's title insurance something i actually need"),
+    ],
+)  # fmt: skip
+def test_true_paraphrases_pass_the_grammatical_guards(stored, asked):
+    for guard in ("choice", "time_relation", "tense", "agent"):
+        assert check(stored, asked, NONE.model_copy(update={guard: True})) is None, guard
+
+
+def test_the_grammatical_wrong_hits_of_the_tuning_files_are_refused():
+    """holdout5's and holdout6's wrong hits no other guard refused (0.79-0.89): each refused by its own guard alone."""
+    _refused_only_by("holdout5", "Do I verify my email first or set up 2FA first?", "choice")
+    _refused_only_by("holdout6", "Una vez pagada la fianza, ¿cuántos días tengo para firmar?", "time_relation")
+    _refused_only_by("holdout6", "Has the price dropped recently?", "tense", "Will the price drop soon?")
+    _refused_only_by("holdout6", "¿Cuánto preaviso tengo que dar para dejar el piso?", "agent")
+
+
+def test_a_permission_against_an_obligation_is_refused_by_the_modality_guard():
+    modality = NONE.model_copy(update={"modality": True})
+    for stored, asked in [
+        ("¿Puedo pagar en efectivo?", "¿Debo pagar en efectivo?"),
+        ("Can I sublet my room?", "Do I have to sublet my room if I leave?"),
+        ("May I paint the walls?", "Must I paint the walls?"),
+        ("Can I enable autopay?", "Do I need to enable autopay?"),
+    ]:
+        assert check(stored, asked, NONE) is None
+        assert check(stored, asked, modality) == "modality"
+    # a need stated (a request), the same modality in other words, advice: not compared
+    for stored, asked in [
+        ("Can I reschedule my viewing?", "I need to move my showing to another time."),
+        ("Is renters insurance required?", "Do I need to have renters insurance?"),
+        ("Can I get a refund?", "Should I ask for a refund?"),
+    ]:
+        assert check(stored, asked, modality) is None
+    _refused_only_by("holdout5", "¿Puedo tener mascotas?", "modality")
+
+
+def test_a_procedure_against_an_amount_or_a_person_is_another_focus():
+    focus = NONE.model_copy(update={"focus": True})
+    assert check("¿Cómo cambio de plan?", "¿Cuánto cuesta cambiar de plan?", focus) == "focus"
+    assert check("How do I delete my account?", "Who can delete the account?", focus) == "focus"
+    assert check("How do I pay rent?", "When is rent due?", focus) == "focus"
+    assert check("How do I pay rent?", "Where can I pay rent?", focus) is None  # a place: often one question
+    assert check("How do I contact billing?", "Who do I reach about a billing question?", focus) is None
+
+
+@pytest.mark.parametrize(
+    ("guard", "stored", "asked"),
+    [
+        ("dates", "Good morning, do the apartments have laundry?", "Is there laundry in the apartments?"),
+        ("dates", "Buenas tardes, ¿puedo tener un gato?", "¿Se permite tener gato?"),
+        ("entities", "Does the house on elm st have a pool?", "Does the house on Elm St have a pool?"),
+        ("entities", "are you GDPR compliant", "do you comply with gdpr?"),
+        ("negation", "my reset link isnt working", "My reset link doesn't work."),
+        ("negation", "Is the apartment furnished?", "Is the apartment furnished or not?"),
+        ("negation", "I'm not sure what I can afford, can we talk?", "Can we chat about what I can afford?"),
+        ("roles", "Do I pay closing costs as the buyer?", "As a buyer, do I pay closing costs?"),
+        ("roles", "Who pays the fee, the buyer or the seller?", "Is the fee paid by the seller or by the buyer?"),
+        ("roles", "I need the invoice for March.", "Can you send me the March invoice?"),  # a request
+        ("units", "Looking for a house under $500k", "Looking for a house under 500k"),
+        ("antonyms", "How far is the house from the school?", "What's the distance from the house to the school?"),
+        ("order", "Thanks! Can I export my data to CSV?", "Can I export my data to CSV? Thanks!"),
+    ],
+)  # fmt: skip
+def test_harmless_differences_the_guards_no_longer_refuse(guard, stored, asked):
+    """Each refused true paraphrases of the tuning files (2026-12-04) and is a form, not a meaning: a greeting, a
+    name's case, a contraction without its apostrophe, "or not", alternatives in another order, ..."""
+    assert check(stored, asked, NONE.model_copy(update={guard: True})) is None
+
+
+@pytest.mark.parametrize(
+    ("guard", "stored", "asked"),
+    [
+        ("dates", "Can I see the house in the morning?", "Can I see the house in the evening?"),
+        ("entities", "Does the house on Elm St have a pool?", "Does the house on Oak St have a pool?"),
+        ("negation", "Is the apartment furnished?", "Isnt the apartment furnished?"),
+        ("roles", "Does the buyer pay the seller or the agent?", "Does the seller pay the buyer or the agent?"),
+        ("units", "Is the fee $500?", "Is the fee 500 euros?"),
+        ("antonyms", "Can I sublet my room to a student?", "Can I sublet a room from a student?"),
+    ],
+)
+def test_what_the_loosened_guards_still_refuse(guard, stored, asked):
+    assert check(stored, asked, NONE.model_copy(update={guard: True})) == guard

@@ -13,7 +13,8 @@ word sequence (``guards.Features.tokens``):
   nothing ("houses and condos"). A clause moved to the front ("Before I buy, should I ...") is a rotation with no
   middle, not an exchange.
 - ``focus``: what the question asks for, from its question words: a duration, a validity, an amount, a count, a
-  time, a place, a person, a reason, a frequency, a distance, contents. Two questions with different foci are
+  time, a place, a person, a reason, a frequency, a distance, contents, a procedure ("how do I", "¿cómo
+  ...?"). Two questions with different foci are
   different questions ("How long does pre-approval take?" / "How long is a pre-approval valid?", "¿Cuánto tarda
   ...?" / "¿Cuánto cuesta ...?"). "what", "which", "how", "qué", "cuál", "cómo" on their own name no focus
   (they ask for anything: "What are your office hours?" / "When is your office open?"); a question with two foci
@@ -67,10 +68,16 @@ def _stem(word: str) -> str:
     return word[:-1] if word.endswith("e") and len(word) > 3 else word  # "invite", "invites", "invited": "invit"
 
 
+# Politeness moved around a question says nothing of who acts: "Thanks! Can I export ...?" / "Can I export ...? Thanks!"
+_POLITENESS = _set("thanks thank please hi hello hey gracias hola")
+
+
 def _sequence(tokens: Sequence[str]) -> tuple[str, ...]:
     out: list[str] = []
     for token in tokens:
         token = _CONTRACTIONS.get(token, token)
+        if token in _POLITENESS:
+            continue
         if token in _PERSONS:
             out.append(_PERSONS[token])
         elif token not in _DROP and token.isalnum():
@@ -122,7 +129,8 @@ def _actors(tokens: Sequence[str]) -> tuple[str, ...]:
         token = _CONTRACTIONS.get(_PRONOUN_CONTRACTIONS.get(token, token), token)
         if token in _PRONOUNS:
             out.append(_PRONOUNS[token])
-        elif token.isalnum() and len(token) >= 3 and token not in _DROP and token not in _RELATIONS:
+        elif (token.isalnum() and len(token) >= 3 and token not in _DROP and token not in _RELATIONS
+              and token not in _POLITENESS):  # fmt: skip
             out.append(_stem(token))
     return tuple(out)
 
@@ -214,7 +222,15 @@ _SINGLE = {
 # clause, not the question (a question inverts: "when will I", "where is the house"). Spanish marks the difference
 # with the accent: "cuándo" asks, "cuando" does not, so Spanish question words are matched accented only.
 _SUBJECTS = _set("i you we they he she it the a an my your our their his her this that there someone")
-_COMPATIBLE = frozenset({frozenset({"time", "duration"}), frozenset({"time", "validity"})})
+# "how do I" / "cómo" + a verb ask for a procedure: not an amount ("¿cómo cambio de plan?" / "¿cuánto cuesta cada
+# plan?"), not a person ("how do I delete my account" / "who can delete the account"); a procedure and a place are
+# often one question ("How do I pay rent?" / "Where can I pay rent?"), and so is whom to ask ("Who do I call?")
+_AUXILIARIES = _set("do can could should would")
+_ASKERS = _set("i we you")
+_DESCRIBED = _set("es son está están esta estan era fue funciona funcionan")
+_COMPATIBLE = frozenset(
+    {frozenset({"time", "duration"}), frozenset({"time", "validity"}), frozenset({"method", "place"})}
+)
 """"How long do refunds take?" / "When will I see my refund?": a duration and a time are often one question."""
 
 
@@ -230,7 +246,9 @@ def _foci(tokens: Sequence[str]) -> frozenset[str]:
         nxt = tokens[index + 1] if index + 1 < len(tokens) else ""
         after = tokens[index + 2] if index + 2 < len(tokens) else ""
         if word == "how":
-            if nxt == "long":
+            if nxt in _AUXILIARIES and after in _ASKERS:
+                found.add("method")  # "how do I / how can I change my plan": a procedure
+            elif nxt == "long":
                 found.add(_duration_kind(words))
             elif nxt == "much":
                 found.add("duration" if after in _TIME_NOUNS else "amount")
@@ -252,10 +270,14 @@ def _foci(tokens: Sequence[str]) -> frozenset[str]:
         elif word in ("what", "what's", "qué", "which", "cuál") and nxt in ("time", "day", "date", "hora", "día",
                                                                              "fecha"):  # fmt: skip
             found.add("time")
+        elif word == "cómo" and nxt and nxt not in _DESCRIBED:
+            found.add("method")  # "¿cómo cambio de plan?", "¿cómo se paga?"
         elif word == "por" and nxt == "qué":
             found.add("reason")
         elif word in ("what", "what's", "qué") and words & _CONTENTS:
             found.add("contents")
+        elif word == "who" and nxt in _AUXILIARIES and after in _ASKERS:
+            found |= {"method", "person"}  # "who do I contact about billing?": "how do I contact billing?" too
         elif word in _SINGLE and nxt not in _SUBJECTS:
             found.add(_SINGLE[word])
     return frozenset(found)
