@@ -10,7 +10,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+# -c constraints.txt: the versions the last green CI ran (the file says how to refresh it)
+.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 
 # The real clients of the end-to-end tests, pinned by tests/clients/package-lock.json (npm ci, skipped when the
 # installed tree already matches the lock). Without npm or the registry the install goes on and those tests
