@@ -54,8 +54,9 @@ __all__ = [
     "similarities",
 ]
 
-CORPUS_SPLITS = ("calibration", "test", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7", "holdout8")
-TUNING_SPLITS = ("calibration", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7", "holdout8")
+_HOLDOUTS = ("holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7", "holdout8")
+CORPUS_SPLITS = ("calibration", "test", *_HOLDOUTS)
+TUNING_SPLITS = ("calibration", *_HOLDOUTS)
 EVAL_MODEL = "claude-haiku-4-5"
 
 

@@ -45,6 +45,7 @@ from clawback.config import SemanticGuards
 from clawback.pipeline.semantic_cache.grammar import (
     agent_differs,
     choice_differs,
+    is_participle,
     modality_differs,
     tense_differs,
     time_relation_differs,
@@ -844,6 +845,14 @@ def _roles_differ(a: Features, b: Features) -> bool:
         if len(set(a.roles)) >= 2 and _dedupe(a.roles) != _dedupe(b.roles) and (
                 _role_order(a.tokens) != _role_order(b.tokens)):  # fmt: skip
             return True
+        # the same roles in the same order on the surface, another order once a passive's agent is read as the
+        # subject or a name both sides hold ("the HOA") as a party: "Does the seller charge the buyer ...?" / "Is
+        # ... charged to the seller by the buyer?" (a passive whose surface order differs is refused above)
+        parties = _parties(a, b)
+        if (parties or _passive(a.tokens) or _passive(b.tokens)) and len(set(a.roles) | parties) >= 2:
+            read_a = _role_order(a.tokens, parties=parties, agents=True)
+            if read_a != _role_order(b.tokens, parties=parties, agents=True):
+                return True
         if (_role_actor(a) and _role_actor(b) and _dedupe(a.actors) != _dedupe(b.actors)
                 and _role_order(a.tokens, persons=True) != _role_order(b.tokens, persons=True)):  # fmt: skip
             return True  # "my neighbor cuts" / "I cut ... my neighbor's"
@@ -869,10 +878,36 @@ _ALTERNATIVE_GLUE = _words("the a an by my your el la los las un una por mi su")
 _ALTERNATIVE = _words("or o u")
 
 
-def _actor(tokens: tuple[str, ...], index: int, persons: bool) -> str | None:
+# Who acts in an English passive: "Is the transfer tax charged to the seller by the buyer?" is "Does the buyer charge
+# the seller the transfer tax?". The role after "by" (an article between) in a sentence with a form of "be" / "get"
+# and a participle after it is the subject, read first.
+_PASSIVE_AUXILIARIES = _words("is are was were be been being get gets got getting")
+_DEFINITE = _words("the el la los las")
+
+
+def _passive(tokens: tuple[str, ...]) -> bool:
+    return any(w in _PASSIVE_AUXILIARIES and any(is_participle(x) for x in tokens[i + 1 : i + 5])
+               for i, w in enumerate(tokens))  # fmt: skip
+
+
+def _parties(a: Features, b: Features) -> frozenset[str]:
+    """Names both sides hold as a party, after a definite article on both ("the HOA", "la HOA"): they act or are
+    acted on as a role noun does ("Does the landlord need permission from the HOA?" / "Does the HOA need the
+    landlord's permission?"). Names without an article ("GDPR", "Elm St") are no party."""
+
+    def named(features: Features) -> set[str]:
+        tokens = features.tokens
+        return {w for i, w in enumerate(tokens) if w in features.entities and i and tokens[i - 1] in _DEFINITE}
+
+    return frozenset(named(a) & named(b))
+
+
+def _actor(tokens: tuple[str, ...], index: int, persons: bool, parties: frozenset[str] = frozenset()) -> str | None:
     word = tokens[index]
     if word in _ROLES:
         return _ROLES[word]
+    if word in parties:
+        return word
     if persons and word in _FIRST_PERSON:
         return "1"
     if persons and word in _SECOND_PERSON:
@@ -880,15 +915,20 @@ def _actor(tokens: tuple[str, ...], index: int, persons: bool) -> str | None:
     return None
 
 
-def _role_order(tokens: tuple[str, ...], persons: bool = False) -> tuple[str, ...]:
+def _role_order(
+    tokens: tuple[str, ...], persons: bool = False, parties: frozenset[str] = frozenset(), agents: bool = False
+) -> tuple[str, ...]:
     """The roles (and with ``persons`` the personal pronouns) in order, with those offered as alternatives of one
     choice ("Who pays, the buyer or the seller?") read as one unordered item: the alternatives' order does not
     change the question ("..., the seller or the buyer?"), the order of the roles around them still does ("Does the
-    buyer pay the seller or the agent?")."""
+    buyer pay the seller or the agent?"). ``parties``: names read as roles (``_parties``); with ``agents`` a
+    passive's agent ("by the buyer", ``_passive``) is read first, as the subject it is."""
     items: list[set[str]] = []
     last = -1
+    agent: set[str] | None = None
+    passive = agents and _passive(tokens)
     for index in range(len(tokens)):
-        actor = _actor(tokens, index, persons)
+        actor = _actor(tokens, index, persons, parties)
         if actor is None:
             continue
         between = tokens[last + 1 : index] if last >= 0 else ()
@@ -899,7 +939,14 @@ def _role_order(tokens: tuple[str, ...], persons: bool = False) -> tuple[str, ..
             items[-1].add(actor)
         else:
             items.append({actor})
+            before = tokens[max(0, index - 2) : index]
+            if passive and agent is None and "by" in before and all(w == "by" or w in _DEFINITE for w in before[
+                    before.index("by"):]):  # fmt: skip
+                agent = items[-1]
         last = index
+    if agent is not None and len(agent) == 1:  # "paid by the seller or by the buyer?" asks which: no subject yet
+        items.remove(agent)
+        items.insert(0, agent)
     return _dedupe(tuple("|".join(sorted(item)) for item in items))
 
 
@@ -984,7 +1031,7 @@ def check(stored: str, query: str, guards: SemanticGuards) -> str | None:
         return "focus"
     if guards.choice and choice_differs(a.tokens, b.tokens):
         return "choice"
-    if guards.time_relation and time_relation_differs(a.tokens, b.tokens):
+    if guards.time_relation and time_relation_differs(a.tokens, b.tokens, a.lowered, b.lowered):
         return "time_relation"
     if guards.tense and tense_differs(a.tokens, b.tokens, a.lowered, b.lowered):
         return "tense"
