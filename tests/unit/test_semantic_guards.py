@@ -384,3 +384,73 @@ def test_harmless_differences_the_guards_no_longer_refuse(guard, stored, asked):
 )
 def test_what_the_loosened_guards_still_refuse(guard, stored, asked):
     assert check(stored, asked, NONE.model_copy(update={guard: True})) == guard
+
+
+# ------------------------------------------------------------------- round 2 (holdout7 / holdout8 as tuning data)
+
+
+@pytest.mark.parametrize(
+    ("guard", "stored", "asked"),
+    [
+        # a passive's agent is the subject: "charged to X by Y" is "Y charges X"
+        ("roles", "Does the landlord pay the tenant interest?", "Is interest paid to the landlord by the tenant?"),
+        ("roles", "Does the buyer owe the seller the fee?", "Is the fee owed to the buyer by the seller?"),
+        # a name both sides hold after "the" is a party: who needs whose permission
+        ("roles", "Does the tenant need approval from the City to build?", "Does the City need the tenant's approval?"),
+        # "already" / "ya" + a completed action against "before" it
+        ("time_relation", "Should I cancel the order before paying?", "I paid already, can I still cancel the order?"),
+        ("time_relation", "Can I change the date before I've signed?", "I've already signed, can I change the date?"),
+        ("time_relation", "¿Puedo cancelar antes de pagar?", "Ya pagué, ¿puedo cancelar?"),
+        ("time_relation", "¿Tengo que firmar antes de mudarme?", "Ya me he mudado, ¿tengo que firmar?"),
+        # how long a process takes against a deadline to act
+        ("focus", "How long does a cancellation take to process?", "How long do I have to cancel?"),
+        ("focus", "How long does the inspection take?", "How much time do we have to schedule the inspection?"),
+        ("focus", "¿Cuánto tarda la devolución?", "¿Cuánto tiempo tengo para hacer la devolución?"),
+        ("focus", "¿Cuántos días tarda el envío?", "¿Cuántos días tengo para devolver el envío?"),
+    ],
+)  # fmt: skip
+def test_passives_parties_completed_actions_and_deadlines_are_refused(guard, stored, asked):
+    """The classes of holdout7's and holdout8's six wrong hits, in new sentences: each refused by its guard alone."""
+    assert check(stored, asked, NONE) is None
+    assert check(stored, asked, NONE.model_copy(update={guard: True})) == guard
+
+
+@pytest.mark.parametrize(
+    ("guard", "stored", "asked"),
+    [
+        # the same agent, said in the passive; alternatives asked in a passive; a possessive in the same place
+        ("roles", "Does the landlord pay the tenant interest?", "Is interest paid to the tenant by the landlord?"),
+        ("roles", "Who pays the agent's fee, buyer or seller?", "Is the agent's fee paid by the seller or buyer?"),
+        ("roles", "Does the buyer pay the seller?", "Is the seller paid by the buyer?"),
+        ("roles", "Does the tenant need approval from the City?", "Does the tenant need the City's approval?"),
+        ("roles", "Does the landlord have to follow GDPR?", "Under GDPR, does the landlord have rules to follow?"),
+        # "already" with nothing done, or on both sides of the same relation; "ya" + a present
+        ("time_relation", "I already signed, can I cancel?", "Once I've signed, can I still cancel?"),
+        ("time_relation", "I already paid, when do I get the receipt?", "After paying, when do I get the receipt?"),
+        ("time_relation", "¿Ya está disponible el piso?", "¿Puedo verlo antes de que se alquile?"),
+        # a deadline said two ways, an obligation that lasts, notice to give, a deadline and a time
+        ("focus", "How long do I have to cancel?", "How many days do I have to cancel?"),
+        ("focus", "How long do I have to wait for a refund?", "How long does a refund take?"),
+        ("focus", "How much notice do I have to give?", "How far in advance do I need to give notice?"),
+        ("focus", "How long do I have to request a refund?", "When is the deadline to request a refund?"),
+        ("focus", "¿Cuánto tiempo tengo que esperar el reembolso?", "¿Cuánto tarda el reembolso?"),
+        ("focus", "¿Cuánto tiempo tengo para pedir un reembolso?", "¿Cuántos días tengo para pedir un reembolso?"),
+    ],
+)  # fmt: skip
+def test_the_same_shapes_said_alike_still_pass(guard, stored, asked):
+    """True paraphrases in the shapes the round-2 rules read: the same subject, nothing done, the same focus."""
+    assert check(stored, asked, NONE.model_copy(update={guard: True})) is None
+
+
+def test_the_wrong_hits_of_holdout7_and_holdout8_are_refused():
+    """The six wrong hits of the two blind files (0.81-0.98), each refused by its own guard alone."""
+    _refused_only_by("holdout7", "Does the landlord need permission from the HOA to rent the unit?", "roles")
+    _refused_only_by("holdout7", "Does the seller charge the buyer the transfer tax?", "roles")
+    _refused_only_by("holdout7", "Should we view the property before applying?", "time_relation")
+    _refused_only_by("holdout7", "¿Hay que pagar la fianza antes de firmar el contrato?", "time_relation")
+    _refused_only_by(
+        "holdout8", "How long does a refund take to show up?", "focus", "How long do I have to request a refund?"
+    )
+    _refused_only_by(
+        "holdout8", "¿Cuánto tarda en llegar el reembolso?", "focus", "¿Cuánto tiempo tengo para pedir un reembolso?"
+    )

@@ -94,6 +94,7 @@ _FREQUENCY = _set("a an per every each or al por a cada o more mas")
 # applying?"). Only with a completed form next to it: "is it already available?", "¿ya está disponible?" relate
 # nothing.
 _ALREADY = _set("already ya")
+_CLITICS = _set("me te se nos os le les lo la los las")  # "ya me he mudado", "ya lo pagué"
 
 
 def _completed(tokens: Sequence[str], lowered: Sequence[str], index: int) -> bool:
@@ -102,7 +103,7 @@ def _completed(tokens: Sequence[str], lowered: Sequence[str], index: int) -> boo
     if tokens[index] == "already":
         near = [*tokens[max(0, index - 2) : index], *tokens[index + 1 : index + 3]]
         return any(is_participle(w) for w in near)
-    following = lowered[index + 1 : index + 3] if len(lowered) == len(tokens) else ()
+    following = [w for w in lowered[index + 1 : index + 4] if w not in _CLITICS] if len(lowered) == len(tokens) else []
     if not following:
         return False
     if following[0] in _ES_PERFECT:
