@@ -363,6 +363,16 @@ def test_a_procedure_against_an_amount_or_a_person_is_another_focus():
         ("units", "Looking for a house under $500k", "Looking for a house under 500k"),
         ("antonyms", "How far is the house from the school?", "What's the distance from the house to the school?"),
         ("order", "Thanks! Can I export my data to CSV?", "Can I export my data to CSV? Thanks!"),
+        # round 2 (holdout7 / holdout8): a number's scale in words or a capital letter, "por ciento", "unable",
+        # "no later than"
+        ("numbers", "Casas por menos de 300 mil dólares", "Casas por menos de $300,000"),
+        ("numbers", "Homes in Frisco under 600k", "Houses in Frisco, max $600K"),
+        ("numbers", "Busco un crédito de dos millones de pesos", "Busco un crédito de 2 millones de pesos"),
+        ("numbers", "Is my budget of 1.5 million enough?", "Is a $1,500,000 budget enough?"),
+        ("numbers", "Tengo el 20% de entrada", "Tengo el 20 por ciento de entrada"),
+        ("units", "Tengo el 20% de entrada", "Tengo el 20 por ciento de entrada"),
+        ("negation", "I can't log in.", "I'm unable to log in."),
+        ("negation", "We need to move in by August 1.", "Our move-in date is no later than August 1."),
     ],
 )  # fmt: skip
 def test_harmless_differences_the_guards_no_longer_refuse(guard, stored, asked):
@@ -380,6 +390,11 @@ def test_harmless_differences_the_guards_no_longer_refuse(guard, stored, asked):
         ("roles", "Does the buyer pay the seller or the agent?", "Does the seller pay the buyer or the agent?"),
         ("units", "Is the fee $500?", "Is the fee 500 euros?"),
         ("antonyms", "Can I sublet my room to a student?", "Can I sublet a room from a student?"),
+        ("numbers", "Casas por menos de 300 mil dólares", "Casas por menos de $400,000"),
+        ("numbers", "Homes under 600K", "Homes under $600"),
+        ("numbers", "Is a 5MB file too big?", "Is a 5,000,000 byte file too big?"),
+        ("negation", "I'm unable to log in.", "I can log in."),
+        ("negation", "Can I move in no sooner than August 1?", "Can I move in by August 1?"),
     ],
 )
 def test_what_the_loosened_guards_still_refuse(guard, stored, asked):

@@ -82,7 +82,7 @@ GUARD_NAMES = (
 
 _APOSTROPHES = "'\u2019"
 _TOKEN = re.compile(
-    r"\$|€|£|%|m²|ft²|(?:m|ft)2(?!\d)|\d+(?:[.,]\d+)*(?:st|nd|rd|th|k|m|º|ª)?|[^\W\d_]+(?:["
+    r"\$|€|£|%|m²|ft²|(?:m|ft)2(?!\d)|\d+(?:[.,]\d+)*(?:st|nd|rd|th|k|m|[KM](?![^\W\d_])|º|ª)?|[^\W\d_]+(?:["
     + _APOSTROPHES
     + r"][^\W\d_]+)?",
     re.UNICODE,
@@ -120,7 +120,7 @@ _ES_STOP = _words("el la los las un una es son de del que en por para y o como c
                   "quién")  # fmt: skip
 _ES_MARKS = frozenset("¿¡ñáéíóú")
 
-_NEGATORS = _words("not no never without none nobody nothing neither nor cannot non lack lacks except nunca sin "
+_NEGATORS = _words("not no never without none nobody nothing neither nor cannot unable non lack lacks except nunca sin "
                    "ningun ninguna ninguno nada jamas tampoco ni nadie salvo excepto")  # fmt: skip
 
 # Each line: two opposite sides, words of a side separated by spaces (inflections listed: no stemmer guesses).
@@ -601,6 +601,8 @@ _BARE_CONTRACTIONS = _words("isnt arent wasnt werent dont doesnt didnt cant coul
 # A negator that asks rather than negates: "Is it furnished or not?" (the question itself), "I'm not sure what I can
 # afford" / "I don't know if ..." / "no sé si ..." (an embedded question), in the words after it.
 _NOT_NEGATING_NEXT = _words("sure certain know")
+# A number word after digits scales them: "300 mil" / "300.000", "1.5 million" / "1,500,000"
+_MULTIPLIERS = {"thousand": 1e3, "mil": 1e3, "million": 1e6, "millon": 1e6, "millones": 1e6}
 _NOT_NEGATING_END = _words("not no")
 
 
@@ -612,7 +614,8 @@ def _negates(folded: list[str], index: int) -> bool:
     if word in _NOT_NEGATING_END and index and folded[index - 1] in ("or", "o") and not nxt:
         return False  # "... or not?", "... o no?" at the end
     embedded = word == "no" and nxt == "se" and folded[index + 2 : index + 3] == ["si"]
-    return nxt not in _NOT_NEGATING_NEXT and not embedded
+    deadline = nxt == "later" and folded[index + 2 : index + 3] == ["than"]  # "no later than August 1": "by August 1"
+    return nxt not in _NOT_NEGATING_NEXT and not embedded and not deadline
 
 
 @lru_cache(maxsize=65_536)
@@ -643,9 +646,18 @@ def features(text: str) -> Features:
         if _negates(folded, index):
             negations += 1
         value = _number(word)
+        previous = _number(folded[index - 1]) if index else None
+        if previous is None and index and folded[index - 1] in _NUMBER_WORDS and folded[index - 1] not in (
+                _SOFT_NUMBERS | _MULTIPLIERS.keys()):  # fmt: skip
+            previous = float(_NUMBER_WORDS[folded[index - 1]])  # "dos millones" as "2 millones"
         if value is not None:
             numbers.append(value)
             all_numbers.append(value)
+        elif previous is not None and word in _MULTIPLIERS:
+            numbers[-1] = all_numbers[-1] = previous * _MULTIPLIERS[word]  # "300 mil" is 300.000, "5 million"
+        elif previous is None and index >= 2 and word == "ciento" and folded[index - 1] == "por" and _number(
+                folded[index - 2]) is not None:  # fmt: skip
+            units.add("%")  # "20 por ciento" is 20 %, no hundred
         elif word in _NUMBER_WORDS and not (
             word in ("second", "segundo")
             and _fold(raw_tokens[index + 1 : index + 2][0] if index + 1 < len(raw_tokens) else "")
