@@ -422,6 +422,9 @@ def test_what_the_loosened_guards_still_refuse(guard, stored, asked):
         ("focus", "How long does the inspection take?", "How much time do we have to schedule the inspection?"),
         ("focus", "¿Cuánto tarda la devolución?", "¿Cuánto tiempo tengo para hacer la devolución?"),
         ("focus", "¿Cuántos días tarda el envío?", "¿Cuántos días tengo para devolver el envío?"),
+        # a yes / no question of what something includes against how much one part costs
+        ("focus", "Does the rent include utilities?", "How much are utilities each month?"),
+        ("focus", "¿Incluye el precio la cochera?", "¿Cuánto cuesta la cochera?"),
     ],
 )  # fmt: skip
 def test_passives_parties_completed_actions_and_deadlines_are_refused(guard, stored, asked):
@@ -434,9 +437,7 @@ def test_passives_parties_completed_actions_and_deadlines_are_refused(guard, sto
     ("guard", "stored", "asked"),
     [
         # the same agent, said in the passive; alternatives asked in a passive; a possessive in the same place
-        ("roles", "Does the landlord pay the tenant interest?", "Is interest paid to the tenant by the landlord?"),
         ("roles", "Who pays the agent's fee, buyer or seller?", "Is the agent's fee paid by the seller or buyer?"),
-        ("roles", "Does the buyer pay the seller?", "Is the seller paid by the buyer?"),
         ("roles", "Does the tenant need approval from the City?", "Does the tenant need the City's approval?"),
         ("roles", "Does the landlord have to follow GDPR?", "Under GDPR, does the landlord have rules to follow?"),
         # "already" with nothing done, or on both sides of the same relation; "ya" + a present
@@ -450,11 +451,25 @@ def test_passives_parties_completed_actions_and_deadlines_are_refused(guard, sto
         ("focus", "How long do I have to request a refund?", "When is the deadline to request a refund?"),
         ("focus", "¿Cuánto tiempo tengo que esperar el reembolso?", "¿Cuánto tarda el reembolso?"),
         ("focus", "¿Cuánto tiempo tengo para pedir un reembolso?", "¿Cuántos días tengo para pedir un reembolso?"),
+        ("focus", "Does the rent include utilities?", "What does the rent include?"),
+        ("focus", "Who pays for the inspection?", "Is the inspection paid by the buyer or does someone else cover it?"),
     ],
 )  # fmt: skip
 def test_the_same_shapes_said_alike_still_pass(guard, stored, asked):
     """True paraphrases in the shapes the round-2 rules read: the same subject, nothing done, the same focus."""
     assert check(stored, asked, NONE.model_copy(update={guard: True})) is None
+
+
+def test_a_passive_with_the_roles_in_another_surface_order_is_still_refused():
+    """A passive whose surface order differs stays refused, its agent read or not: reading it as the active side's
+    order let two tuning role swaps through ("does the lender pay for the appraisal or the borrower" / "does the
+    borrower get paid by the lender for the appraisal") and served no tuning paraphrase."""
+    roles = NONE.model_copy(update={"roles": True})
+    assert check("Does the buyer pay the seller?", "Is the seller paid by the buyer?", roles) == "roles"
+    assert check("Does the landlord pay the tenant interest?", "Is interest paid to the tenant by the landlord?",
+                 roles) == "roles"  # fmt: skip
+    assert check("Does the listing agent get paid by the seller?", "Does the seller get paid by the listing agent?",
+                 roles) == "roles"  # fmt: skip
 
 
 def test_the_wrong_hits_of_holdout7_and_holdout8_are_refused():

@@ -855,7 +855,7 @@ def _roles_differ(a: Features, b: Features) -> bool:
         if set(a.roles) != set(b.roles):
             return True
         if len(set(a.roles)) >= 2 and _dedupe(a.roles) != _dedupe(b.roles) and (
-                _role_order(a.tokens) != _role_order(b.tokens)) and not _same_agents(a, b):  # fmt: skip
+                _role_order(a.tokens) != _role_order(b.tokens)):  # fmt: skip
             return True
         # the same roles in the same order on the surface, another order once a passive's agent is read as the
         # subject or a name both sides hold ("the HOA") as a party: "Does the seller charge the buyer ...?" / "Is
@@ -866,8 +866,7 @@ def _roles_differ(a: Features, b: Features) -> bool:
             if read_a != _role_order(b.tokens, parties=parties, agents=True):
                 return True
         if (_role_actor(a) and _role_actor(b) and _dedupe(a.actors) != _dedupe(b.actors)
-                and _role_order(a.tokens, persons=True) != _role_order(b.tokens, persons=True)
-                and not _same_agents(a, b, persons=True)):  # fmt: skip
+                and _role_order(a.tokens, persons=True) != _role_order(b.tokens, persons=True)):  # fmt: skip
             return True  # "my neighbor cuts" / "I cut ... my neighbor's"
     persons_a, persons_b = set(a.persons), set(b.persons)
     if persons_a and persons_b and persons_a != persons_b and (persons_a < persons_b or persons_b < persons_a):
@@ -903,22 +902,6 @@ def _passive(tokens: tuple[str, ...]) -> bool:
     return any(w in _PASSIVE_AUXILIARIES and any(is_participle(x) or x in _SHORT_PARTICIPLES
                                                  for x in tokens[i + 1 : i + 5])
                for i, w in enumerate(tokens))  # fmt: skip
-
-
-def _possessed(features: Features) -> bool:
-    """A role said as a possessor ("the landlord's late fee"): it owns something, it neither acts nor is acted on."""
-    return any(t.endswith("'s") and f in _ROLES for t, f in zip(features.lowered, features.tokens,
-                                                                            strict=False))  # fmt: skip
-
-
-def _same_agents(a: Features, b: Features, persons: bool = False) -> bool:
-    """A passive on one side that puts the roles back in the other side's order once its agent is read first: "Does
-    the landlord pay the tenant the interest?" / "Is the interest paid to the tenant by the landlord?". Not when a
-    role is a possessor on either side ("The landlord was paid late by the tenant" / "The tenant paid the landlord's
-    late fee")."""
-    if not (_passive(a.tokens) or _passive(b.tokens)) or _possessed(a) or _possessed(b):
-        return False
-    return _role_order(a.tokens, persons, agents=True) == _role_order(b.tokens, persons, agents=True)
 
 
 def _parties(a: Features, b: Features) -> frozenset[str]:
@@ -970,10 +953,11 @@ def _role_order(
             items[-1].add(actor)
         else:
             items.append({actor})
-            before = tokens[max(0, index - 2) : index]
-            if passive and agent is None and "by" in before and all(w == "by" or w in _DEFINITE for w in before[
-                    before.index("by"):]):  # fmt: skip
-                agent = items[-1]
+            before = tokens[max(0, index - 3) : index]  # "by the buyer", "by the listing agent"
+            if passive and agent is None and "by" in before:
+                start = index - len(before) + before.index("by")
+                if not any(_actor(tokens, i, persons, parties) for i in range(start + 1, index)):
+                    agent = items[-1]
         last = index
     if agent is not None and len(agent) == 1:  # "paid by the seller or by the buyer?" asks which: no subject yet
         items.remove(agent)

@@ -266,6 +266,11 @@ def _deadline(tokens: Sequence[str], start: int) -> bool:
     return False
 
 
+# A yes / no question of what something includes ("cover" is left out: "does someone else cover it?" asks who pays)
+_YES_NO = _set("does do is are will would incluye incluyen")
+_INCLUDES = _set("include includes included incluye incluyen incluido incluida incluidos incluidas")
+
+
 def _foci(tokens: Sequence[str]) -> frozenset[str]:
     words = frozenset(tokens)
     found: set[str] = set()
@@ -311,6 +316,8 @@ def _foci(tokens: Sequence[str]) -> frozenset[str]:
             found |= {"method", "person"}  # "who do I contact about billing?": "how do I contact billing?" too
         elif word in _SINGLE and nxt not in _SUBJECTS:
             found.add(_SINGLE[word])
+    if not found and words & _INCLUDES and tokens[:1] and tokens[0] in _YES_NO:
+        found.add("contents")  # "Does the price include HOA fees?" asks what is in it, not how much the fees are
     return frozenset(found)
 
 
