@@ -12,7 +12,10 @@ the order of the words they share. Four classes of wrong hits are the same detai
 - ``time_relation_differs``: both sides relate two events in time and one says *after* (after, afterwards, once
   <clause>, después de, luego de, tras, una vez <participle / que>), the other *before* (before, prior to,
   beforehand, until, till, antes de, hasta que): "Una vez pagada la fianza, ¿cuántos días tengo para firmar?" /
-  "¿Tengo que firmar el contrato antes de pagar la fianza?". "once a month", "una vez al mes" are frequencies.
+  "¿Tengo que firmar el contrato antes de pagar la fianza?". "once a month", "una vez al mes" are frequencies. An
+  action already done ("already" beside a past form, "ya" + a Spanish preterite or "ha" + participle) reads as
+  *after*: "We applied already — can we still view the property?" / "Should we view the property before
+  applying?", "Ya firmé el contrato, ¿cuándo pago la fianza?" / "¿... antes de firmar el contrato?".
 - ``tense_differs``: one side asks about the past only (did, was, were, had, has/have + participle, a Spanish
   preterite or "ha" + participle), the other about the future only (will, 'll, going to + verb, va a + infinitive,
   a Spanish future): "Has the price dropped recently?" / "Will the price drop soon?". Present and future are not

@@ -9,12 +9,15 @@ extracts one kind of detail from both questions and rejects the pair when they d
   side negates the other affirms (``structure.negated_differently``);
 - ``antonyms``: one side has a word whose opposite the other side has (buy/sell, before/after, comprar/vender,
   pass/fail, subir/bajar), or a word is replaced in place by its opposite or another direction (to/from);
-- ``numbers``: the multiset of numbers differs (digits, ``$450k``, ``1.5m``, number words, ordinals);
+- ``numbers``: the multiset of numbers differs (digits, ``$450k``, ``1.5m``, ``600K``, number words, ordinals; a
+  scale word after a number multiplies it: "300 mil", "2 millones", "1.5 million"; "20 por ciento" is 20 %);
 - ``units``: the units of measure differ (sq ft / m², miles / km, %, $ / €);
 - ``dates``: months, weekdays, relative days and parts of the day differ (years are numbers);
 - ``entities``: capitalised names, acronyms and street names differ (St = Street, Ave = Avenue);
 - ``roles``: the role nouns differ or appear in another order (landlord ... tenant vs tenant ... landlord), and
-  when both sides hold both "I" and "you", their order differs too;
+  when both sides hold both "I" and "you", their order differs too; in the same surface order, another order once
+  an English passive's agent is read as its subject ("Is the tax charged to the seller by the buyer?") or a name
+  both sides hold after "the" as a party ("the HOA");
 - ``language``: one side is English and the other Spanish (the stored answer is in the wrong language);
 - ``contrasts``: both sides name a different member of one closed set (house/condo, bedroom/bathroom);
 - ``identifiers``: e-mail addresses, web addresses and domain names must be the same, character for character

@@ -19,7 +19,10 @@ word sequence (``guards.Features.tokens``):
   ...?" / "¿Cuánto cuesta ...?"). "what", "which", "how", "qué", "cuál", "cómo" on their own name no focus
   (they ask for anything: "What are your office hours?" / "When is your office open?"); a question with two foci
   ("How much is the fee and what does it cover?") is compared by all of them, and a duration and a time are
-  compatible ("How long do refunds take?" / "When will I see my refund?").
+  compatible ("How long do refunds take?" / "When will I see my refund?"). A deadline to act ("How long do I have
+  to request a refund?", "¿Cuánto tiempo tengo para pedirlo?") is not a duration ("How long does a refund take to
+  show up?", "¿Cuánto tarda?"); it is compatible with a time and a validity. A yes / no question of what something
+  includes ("Does the price include HOA fees?") asks for contents, not an amount ("How much are the HOA fees?").
 
 - ``related_differently``: both questions hold the same asymmetric relation word of a closed class (before/after,
   then, above/below, over/under, encima/debajo, arriba/abajo, antes/después, to, than) and the content words they
