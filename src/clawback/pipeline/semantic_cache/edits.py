@@ -25,7 +25,7 @@ inverted: a near copy says "the same question, but", and the "but" must be shown
   "how can I" / "how would I", "need to" / "have to"). Anything else refuses it, function word or not: a
   quantifier, a tense, a modal, a pronoun or possessive, a preposition or particle, a negation, a number, a
   plural, a typo, a content word;
-- also harmless, each measured on the seven tuning files (2026-12-04: paraphrases admitted, no negative): the
+- also harmless, each measured on the tuning files (seven, then nine; paraphrases admitted, no negative): the
   asker's own possessive read as an article ("my" / "the", never "your"), a greeting or "hi there", "you guys",
   "¿De cuánto ...?", "where / who do I" with "can" / "should", "cambio" / "puedo cambiar", a spelling variant, a
   number in digits or words, a word the guards' lexicons hold for the same thing (``guards.same_thing``), one
