@@ -363,6 +363,16 @@ def test_a_procedure_against_an_amount_or_a_person_is_another_focus():
         ("units", "Looking for a house under $500k", "Looking for a house under 500k"),
         ("antonyms", "How far is the house from the school?", "What's the distance from the house to the school?"),
         ("order", "Thanks! Can I export my data to CSV?", "Can I export my data to CSV? Thanks!"),
+        # round 2 (holdout7 / holdout8): a number's scale in words or a capital letter, "por ciento", "unable",
+        # "no later than"
+        ("numbers", "Casas por menos de 300 mil dólares", "Casas por menos de $300,000"),
+        ("numbers", "Homes in Frisco under 600k", "Houses in Frisco, max $600K"),
+        ("numbers", "Busco un crédito de dos millones de pesos", "Busco un crédito de 2 millones de pesos"),
+        ("numbers", "Is my budget of 1.5 million enough?", "Is a $1,500,000 budget enough?"),
+        ("numbers", "Tengo el 20% de entrada", "Tengo el 20 por ciento de entrada"),
+        ("units", "Tengo el 20% de entrada", "Tengo el 20 por ciento de entrada"),
+        ("negation", "I can't log in.", "I'm unable to log in."),
+        ("negation", "We need to move in by August 1.", "Our move-in date is no later than August 1."),
     ],
 )  # fmt: skip
 def test_harmless_differences_the_guards_no_longer_refuse(guard, stored, asked):
@@ -380,7 +390,97 @@ def test_harmless_differences_the_guards_no_longer_refuse(guard, stored, asked):
         ("roles", "Does the buyer pay the seller or the agent?", "Does the seller pay the buyer or the agent?"),
         ("units", "Is the fee $500?", "Is the fee 500 euros?"),
         ("antonyms", "Can I sublet my room to a student?", "Can I sublet a room from a student?"),
+        ("numbers", "Casas por menos de 300 mil dólares", "Casas por menos de $400,000"),
+        ("numbers", "Homes under 600K", "Homes under $600"),
+        ("numbers", "Is a 5MB file too big?", "Is a 5,000,000 byte file too big?"),
+        ("negation", "I'm unable to log in.", "I can log in."),
+        ("negation", "Can I move in no sooner than August 1?", "Can I move in by August 1?"),
     ],
 )
 def test_what_the_loosened_guards_still_refuse(guard, stored, asked):
     assert check(stored, asked, NONE.model_copy(update={guard: True})) == guard
+
+
+# ------------------------------------------------------------------- round 2 (holdout7 / holdout8 as tuning data)
+
+
+@pytest.mark.parametrize(
+    ("guard", "stored", "asked"),
+    [
+        # a passive's agent is the subject: "charged to X by Y" is "Y charges X"
+        ("roles", "Does the landlord pay the tenant interest?", "Is interest paid to the landlord by the tenant?"),
+        ("roles", "Does the buyer owe the seller the fee?", "Is the fee owed to the buyer by the seller?"),
+        # a name both sides hold after "the" is a party: who needs whose permission
+        ("roles", "Does the tenant need approval from the City to build?", "Does the City need the tenant's approval?"),
+        # "already" / "ya" + a completed action against "before" it
+        ("time_relation", "Should I cancel the order before paying?", "I paid already, can I still cancel the order?"),
+        ("time_relation", "Can I change the date before I've signed?", "I've already signed, can I change the date?"),
+        ("time_relation", "¿Puedo cancelar antes de pagar?", "Ya pagué, ¿puedo cancelar?"),
+        ("time_relation", "¿Tengo que firmar antes de mudarme?", "Ya me he mudado, ¿tengo que firmar?"),
+        # how long a process takes against a deadline to act
+        ("focus", "How long does a cancellation take to process?", "How long do I have to cancel?"),
+        ("focus", "How long does the inspection take?", "How much time do we have to schedule the inspection?"),
+        ("focus", "¿Cuánto tarda la devolución?", "¿Cuánto tiempo tengo para hacer la devolución?"),
+        ("focus", "¿Cuántos días tarda el envío?", "¿Cuántos días tengo para devolver el envío?"),
+        # a yes / no question of what something includes against how much one part costs
+        ("focus", "Does the rent include utilities?", "How much are utilities each month?"),
+        ("focus", "¿Incluye el precio la cochera?", "¿Cuánto cuesta la cochera?"),
+    ],
+)  # fmt: skip
+def test_passives_parties_completed_actions_and_deadlines_are_refused(guard, stored, asked):
+    """The classes of holdout7's and holdout8's six wrong hits, in new sentences: each refused by its guard alone."""
+    assert check(stored, asked, NONE) is None
+    assert check(stored, asked, NONE.model_copy(update={guard: True})) == guard
+
+
+@pytest.mark.parametrize(
+    ("guard", "stored", "asked"),
+    [
+        # the same agent, said in the passive; alternatives asked in a passive; a possessive in the same place
+        ("roles", "Who pays the agent's fee, buyer or seller?", "Is the agent's fee paid by the seller or buyer?"),
+        ("roles", "Does the tenant need approval from the City?", "Does the tenant need the City's approval?"),
+        ("roles", "Does the landlord have to follow GDPR?", "Under GDPR, does the landlord have rules to follow?"),
+        # "already" with nothing done, or on both sides of the same relation; "ya" + a present
+        ("time_relation", "I already signed, can I cancel?", "Once I've signed, can I still cancel?"),
+        ("time_relation", "I already paid, when do I get the receipt?", "After paying, when do I get the receipt?"),
+        ("time_relation", "¿Ya está disponible el piso?", "¿Puedo verlo antes de que se alquile?"),
+        # a deadline said two ways, an obligation that lasts, notice to give, a deadline and a time
+        ("focus", "How long do I have to cancel?", "How many days do I have to cancel?"),
+        ("focus", "How long do I have to wait for a refund?", "How long does a refund take?"),
+        ("focus", "How much notice do I have to give?", "How far in advance do I need to give notice?"),
+        ("focus", "How long do I have to request a refund?", "When is the deadline to request a refund?"),
+        ("focus", "¿Cuánto tiempo tengo que esperar el reembolso?", "¿Cuánto tarda el reembolso?"),
+        ("focus", "¿Cuánto tiempo tengo para pedir un reembolso?", "¿Cuántos días tengo para pedir un reembolso?"),
+        ("focus", "Does the rent include utilities?", "What does the rent include?"),
+        ("focus", "Who pays for the inspection?", "Is the inspection paid by the buyer or does someone else cover it?"),
+    ],
+)  # fmt: skip
+def test_the_same_shapes_said_alike_still_pass(guard, stored, asked):
+    """True paraphrases in the shapes the round-2 rules read: the same subject, nothing done, the same focus."""
+    assert check(stored, asked, NONE.model_copy(update={guard: True})) is None
+
+
+def test_a_passive_with_the_roles_in_another_surface_order_is_still_refused():
+    """A passive whose surface order differs stays refused, its agent read or not: reading it as the active side's
+    order let two tuning role swaps through ("does the lender pay for the appraisal or the borrower" / "does the
+    borrower get paid by the lender for the appraisal") and served no tuning paraphrase."""
+    roles = NONE.model_copy(update={"roles": True})
+    assert check("Does the buyer pay the seller?", "Is the seller paid by the buyer?", roles) == "roles"
+    assert check("Does the landlord pay the tenant interest?", "Is interest paid to the tenant by the landlord?",
+                 roles) == "roles"  # fmt: skip
+    assert check("Does the listing agent get paid by the seller?", "Does the seller get paid by the listing agent?",
+                 roles) == "roles"  # fmt: skip
+
+
+def test_the_wrong_hits_of_holdout7_and_holdout8_are_refused():
+    """The six wrong hits of the two blind files (0.81-0.98), each refused by its own guard alone."""
+    _refused_only_by("holdout7", "Does the landlord need permission from the HOA to rent the unit?", "roles")
+    _refused_only_by("holdout7", "Does the seller charge the buyer the transfer tax?", "roles")
+    _refused_only_by("holdout7", "Should we view the property before applying?", "time_relation")
+    _refused_only_by("holdout7", "¿Hay que pagar la fianza antes de firmar el contrato?", "time_relation")
+    _refused_only_by(
+        "holdout8", "How long does a refund take to show up?", "focus", "How long do I have to request a refund?"
+    )
+    _refused_only_by(
+        "holdout8", "¿Cuánto tarda en llegar el reembolso?", "focus", "¿Cuánto tiempo tengo para pedir un reembolso?"
+    )

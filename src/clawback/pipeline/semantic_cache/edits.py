@@ -25,11 +25,12 @@ inverted: a near copy says "the same question, but", and the "but" must be shown
   "how can I" / "how would I", "need to" / "have to"). Anything else refuses it, function word or not: a
   quantifier, a tense, a modal, a pronoun or possessive, a preposition or particle, a negation, a number, a
   plural, a typo, a content word;
-- also harmless, each measured on the seven tuning files (2026-12-04: paraphrases admitted, no negative): the
+- also harmless, each measured on the tuning files (seven, then nine; paraphrases admitted, no negative): the
   asker's own possessive read as an article ("my" / "the", never "your"), a greeting or "hi there", "you guys",
   "¿De cuánto ...?", "where / who do I" with "can" / "should", "cambio" / "puedo cambiar", a spelling variant, a
-  number in digits or words, a word the guards' lexicons hold for the same thing (``guards.same_thing``), and one
-  block of words moved (the order guards, which run first, read what a move changes);
+  number in digits or words, a word the guards' lexicons hold for the same thing (``guards.same_thing``), one
+  block of words moved (the order guards, which run first, read what a move changes), and (nine files,
+  2026-12-04 evening) a question's opening auxiliary agreeing in number ("Is / Are utilities included?");
 - a near copy refused so is served after all when its question frames, read as one (``frames``, ``FRAMES``: "how
   do I" / "what do I do to" / "is there a way to", "can I" / "am I allowed to", "puedo" / "podría", "what" /
   "which", "the" / "this" / "my"), leave a near copy with harmless edits only.
@@ -83,6 +84,9 @@ _SAME_AUXILIARY: tuple[tuple[frozenset[str], frozenset[str] | None, frozenset[st
 # Words of one meaning wherever they stand ("when is rent due each / every month"), and a preposition that says
 # nothing after "included" ("is parking included in / with the rent").
 _SAME_WORDS = (frozenset({"each", "every"}), frozenset({"you", "y'all"}))
+# An auxiliary agreeing with its subject's number says nothing of its own ("Is / Are utilities included in the
+# rent?"): a subject whose number changed is an edit of its own, which the alignment on stems reports
+_AGREEMENT = (frozenset({"is", "are"}), frozenset({"was", "were"}), frozenset({"does", "do"}))
 # "Is there a / any move-in fee?", "Are there (any) HOA restrictions?": "any" after an existential "there"; "at all"
 # closing a question ("Do you ship internationally at all?")
 _EXISTENTIAL_ANY = frozenset({"any"})
@@ -212,6 +216,8 @@ def harmless(old: tuple[str, ...], new: tuple[str, ...], before: str | None, aft
         x, y = old[0], new[0]
         if any(x in group and y in group for group in _SAME_WORDS) or _same_spelling(x, y) or _same_number(x, y):
             return True
+        if before is None and any(x in group and y in group for group in _AGREEMENT):
+            return True  # the opening auxiliary of a question
         if same_thing(x, y):
             return True  # "sell my house / my home", "the realtor / the agent": one thing in the guards' lexicons
         if before in _INCLUDED and {x, y} == _INCLUDED_WITH:

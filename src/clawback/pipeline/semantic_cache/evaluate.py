@@ -9,9 +9,9 @@ sent through the stage (a miss, stored), then ``b``: a ``semantic-hit`` reply is
 process. Embeddings are memoised across the configurations compared (the guard ablation re-asks the same texts).
 
 The corpus the repository ships (``clawback/workloads/data/semantic_pairs/``): the team's ``calibration.jsonl``
-and ``test.jsonl`` (split once; the test split is never read by the calibration), and six files of pairs
-written blind by other people, ``holdout.jsonl`` to ``holdout6.jsonl`` (``HOLDOUT.md``, ``HOLDOUT2.md``), each
-scored once blind and since then tuning data. ``TUNING_SPLITS`` (calibration + the six holdouts) is what
+and ``test.jsonl`` (split once; the test split is never read by the calibration), and eight files of pairs
+written blind by other people, ``holdout.jsonl`` to ``holdout8.jsonl`` (``HOLDOUT.md``, ``HOLDOUT2.md``), each
+scored once blind and since then tuning data. ``TUNING_SPLITS`` (calibration + the eight holdouts) is what
 ``clawback eval semantic --calibrate`` chooses the threshold on; the test split and any new blind file are the checks.
 """
 
@@ -54,8 +54,9 @@ __all__ = [
     "similarities",
 ]
 
-CORPUS_SPLITS = ("calibration", "test", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6")
-TUNING_SPLITS = ("calibration", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6")
+_HOLDOUTS = ("holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7", "holdout8")
+CORPUS_SPLITS = ("calibration", "test", *_HOLDOUTS)
+TUNING_SPLITS = ("calibration", *_HOLDOUTS)
 EVAL_MODEL = "claude-haiku-4-5"
 
 

@@ -12,7 +12,10 @@ the order of the words they share. Four classes of wrong hits are the same detai
 - ``time_relation_differs``: both sides relate two events in time and one says *after* (after, afterwards, once
   <clause>, después de, luego de, tras, una vez <participle / que>), the other *before* (before, prior to,
   beforehand, until, till, antes de, hasta que): "Una vez pagada la fianza, ¿cuántos días tengo para firmar?" /
-  "¿Tengo que firmar el contrato antes de pagar la fianza?". "once a month", "una vez al mes" are frequencies.
+  "¿Tengo que firmar el contrato antes de pagar la fianza?". "once a month", "una vez al mes" are frequencies. An
+  action already done ("already" beside a past form, "ya" + a Spanish preterite or "ha" + participle) reads as
+  *after*: "We applied already — can we still view the property?" / "Should we view the property before
+  applying?", "Ya firmé el contrato, ¿cuándo pago la fianza?" / "¿... antes de firmar el contrato?".
 - ``tense_differs``: one side asks about the past only (did, was, were, had, has/have + participle, a Spanish
   preterite or "ha" + participle), the other about the future only (will, 'll, going to + verb, va a + infinitive,
   a Spanish future): "Has the price dropped recently?" / "Will the price drop soon?". Present and future are not
@@ -39,7 +42,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import pairwise
 
-__all__ = ["agent_differs", "choice_differs", "modality_differs", "tense_differs", "time_relation_differs"]
+__all__ = [
+    "agent_differs",
+    "choice_differs",
+    "is_participle",
+    "modality_differs",
+    "tense_differs",
+    "time_relation_differs",
+]
 
 
 def _set(words: str) -> frozenset[str]:
@@ -82,9 +92,35 @@ _BEFORE = _set("before beforehand prior until till antes")
 _FREQUENCY = _set("a an per every each or al por a cada o more mas")
 
 
-def _time_relations(tokens: Sequence[str]) -> frozenset[str]:
+# "We applied already", "I've already signed", "ya firmé", "ya he pagado": an action done, so the question is about
+# what comes after it ("We applied already — can we still view the property?" is not "Should we view it before
+# applying?"). Only with a completed form next to it: "is it already available?", "¿ya está disponible?" relate
+# nothing.
+_ALREADY = _set("already ya")
+_CLITICS = _set("me te se nos os le les lo la los las")  # "ya me he mudado", "ya lo pagué"
+
+
+def _completed(tokens: Sequence[str], lowered: Sequence[str], index: int) -> bool:
+    """A past form beside "already" / "ya": an English participle or past (within two words either side), a Spanish
+    preterite or "ha" + participle right after "ya"."""
+    if tokens[index] == "already":
+        near = [*tokens[max(0, index - 2) : index], *tokens[index + 1 : index + 3]]
+        return any(is_participle(w) for w in near)
+    following = [w for w in lowered[index + 1 : index + 4] if w not in _CLITICS] if len(lowered) == len(tokens) else []
+    if not following:
+        return False
+    if following[0] in _ES_PERFECT:
+        return len(following) > 1 and _es_participle(following[1])
+    word = following[0]
+    return len(word) >= 4 and word.endswith(("é", "ó", "í", "aste", "iste", "amos")) and word not in _ES_NOT_PRETERITE
+
+
+def _time_relations(tokens: Sequence[str], lowered: Sequence[str] = ()) -> frozenset[str]:
     found: set[str] = set()
     for index, word in enumerate(tokens):
+        if word in _ALREADY and _completed(tokens, lowered, index):
+            found.add("after")
+            continue
         nxt = tokens[index + 1] if index + 1 < len(tokens) else ""
         relates = bool(nxt) and nxt not in _FREQUENCY
         if word in _AFTER or (word == "luego" and nxt == "de"):
@@ -96,9 +132,12 @@ def _time_relations(tokens: Sequence[str]) -> frozenset[str]:
     return frozenset(found)
 
 
-def time_relation_differs(a: Sequence[str], b: Sequence[str]) -> bool:
-    """Both sides relate events in time, and one only by *after*, the other only by *before*."""
-    ra, rb = _time_relations(a), _time_relations(b)
+def time_relation_differs(
+    a: Sequence[str], b: Sequence[str], a_lowered: Sequence[str] = (), b_lowered: Sequence[str] = ()
+) -> bool:
+    """Both sides relate events in time, and one only by *after* (or an action already done), the other only by
+    *before*. ``a_lowered`` / ``b_lowered``: the accented words, for the Spanish preterite after "ya"."""
+    ra, rb = _time_relations(a, a_lowered), _time_relations(b, b_lowered)
     return len(ra) == len(rb) == 1 and ra != rb
 
 
@@ -118,7 +157,8 @@ _ES_GOING = _set("voy vas va vamos van")
 _ES_NOT_PRETERITE = _set("qué sé fé té é café bebé")
 
 
-def _participle(word: str) -> bool:
+def is_participle(word: str) -> bool:
+    """An English past participle, roughly: a regular "-ed" form or one of the common irregular ones."""
     return word in _IRREGULAR_PARTICIPLES or (len(word) > 4 and word.endswith("ed"))
 
 
@@ -135,7 +175,7 @@ def _past(tokens: Sequence[str], index: int) -> bool:
     if word in _PAST_AUXILIARIES or word in _ES_PAST:
         return True
     if word in _PERFECT:
-        return any(_participle(w) for w in window)
+        return any(is_participle(w) for w in window)
     return word in _ES_PERFECT and bool(window) and _es_participle(window[0])
 
 

@@ -9,12 +9,15 @@ extracts one kind of detail from both questions and rejects the pair when they d
   side negates the other affirms (``structure.negated_differently``);
 - ``antonyms``: one side has a word whose opposite the other side has (buy/sell, before/after, comprar/vender,
   pass/fail, subir/bajar), or a word is replaced in place by its opposite or another direction (to/from);
-- ``numbers``: the multiset of numbers differs (digits, ``$450k``, ``1.5m``, number words, ordinals);
+- ``numbers``: the multiset of numbers differs (digits, ``$450k``, ``1.5m``, ``600K``, number words, ordinals; a
+  scale word after a number multiplies it: "300 mil", "2 millones", "1.5 million"; "20 por ciento" is 20 %);
 - ``units``: the units of measure differ (sq ft / m², miles / km, %, $ / €);
 - ``dates``: months, weekdays, relative days and parts of the day differ (years are numbers);
 - ``entities``: capitalised names, acronyms and street names differ (St = Street, Ave = Avenue);
 - ``roles``: the role nouns differ or appear in another order (landlord ... tenant vs tenant ... landlord), and
-  when both sides hold both "I" and "you", their order differs too;
+  when both sides hold both "I" and "you", their order differs too; in the same surface order, another order once
+  an English passive's agent is read as its subject ("Is the tax charged to the seller by the buyer?") or a name
+  both sides hold after "the" as a party ("the HOA");
 - ``language``: one side is English and the other Spanish (the stored answer is in the wrong language);
 - ``contrasts``: both sides name a different member of one closed set (house/condo, bedroom/bathroom);
 - ``identifiers``: e-mail addresses, web addresses and domain names must be the same, character for character
@@ -45,6 +48,7 @@ from clawback.config import SemanticGuards
 from clawback.pipeline.semantic_cache.grammar import (
     agent_differs,
     choice_differs,
+    is_participle,
     modality_differs,
     tense_differs,
     time_relation_differs,
@@ -81,7 +85,7 @@ GUARD_NAMES = (
 
 _APOSTROPHES = "'\u2019"
 _TOKEN = re.compile(
-    r"\$|€|£|%|m²|ft²|(?:m|ft)2(?!\d)|\d+(?:[.,]\d+)*(?:st|nd|rd|th|k|m|º|ª)?|[^\W\d_]+(?:["
+    r"\$|€|£|%|m²|ft²|(?:m|ft)2(?!\d)|\d+(?:[.,]\d+)*(?:st|nd|rd|th|k|m|[KM](?![^\W\d_])|º|ª)?|[^\W\d_]+(?:["
     + _APOSTROPHES
     + r"][^\W\d_]+)?",
     re.UNICODE,
@@ -119,7 +123,7 @@ _ES_STOP = _words("el la los las un una es son de del que en por para y o como c
                   "quién")  # fmt: skip
 _ES_MARKS = frozenset("¿¡ñáéíóú")
 
-_NEGATORS = _words("not no never without none nobody nothing neither nor cannot non lack lacks except nunca sin "
+_NEGATORS = _words("not no never without none nobody nothing neither nor cannot unable non lack lacks except nunca sin "
                    "ningun ninguna ninguno nada jamas tampoco ni nadie salvo excepto")  # fmt: skip
 
 # Each line: two opposite sides, words of a side separated by spaces (inflections listed: no stemmer guesses).
@@ -600,6 +604,8 @@ _BARE_CONTRACTIONS = _words("isnt arent wasnt werent dont doesnt didnt cant coul
 # A negator that asks rather than negates: "Is it furnished or not?" (the question itself), "I'm not sure what I can
 # afford" / "I don't know if ..." / "no sé si ..." (an embedded question), in the words after it.
 _NOT_NEGATING_NEXT = _words("sure certain know")
+# A number word after digits scales them: "300 mil" / "300.000", "1.5 million" / "1,500,000"
+_MULTIPLIERS = {"thousand": 1e3, "mil": 1e3, "million": 1e6, "millon": 1e6, "millones": 1e6}
 _NOT_NEGATING_END = _words("not no")
 
 
@@ -611,7 +617,8 @@ def _negates(folded: list[str], index: int) -> bool:
     if word in _NOT_NEGATING_END and index and folded[index - 1] in ("or", "o") and not nxt:
         return False  # "... or not?", "... o no?" at the end
     embedded = word == "no" and nxt == "se" and folded[index + 2 : index + 3] == ["si"]
-    return nxt not in _NOT_NEGATING_NEXT and not embedded
+    deadline = nxt == "later" and folded[index + 2 : index + 3] == ["than"]  # "no later than August 1": "by August 1"
+    return nxt not in _NOT_NEGATING_NEXT and not embedded and not deadline
 
 
 @lru_cache(maxsize=65_536)
@@ -642,9 +649,18 @@ def features(text: str) -> Features:
         if _negates(folded, index):
             negations += 1
         value = _number(word)
+        previous = _number(folded[index - 1]) if index else None
+        if previous is None and index and folded[index - 1] in _NUMBER_WORDS and folded[index - 1] not in (
+                _SOFT_NUMBERS | _MULTIPLIERS.keys()):  # fmt: skip
+            previous = float(_NUMBER_WORDS[folded[index - 1]])  # "dos millones" as "2 millones"
         if value is not None:
             numbers.append(value)
             all_numbers.append(value)
+        elif previous is not None and word in _MULTIPLIERS:
+            numbers[-1] = all_numbers[-1] = previous * _MULTIPLIERS[word]  # "300 mil" is 300.000, "5 million"
+        elif previous is None and index >= 2 and word == "ciento" and folded[index - 1] == "por" and _number(
+                folded[index - 2]) is not None:  # fmt: skip
+            units.add("%")  # "20 por ciento" is 20 %, no hundred
         elif word in _NUMBER_WORDS and not (
             word in ("second", "segundo")
             and _fold(raw_tokens[index + 1 : index + 2][0] if index + 1 < len(raw_tokens) else "")
@@ -844,6 +860,14 @@ def _roles_differ(a: Features, b: Features) -> bool:
         if len(set(a.roles)) >= 2 and _dedupe(a.roles) != _dedupe(b.roles) and (
                 _role_order(a.tokens) != _role_order(b.tokens)):  # fmt: skip
             return True
+        # the same roles in the same order on the surface, another order once a passive's agent is read as the
+        # subject or a name both sides hold ("the HOA") as a party: "Does the seller charge the buyer ...?" / "Is
+        # ... charged to the seller by the buyer?" (a passive whose surface order differs is refused above)
+        parties = _parties(a, b)
+        if (parties or _passive(a.tokens) or _passive(b.tokens)) and len(set(a.roles) | parties) >= 2:
+            read_a = _role_order(a.tokens, parties=parties, agents=True)
+            if read_a != _role_order(b.tokens, parties=parties, agents=True):
+                return True
         if (_role_actor(a) and _role_actor(b) and _dedupe(a.actors) != _dedupe(b.actors)
                 and _role_order(a.tokens, persons=True) != _role_order(b.tokens, persons=True)):  # fmt: skip
             return True  # "my neighbor cuts" / "I cut ... my neighbor's"
@@ -869,10 +893,38 @@ _ALTERNATIVE_GLUE = _words("the a an by my your el la los las un una por mi su")
 _ALTERNATIVE = _words("or o u")
 
 
-def _actor(tokens: tuple[str, ...], index: int, persons: bool) -> str | None:
+# Who acts in an English passive: "Is the transfer tax charged to the seller by the buyer?" is "Does the buyer charge
+# the seller the transfer tax?". The role after "by" (an article between) in a sentence with a form of "be" / "get"
+# and a participle after it is the subject, read first.
+_PASSIVE_AUXILIARIES = _words("is are was were be been being get gets got getting")
+_DEFINITE = _words("the el la los las")
+_SHORT_PARTICIPLES = _words("owed used sued")  # four letters: "need", "feed", "seed" end in "ed" too
+
+
+def _passive(tokens: tuple[str, ...]) -> bool:
+    return any(w in _PASSIVE_AUXILIARIES and any(is_participle(x) or x in _SHORT_PARTICIPLES
+                                                 for x in tokens[i + 1 : i + 5])
+               for i, w in enumerate(tokens))  # fmt: skip
+
+
+def _parties(a: Features, b: Features) -> frozenset[str]:
+    """Names both sides hold as a party, after a definite article on both ("the HOA", "la HOA"): they act or are
+    acted on as a role noun does ("Does the landlord need permission from the HOA?" / "Does the HOA need the
+    landlord's permission?"). Names without an article ("GDPR", "Elm St") are no party."""
+
+    def named(features: Features) -> set[str]:
+        tokens = features.tokens
+        return {w for i, w in enumerate(tokens) if w in features.entities and i and tokens[i - 1] in _DEFINITE}
+
+    return frozenset(named(a) & named(b))
+
+
+def _actor(tokens: tuple[str, ...], index: int, persons: bool, parties: frozenset[str] = frozenset()) -> str | None:
     word = tokens[index]
     if word in _ROLES:
         return _ROLES[word]
+    if word in parties:
+        return word
     if persons and word in _FIRST_PERSON:
         return "1"
     if persons and word in _SECOND_PERSON:
@@ -880,15 +932,20 @@ def _actor(tokens: tuple[str, ...], index: int, persons: bool) -> str | None:
     return None
 
 
-def _role_order(tokens: tuple[str, ...], persons: bool = False) -> tuple[str, ...]:
+def _role_order(
+    tokens: tuple[str, ...], persons: bool = False, parties: frozenset[str] = frozenset(), agents: bool = False
+) -> tuple[str, ...]:
     """The roles (and with ``persons`` the personal pronouns) in order, with those offered as alternatives of one
     choice ("Who pays, the buyer or the seller?") read as one unordered item: the alternatives' order does not
     change the question ("..., the seller or the buyer?"), the order of the roles around them still does ("Does the
-    buyer pay the seller or the agent?")."""
+    buyer pay the seller or the agent?"). ``parties``: names read as roles (``_parties``); with ``agents`` a
+    passive's agent ("by the buyer", ``_passive``) is read first, as the subject it is."""
     items: list[set[str]] = []
     last = -1
+    agent: set[str] | None = None
+    passive = agents and _passive(tokens)
     for index in range(len(tokens)):
-        actor = _actor(tokens, index, persons)
+        actor = _actor(tokens, index, persons, parties)
         if actor is None:
             continue
         between = tokens[last + 1 : index] if last >= 0 else ()
@@ -899,7 +956,15 @@ def _role_order(tokens: tuple[str, ...], persons: bool = False) -> tuple[str, ..
             items[-1].add(actor)
         else:
             items.append({actor})
+            before = tokens[max(0, index - 3) : index]  # "by the buyer", "by the listing agent"
+            if passive and agent is None and "by" in before:
+                start = index - len(before) + before.index("by")
+                if not any(_actor(tokens, i, persons, parties) for i in range(start + 1, index)):
+                    agent = items[-1]
         last = index
+    if agent is not None and len(agent) == 1:  # "paid by the seller or by the buyer?" asks which: no subject yet
+        items.remove(agent)
+        items.insert(0, agent)
     return _dedupe(tuple("|".join(sorted(item)) for item in items))
 
 
@@ -984,7 +1049,7 @@ def check(stored: str, query: str, guards: SemanticGuards) -> str | None:
         return "focus"
     if guards.choice and choice_differs(a.tokens, b.tokens):
         return "choice"
-    if guards.time_relation and time_relation_differs(a.tokens, b.tokens):
+    if guards.time_relation and time_relation_differs(a.tokens, b.tokens, a.lowered, b.lowered):
         return "time_relation"
     if guards.tense and tense_differs(a.tokens, b.tokens, a.lowered, b.lowered):
         return "tense"

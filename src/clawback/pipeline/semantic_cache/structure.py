@@ -19,7 +19,10 @@ word sequence (``guards.Features.tokens``):
   ...?" / "¿Cuánto cuesta ...?"). "what", "which", "how", "qué", "cuál", "cómo" on their own name no focus
   (they ask for anything: "What are your office hours?" / "When is your office open?"); a question with two foci
   ("How much is the fee and what does it cover?") is compared by all of them, and a duration and a time are
-  compatible ("How long do refunds take?" / "When will I see my refund?").
+  compatible ("How long do refunds take?" / "When will I see my refund?"). A deadline to act ("How long do I have
+  to request a refund?", "¿Cuánto tiempo tengo para pedirlo?") is not a duration ("How long does a refund take to
+  show up?", "¿Cuánto tarda?"); it is compatible with a time and a validity. A yes / no question of what something
+  includes ("Does the price include HOA fees?") asks for contents, not an amount ("How much are the HOA fees?").
 
 - ``related_differently``: both questions hold the same asymmetric relation word of a closed class (before/after,
   then, above/below, over/under, encima/debajo, arriba/abajo, antes/después, to, than) and the content words they
@@ -229,7 +232,13 @@ _AUXILIARIES = _set("do can could should would")
 _ASKERS = _set("i we you")
 _DESCRIBED = _set("es son está están esta estan era fue funciona funcionan")
 _COMPATIBLE = frozenset(
-    {frozenset({"time", "duration"}), frozenset({"time", "validity"}), frozenset({"method", "place"})}
+    {
+        frozenset({"time", "duration"}),
+        frozenset({"time", "validity"}),
+        frozenset({"method", "place"}),
+        frozenset({"time", "deadline"}),
+        frozenset({"validity", "deadline"}),
+    }
 )
 """"How long do refunds take?" / "When will I see my refund?": a duration and a time are often one question."""
 
@@ -237,6 +246,32 @@ _COMPATIBLE = frozenset(
 def _duration_kind(words: frozenset[str]) -> str:
     """A "how long" question asks how long something takes or lasts, or how long it stays valid."""
     return "validity" if words & _VALIDITY and not words & _PROCESS else "duration"
+
+
+# "How long do I have to request a refund?", "How many days do we get to cancel?", "¿Cuánto tiempo tengo para
+# pedir un reembolso?" ask for a deadline to act, not how long a process takes ("How long does a refund take to
+# show up?", "¿Cuánto tarda en llegar?"); a deadline and a time or a validity are often one question ("When is the
+# deadline to ...?", "How long is the offer valid?"). "have to wait / stay / keep" is an obligation that lasts
+# ("How long do I have to wait for my refund?"): a duration; so is Spanish "tengo que esperar".
+_HAVE = _set("have has get gets tengo tienes tiene tenemos tienen hay")
+_LASTING = _set("wait stay keep remain live hold be give provide")
+
+
+def _deadline(tokens: Sequence[str], start: int) -> bool:
+    """Whether the duration question opened at ``start`` asks how long the asker has to act."""
+    for index in range(start, min(start + 6, len(tokens))):
+        word, rest = tokens[index], tuple(tokens[index + 1 : index + 3])
+        if word not in _HAVE:
+            continue
+        if word in ("have", "has", "get", "gets"):  # "how long has it been": no "to", no deadline
+            return len(rest) == 2 and rest[0] == "to" and rest[1] not in _LASTING
+        return rest[:1] == ("para",)
+    return False
+
+
+# A yes / no question of what something includes ("cover" is left out: "does someone else cover it?" asks who pays)
+_YES_NO = _set("does do is are will would incluye incluyen")
+_INCLUDES = _set("include includes included incluye incluyen incluido incluida incluidos incluidas")
 
 
 def _foci(tokens: Sequence[str]) -> frozenset[str]:
@@ -249,11 +284,13 @@ def _foci(tokens: Sequence[str]) -> frozenset[str]:
             if nxt in _AUXILIARIES and after in _ASKERS:
                 found.add("method")  # "how do I / how can I change my plan": a procedure
             elif nxt == "long":
-                found.add(_duration_kind(words))
+                found.add("deadline" if _deadline(tokens, index + 2) else _duration_kind(words))
             elif nxt == "much":
-                found.add("duration" if after in _TIME_NOUNS else "amount")
+                deadline = after == "time" and _deadline(tokens, index + 3)  # not "how much notice do I have to give"
+                found.add("deadline" if deadline else "duration" if after in _TIME_NOUNS else "amount")
             elif nxt == "many":
-                found.add("duration" if after in _TIME_UNITS else "count")
+                timed = after in _TIME_UNITS
+                found.add(("deadline" if _deadline(tokens, index + 3) else "duration") if timed else "count")
             elif nxt in ("often", "frequently"):
                 found.add("frequency")
             elif nxt == "far":
@@ -261,7 +298,9 @@ def _foci(tokens: Sequence[str]) -> frozenset[str]:
             elif nxt == "soon":
                 found.add("time")
         elif word in ("cuánto", "cuánta", "cuántos", "cuántas"):
-            if nxt in _TIME_NOUNS or nxt in _TIME_UNITS or nxt in _PROCESS:
+            if (nxt == "tiempo" or nxt in _TIME_UNITS) and _deadline(tokens, index + 2):
+                found.add("deadline")  # "¿cuánto tiempo tengo para pedirlo?", "¿cuántos días tengo para firmar?"
+            elif nxt in _TIME_NOUNS or nxt in _TIME_UNITS or nxt in _PROCESS:
                 found.add(_duration_kind(words) if nxt not in _PROCESS else "duration")
             elif word in ("cuántos", "cuántas") and nxt not in _COST:
                 found.add("count")
@@ -280,6 +319,8 @@ def _foci(tokens: Sequence[str]) -> frozenset[str]:
             found |= {"method", "person"}  # "who do I contact about billing?": "how do I contact billing?" too
         elif word in _SINGLE and nxt not in _SUBJECTS:
             found.add(_SINGLE[word])
+    if not found and words & _INCLUDES and tokens[:1] and tokens[0] in _YES_NO:
+        found.add("contents")  # "Does the price include HOA fees?" asks what is in it, not how much the fees are
     return frozenset(found)
 
 
