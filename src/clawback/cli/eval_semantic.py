@@ -4,7 +4,7 @@ Without ``--pairs`` it scores the shipped corpus's test split (the calibration n
 configured settings (``semantic_cache.*``; the shipped calibrated threshold unless ``threshold`` is set), then
 shows the guards' effect per false-hit class. ``--pairs FILE`` scores any JSONL file of ``{"a", "b", "same",
 "kind"}`` lines the same way. ``--calibrate`` chooses the threshold (and the word alignment's word similarity) on
-the tuning files (``evaluate.TUNING_SPLITS``: the calibration split and the eight holdouts, never the test split) and
+the tuning files (``evaluate.TUNING_SPLITS``: the calibration split and the nine holdouts, never the test split) and
 writes them to the package's ``calibrated.json``. With ``--json`` the last line printed is one JSON object.
 """
 
@@ -37,7 +37,7 @@ def eval_semantic(
     json_output: Annotated[bool, typer.Option("--json", help="End with one JSON object (figures, per kind)")] = False,
     split: Annotated[
         str,
-        typer.Option(help="Corpus file without --pairs: test, calibration, holdout, holdout2-8, tuning or all"),
+        typer.Option(help="Corpus file without --pairs: test, calibration, holdout, holdout2-9, tuning or all"),
     ] = "test",
     ablation: Annotated[bool, typer.Option(help="Also score each guard alone and no guard (per-class effect)")] = True,
     calibrate: Annotated[bool, typer.Option(help="Choose the threshold on the tuning files; write it")] = False,

@@ -3,7 +3,7 @@
 ``choose_threshold`` takes every tuning pair's similarity and whether the checks (``verify.verdict``) let it
 through, and keeps the *lowest* threshold at which precision (right hits over the hits served at or above it) is
 still at least ``target``, serving at least ``min_served`` hits: the most recall precision allows. The tuning
-files are the calibration split and the eight holdouts written blind by other people (``evaluate.TUNING_SPLITS``);
+files are the calibration split and the nine holdouts written blind by other people (``evaluate.TUNING_SPLITS``);
 the test split is never read here. ``clawback eval semantic --calibrate`` holds a target of 1.0 (no wrong hit on
 any tuning file): leaving one file out of the tuning and scoring it blind, 0.995 let wrong hits through on
 ``holdout2.jsonl`` and 1.0 did not (``benchmarks/README.md``, semantic cache).

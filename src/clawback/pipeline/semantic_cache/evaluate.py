@@ -10,8 +10,8 @@ process. Embeddings are memoised across the configurations compared (the guard a
 
 The corpus the repository ships (``clawback/workloads/data/semantic_pairs/``): the team's ``calibration.jsonl``
 and ``test.jsonl`` (split once; the test split is never read by the calibration), and eight files of pairs
-written blind by other people, ``holdout.jsonl`` to ``holdout8.jsonl`` (``HOLDOUT.md``, ``HOLDOUT2.md``), each
-scored once blind and since then tuning data. ``TUNING_SPLITS`` (calibration + the eight holdouts) is what
+written blind by other people, ``holdout.jsonl`` to ``holdout9.jsonl`` (``HOLDOUT.md``, ``HOLDOUT2.md``), each
+scored once blind and since then tuning data. ``TUNING_SPLITS`` (calibration + the nine holdouts) is what
 ``clawback eval semantic --calibrate`` chooses the threshold on; the test split and any new blind file are the checks.
 """
 
@@ -54,7 +54,8 @@ __all__ = [
     "similarities",
 ]
 
-_HOLDOUTS = ("holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7", "holdout8")
+_HOLDOUTS = ("holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7", "holdout8",
+             "holdout9")  # fmt: skip
 CORPUS_SPLITS = ("calibration", "test", *_HOLDOUTS)
 TUNING_SPLITS = ("calibration", *_HOLDOUTS)
 EVAL_MODEL = "claude-haiku-4-5"
