@@ -52,6 +52,7 @@ from functools import lru_cache
 
 from clawback.pipeline.semantic_cache.alignment import stem
 from clawback.pipeline.semantic_cache.guards import _NUMBER_WORDS, _SOFT_NUMBERS, features, fold_words, same_thing
+from clawback.pipeline.semantic_cache.synonyms import synonym
 
 __all__ = ["FRAMES", "MAX_EDITS", "MIN_SHARED", "frames", "harmless", "near_copy", "tokens"]
 
@@ -220,12 +221,16 @@ def harmless(old: tuple[str, ...], new: tuple[str, ...], before: str | None, aft
             return True  # the opening auxiliary of a question
         if same_thing(x, y):
             return True  # "sell my house / my home", "the realtor / the agent": one thing in the guards' lexicons
+        if synonym(x, y):
+            return True  # "big" / "spacious", "price" / "cost", "depa" / "departamento": ``synonyms``
         if before in _INCLUDED and {x, y} == _INCLUDED_WITH:
             return True
         return any(
             x in group and y in group and (first is None or before in first) and after in then
             for group, first, then in _SAME_AUXILIARY
         )
+    if len(old) == len(new) == 2 and all(x == y or synonym(x, y) for x, y in zip(old, new, strict=True)):
+        return True  # two adjacent words, each the other's synonym ("big apartment" / "spacious flat")
     return _modal_of_the_same_verb(old, new) or _modal_of_the_same_verb(new, old)
 
 

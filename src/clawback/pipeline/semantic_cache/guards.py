@@ -61,7 +61,7 @@ from clawback.pipeline.semantic_cache.structure import (
     swapped,
 )
 
-__all__ = ["GUARD_NAMES", "Features", "check", "features", "fold_words", "same_thing"]
+__all__ = ["GUARD_NAMES", "Features", "check", "distinguishes", "features", "fold_words", "same_thing"]
 
 GUARD_NAMES = (
     "language",
@@ -759,6 +759,22 @@ def same_thing(x: str, y: str) -> bool:
     date ("saturday" / "sabado"), one street type ("ave" / "avenue"). The guards compare these as equal; so may the
     near-copy check (``edits.harmless``)."""
     return x != y and _meaning(x) is not None and _meaning(x) == _meaning(y)
+
+
+def distinguishes(x: str, y: str) -> bool:
+    """Whether the guards' lexicons tell two folded words apart: opposite sides of one antonym pair ("buy" /
+    "sell"), two members of one contrast family ("fee" / "deposit", "invoice" / "receipt"), two roles, units or
+    dates. A synonym lexicon must never join such a pair (``synonyms``)."""
+    a, b = frozenset({x}), frozenset({y})
+    for left, right in _ANTONYMS:
+        if (_has(a, left) and _has(b, right)) or (_has(a, right) and _has(b, left)):
+            return True
+    for family in _CONTRAST_SETS:
+        sides_x = {m for m, members in enumerate(family) if _has(a, members)}
+        sides_y = {m for m, members in enumerate(family) if _has(b, members)}
+        if sides_x and sides_y and not sides_x & sides_y:
+            return True
+    return any(x in table and y in table and table[x] != table[y] for table in (_ROLES, _UNITS, _DATES))
 
 
 @lru_cache(maxsize=4096)
