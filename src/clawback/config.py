@@ -228,6 +228,14 @@ class SemanticGuards(_Section):
     modality: bool = Field(
         True, description="Reject a permission asked on one side (can I, ¿puedo?) and an obligation on the other (must)"
     )
+    topic: bool = Field(
+        True,
+        description="Reject the same question word with shared content words only in a modifier and different "
+        "things asked (see semantic_cache.topic)",
+    )
+    request: bool = Field(
+        True, description="Reject a report followed by a request to act (..., can you fix it?) against one clause"
+    )
     near_copy: bool = Field(
         True,
         description="Serve a near copy of the stored question (1-3 edited spans, most of it unchanged) only when "
