@@ -30,7 +30,9 @@ inverted: a near copy says "the same question, but", and the "but" must be shown
   "¿De cuánto ...?", "where / who do I" with "can" / "should", "cambio" / "puedo cambiar", a spelling variant, a
   number in digits or words, a word the guards' lexicons hold for the same thing (``guards.same_thing``), one
   block of words moved (the order guards, which run first, read what a move changes), and (nine files,
-  2026-12-04 evening) a question's opening auxiliary agreeing in number ("Is / Are utilities included?");
+  2026-12-04 evening) a question's opening auxiliary agreeing in number ("Is / Are utilities included?"), and
+  (ten files) one or two content words swapped for a synonym of the curated lexicon (``synonyms``: "big" /
+  "spacious", "allowed" / "permitted", "renta" / "alquiler"; 8 paraphrases above the threshold, no negative);
 - a near copy refused so is served after all when its question frames, read as one (``frames``, ``FRAMES``: "how
   do I" / "what do I do to" / "is there a way to", "can I" / "am I allowed to", "puedo" / "podría", "what" /
   "which", "the" / "this" / "my"), leave a near copy with harmless edits only.
