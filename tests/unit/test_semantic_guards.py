@@ -108,7 +108,11 @@ def test_true_paraphrases_pass_every_guard(stored, asked):
 
 
 def test_every_guard_is_a_setting():
-    assert {*GUARD_NAMES, "near_copy", "alignment"} == set(CHECK_NAMES) == set(SemanticGuards.model_fields)
+    assert (
+        {*GUARD_NAMES, "topic", "request", "near_copy", "alignment"}
+        == set(CHECK_NAMES)
+        == set(SemanticGuards.model_fields)
+    )
 
 
 def _ctx(body, key="k1", headers=()):
