@@ -202,3 +202,22 @@ def test_harmless_edits_learned_on_the_seven_tuning_files(stored, asked):
 )
 def test_the_new_harmless_classes_keep_what_changes_the_answer(stored, asked):
     assert near_copy(stored, asked) is not None
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        ("¿Cómo alquilo un piso?", "¿Cómo alquilo mi piso?"),  # holdout10's wrong hit: rent one / let one's own
+        ("How do I sell a house?", "How do I sell my house?"),
+        ("Can I insure an apartment?", "Can I insure my apartment?"),
+    ],
+)
+def test_the_askers_own_thing_is_not_any_one(stored, asked):
+    assert near_copy(stored, asked) is not None
+    assert near_copy(asked, stored) is not None
+
+
+def test_the_askers_own_thing_is_still_the_definite_one():
+    assert near_copy("How do I reset the password?", "How do I reset my password?") is None
+    assert near_copy("¿Cómo cancelo la suscripción?", "¿Cómo cancelo mi suscripción?") is None
+    assert near_copy("Can I pay rent online?", "Can I pay my rent online?") is None

@@ -70,6 +70,10 @@ _FILLER_PHRASES = (("thank", "you"), ("por", "favor"), ("buenos", "dias"), ("bue
 # Articles, and the asker's own possessive, which a question adds or drops as it does an article ("Can I pay my rent
 # online?" / "Can I pay rent online?", "¿Cómo cancelo mi / la suscripción?"); never "your" / "su" (whose)
 _ARTICLES = frozenset(fold_words("the a an el la los las un una my our mi mis"))
+# ... but not in place of an indefinite article: "¿Cómo alquilo un piso?" asks how to rent one as a tenant, "¿Cómo
+# alquilo mi piso?" how to let one's own (holdout10's wrong hit, 0.954): "a" / "my" says whose thing it is.
+_INDEFINITE = frozenset(fold_words("a an un una unos unas"))
+_POSSESSIVE = frozenset(fold_words("my our mi mis"))
 # "what's" folds to "what" (the guards' folding drops "'s"), so "what is" differs by one "is" after these words.
 _CONTRACTED_IS = frozenset(fold_words("what that there it where how who here when why time"))
 _PRONOUNS = frozenset(fold_words("i we you"))
@@ -193,6 +197,10 @@ def _strip_fillers(words: tuple[str, ...]) -> tuple[str, ...]:
 def harmless(old: tuple[str, ...], new: tuple[str, ...], before: str | None, after: str | None) -> bool:
     """Whether replacing the span ``old`` with ``new`` (between the words ``before`` and ``after``, None at an
     end) is one of the edits that cannot change the answer (the classes are in the module docstring)."""
+    if (_INDEFINITE.intersection(old) and _POSSESSIVE.intersection(new)) or (
+        _POSSESSIVE.intersection(old) and _INDEFINITE.intersection(new)
+    ):
+        return False  # one's own thing against any one (see ``_INDEFINITE``)
     old, new = _strip_fillers(old), _strip_fillers(new)
     if before is None:
         old, new = _strip_greeting(old), _strip_greeting(new)
