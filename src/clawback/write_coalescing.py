@@ -5,9 +5,9 @@ uvicorn writes a response's status line and headers on ``http.response.start`` a
 that the app hands over in one go. On this machine a loopback ``write`` is not cheap: py-spy of the gateway at
 32 connections put ~20 % of the event loop's samples inside uvicorn's ``send`` (the two writes) and ~8 % in
 aiohttp's one write of the upstream request (issue 19, ``benchmarks/README.md``). Holding what is written until
-the end of the loop turn (``call_soon``) and sending it with one ``write``, or one ``writev`` when there are
-several pieces (no copy of a large body), halves the response's system calls; a stream's head leaves with its
-first event, and its last event with the chunked terminator.
+the end of the loop turn (``call_soon``) and sending it with one ``write`` (pieces joined), or one ``writev``
+past ``FLUSH_AT`` bytes (no copy of a large body), halves the response's system calls; a stream's head leaves
+with its first event, and its last event with the chunked terminator.
 
 What does not change: nothing waits longer than the current turn of the loop (a stream's events still leave as
 they arrive); past ``FLUSH_AT`` bytes pending (uvicorn's high-water mark) the data is written at once, so the
@@ -56,7 +56,7 @@ class CoalescingTransport:
 
     def flush(self) -> None:
         """Write what is pending now (also called at the end of the turn; a no-op when nothing is)."""
-        pending = self._pending
+        pending, size = self._pending, self._size
         if not pending:
             return
         self._pending = []
@@ -65,7 +65,9 @@ class CoalescingTransport:
             return
         if len(pending) == 1:
             self._transport.write(pending[0])
-        else:
+        elif size < FLUSH_AT:  # a head and its body: joined, written at once (uvloop's write fast path)
+            self._transport.write(b"".join(pending))
+        else:  # a large body: one writev, not a copy (uvloop sends writelines at the end of the loop's turn)
             self._transport.writelines(pending)
 
     def close(self) -> None:
