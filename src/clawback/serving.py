@@ -9,7 +9,7 @@ call). Every other app, the simulator included, is served by plain httptools, as
 
 Granian (a Rust HTTP server, ASGI interface, uvloop, 1 worker) was measured in its place for the gateway, same
 app, same simulator, side by side (issue 19, 2026-12-04, ``benchmarks/README.md``): CPU per request at 32
-connections +39 % plain / +63 % streams (460 / 638 us against uvicorn's 330 / 391), +13-51 % with its
+connections +39 % plain / +63 % streams (460 / 638 us against uvicorn's 330 / 391), +13-54 % with its
 single-threaded runtime or its Rust task implementation, and a higher p50 at one connection (0.73 against
 0.48 ms): every ASGI message crosses from its Rust threads to the Python loop, and a proxy sends several per
 request. Not used.
