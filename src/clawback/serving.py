@@ -1,6 +1,19 @@
 """Running ASGI apps: in the foreground for ``clawback serve``/``simulate``, or on a background thread
 for the demo, the savings benchmark and the tests (a real server on a real port, not an in-memory
-transport, so that what is measured is what users get)."""
+transport, so that what is measured is what users get).
+
+The server is uvicorn with uvloop and httptools. An app may name its own HTTP protocol class in an
+``http_protocol`` attribute: the gateway's (``GatewayApp.http_protocol``) is the same httptools protocol with the
+writes of one loop turn sent as one (``clawback.write_coalescing``: a response's head and body in one system
+call). Every other app, the simulator included, is served by plain httptools, as before.
+
+Granian (a Rust HTTP server, ASGI interface, uvloop, 1 worker) was measured in its place for the gateway, same
+app, same simulator, side by side (issue 19, 2026-12-04, ``benchmarks/README.md``): CPU per request at 32
+connections +39 % plain / +63 % streams (460 / 638 us against uvicorn's 330 / 391), +13-54 % with its
+single-threaded runtime or its Rust task implementation, and a higher p50 at one connection (0.73 against
+0.48 ms): every ASGI message crosses from its Rust threads to the Python loop, and a proxy sends several per
+request. Not used.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +43,7 @@ def _config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=options.pop("http", getattr(app, "http_protocol", "httptools")),
         log_level=options.pop("log_level", "warning"),
         access_log=False,
         lifespan=options.pop("lifespan", "on"),
@@ -72,15 +85,16 @@ def run_app(app: Any, host: str, port: int, gc_threshold: tuple[int, int, int] |
     uvicorn.Server(_config(app, host, port, **options)).run()
 
 
-def run_workers(factory: str, host: str, port: int, workers: int, **options: Any) -> None:
+def run_workers(factory: str, host: str, port: int, workers: int, http: Any = "httptools", **options: Any) -> None:
     """Serve ``factory`` (``"module:function"`` returning the app) from ``workers`` processes on one port.
 
     uvicorn's own supervisor: it binds the socket once, starts the processes (each builds its app by calling
     the factory, so each has its own pools and ledger writer), restarts one that dies, and stops them all on
-    SIGINT/SIGTERM. The kernel spreads connections over the processes accepting on the shared socket.
+    SIGINT/SIGTERM. The kernel spreads connections over the processes accepting on the shared socket. ``http``:
+    the app's ``http_protocol`` (the app is built in each worker, after this is called).
     """
     uvicorn.run(
-        factory, host=host, port=port, factory=True, workers=workers, loop="uvloop", http="httptools",
+        factory, host=host, port=port, factory=True, workers=workers, loop="uvloop", http=http,
         log_level=options.pop("log_level", "warning"), access_log=False, **options,
     )  # fmt: skip
 

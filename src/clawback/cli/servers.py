@@ -90,7 +90,7 @@ def _serve_workers(settings: Settings, config: Path | None, upstream: str | None
     The workers read the same file and environment; the command line's options travel as ``CLAWBACK_*``
     variables (which win over the file, as they do for any setting).
     """
-    from clawback.gateway.app import WORKER_CONFIG_ENV
+    from clawback.gateway.app import WORKER_CONFIG_ENV, GatewayApp
     from clawback.gateway.process import resolve_upstream
     from clawback.serving import run_workers
     from clawback.storage.engine import engine_from_settings
@@ -120,4 +120,4 @@ def _serve_workers(settings: Settings, config: Path | None, upstream: str | None
         os.environ[WORKER_CONFIG_ENV] = str(config.resolve())
     console.print(f"clawback gateway on http://{gw.host}:{gw.port} -> {upstream_url}  ({gw.workers} workers)")
     console.print(f"  ANTHROPIC_BASE_URL=http://{gw.host}:{gw.port}  (ledger: {settings.ledger.url})")
-    run_workers("clawback.gateway.app:worker_app", gw.host, gw.port, gw.workers)
+    run_workers("clawback.gateway.app:worker_app", gw.host, gw.port, gw.workers, http=GatewayApp.http_protocol)

@@ -24,6 +24,7 @@ from clawback.gateway import admin, budget_admin, routes
 from clawback.gateway.process import Gateway, resolve_upstream
 from clawback.pipeline.context import new_request_id
 from clawback.pricing import PriceBook
+from clawback.write_coalescing import CoalescingHttpToolsProtocol
 
 __all__ = [
     "WORKER_CONFIG_ENV",
@@ -87,6 +88,9 @@ class PipelineEndpoint:
 
 class GatewayApp:
     """The ASGI app: the two pipeline endpoints first, everything else through Starlette's router."""
+
+    #: The HTTP protocol ``clawback.serving`` serves this app with (the writes of one loop turn sent as one).
+    http_protocol = CoalescingHttpToolsProtocol
 
     def __init__(self, gateway: Gateway, router: Starlette) -> None:
         self.gateway = gateway
