@@ -9,10 +9,12 @@ sent through the stage (a miss, stored), then ``b``: a ``semantic-hit`` reply is
 process. Embeddings are memoised across the configurations compared (the guard ablation re-asks the same texts).
 
 The corpus the repository ships (``clawback/workloads/data/semantic_pairs/``): the team's ``calibration.jsonl``
-and ``test.jsonl`` (split once; the test split is never read by the calibration), and eight files of pairs
-written blind by other people, ``holdout.jsonl`` to ``holdout9.jsonl`` (``HOLDOUT.md``, ``HOLDOUT2.md``), each
-scored once blind and since then tuning data. ``TUNING_SPLITS`` (calibration + the nine holdouts) is what
-``clawback eval semantic --calibrate`` chooses the threshold on; the test split and any new blind file are the checks.
+and ``test.jsonl`` (split once; the test split is never read by the calibration), and nine files of pairs
+written blind by other people, ``holdout.jsonl`` to ``holdout9.jsonl`` (``HOLDOUT.md``, ``HOLDOUT2.md``, the later
+ones in ``benchmarks/README.md``), each scored once blind and since then tuning data. ``TUNING_SPLITS``
+(calibration + the nine holdouts) is what ``clawback eval semantic --calibrate`` chooses the threshold on; the test
+split and any new blind file are the checks. ``holdout10.jsonl`` and ``holdout11.jsonl`` are scored and spent but
+not tuning data yet (each still has a wrong hit no check refuses); score them with ``--pairs``.
 """
 
 from __future__ import annotations
